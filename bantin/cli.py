@@ -1,0 +1,215 @@
+"""The `bantin` command: the whole stack (`up`), single roles for docker compose, and admin tasks.
+
+Each process reads its settings from the environment here, once, and hands them down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from shared import logs
+from shared.settings import Settings, SettingsError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if args.command not in ("up",):
+            settings = _with_running_stack(settings)
+        logs.setup(settings, args.command)
+        return int(args.run(settings, args) or 0)
+    except SettingsError as err:
+        print(f"bantin: {err}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bantin", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run everything on this machine (embedded PostgreSQL, Redis)")
+    up.add_argument("--home", help="data folder (default: $BANTIN_HOME or ./var)")
+    up.add_argument("--site-port", type=int, default=8080)
+    up.add_argument("--api-port", type=int, default=8081)
+    up.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="Celery worker processes (default: one per core)",
+    )
+    up.add_argument("--no-demo", action="store_true", help="do not load the demo article")
+    up.set_defaults(run=_up)
+
+    for role, port in (("ingest", 8081), ("publisher", 8080)):
+        p = sub.add_parser(role, help=f"serve the {role} service only")
+        p.add_argument("--host", default="0.0.0.0")  # noqa: S104 (a container's service)
+        p.add_argument("--port", type=int, default=port)
+        p.set_defaults(run=_serve, role=role)
+
+    worker = sub.add_parser("worker", help="run a Celery worker")
+    worker.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
+    worker.add_argument("--queues", default="default,images,feeds,counters")
+    worker.set_defaults(run=_worker)
+    sub.add_parser("beat", help="run Celery beat (exactly one per site)").set_defaults(run=_beat)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(run=_migrate)
+
+    token = sub.add_parser("token", help="manage API tokens")
+    tsub = token.add_subparsers(dest="token_command", required=True)
+    create = tsub.add_parser("create", help="create a token and print it (shown once)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", choices=("submitter", "admin"), default="submitter")
+    create.set_defaults(run=_token_create)
+    tsub.add_parser("list", help="list tokens (never their secrets)").set_defaults(run=_token_list)
+    revoke = tsub.add_parser("revoke", help="revoke a token at once")
+    revoke.add_argument("id", type=int)
+    revoke.set_defaults(run=_token_revoke)
+    return parser
+
+
+def _with_running_stack(settings: Settings) -> Settings:
+    """Commands run beside `bantin up` use its embedded servers unless URLs are given."""
+    path = settings.home / "run" / "env.json"
+    if (settings.database_url and settings.redis_url) or not path.exists():
+        return settings
+    running = json.loads(path.read_text())
+    return settings.with_(
+        database_url=settings.database_url or running["BANTIN_DATABASE_URL"],
+        redis_url=settings.redis_url or running["BANTIN_REDIS_URL"],
+    )
+
+
+def _up(settings: Settings, args: argparse.Namespace) -> int:
+    from bantin.supervisor import Options, Stack
+
+    if args.home:
+        home = Path(args.home).expanduser().absolute()
+        media = settings.media_dir if os.environ.get("BANTIN_MEDIA_DIR") else home / "media"
+        settings = settings.with_(home=home, media_dir=media)
+    options = Options(
+        site_port=args.site_port,
+        api_port=args.api_port,
+        workers=args.workers,
+        demo=not args.no_demo,
+    )
+    return Stack(settings, options).run()
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> None:
+    from aiohttp import web
+
+    from shared import db
+
+    database_url, _ = settings.require_backends()
+    db.migrate(database_url)
+    if args.role == "ingest":
+        from services.ingest.app import create_app
+    else:
+        from services.publisher.app import create_app
+    web.run_app(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        print=None,
+        shutdown_timeout=10,
+        access_log=None,
+    )
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> None:
+    from shared import db
+    from workers.app import configure
+
+    db.migrate(settings.require_backends()[0])
+    app = configure(settings)
+    app.worker_main(
+        [
+            "worker",
+            "--loglevel",
+            settings.log_level,
+            "--queues",
+            args.queues,
+            "--concurrency",
+            str(args.concurrency),
+            "--without-gossip",
+            "--without-mingle",
+            "--hostname",
+            f"worker-{os.getpid()}@%h",
+        ]
+    )
+
+
+def _beat(settings: Settings, args: argparse.Namespace) -> None:
+    from celery.apps.beat import Beat
+
+    from workers.app import configure
+
+    app = configure(settings)
+    run = settings.home / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    Beat(app=app, schedule=str(run / "celerybeat-schedule"), loglevel=settings.log_level).run()
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> None:
+    from shared import db
+
+    applied = db.migrate(settings.require_backends()[0])
+    print(f"applied {', '.join(applied)}" if applied else "database is up to date")
+
+
+def _token_create(settings: Settings, args: argparse.Namespace) -> None:
+    from shared import tokens
+
+    async def create() -> str:
+        async with await _connect(settings) as conn:
+            return await tokens.create(conn, args.name, args.role)
+
+    print(asyncio.run(create()))
+
+
+def _token_list(settings: Settings, args: argparse.Namespace) -> None:
+    from shared import tokens
+
+    async def listing() -> list[tokens.Token]:
+        async with await _connect(settings) as conn:
+            return await tokens.list_all(conn)
+
+    for t in asyncio.run(listing()):
+        state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
+        used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
+        print(f"{t.id}\t{t.role}\t{state}\tlast used {used}\t{t.name}")
+
+
+def _token_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from shared import tokens
+
+    async def revoke() -> bool:
+        async with await _connect(settings) as conn:
+            return await tokens.revoke(conn, args.id)
+
+    if asyncio.run(revoke()):
+        print(f"revoked token {args.id}")
+        return 0
+    print(f"bantin: no active token {args.id}", file=sys.stderr)
+    return 1
+
+
+async def _connect(settings: Settings):  # type: ignore[no-untyped-def]
+    import psycopg
+    from psycopg.rows import dict_row
+
+    database_url, _ = settings.require_backends()
+    return await psycopg.AsyncConnection.connect(
+        database_url, autocommit=True, row_factory=dict_row
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""The submitters' API: an aiohttp application built by `create_app(settings)`."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from services.ingest.routes import setup_routes
+from shared.problems import problem_middleware
+from shared.settings import Settings
+from shared.web import install_clients
+from workers.app import configure as configure_celery
+
+
+def create_app(settings: Settings) -> web.Application:
+    # JSON bodies are read whole (and capped here); photo uploads stream part by part.
+    app = web.Application(
+        client_max_size=settings.max_json_bytes, middlewares=[problem_middleware()]
+    )
+    install_clients(app, settings)
+    configure_celery(settings)  # ingest only sends tasks; nothing connects until it does
+    setup_routes(app)
+    return app

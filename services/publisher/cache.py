@@ -1,0 +1,71 @@
+"""Rendered pages, shared by every publisher replica through Redis, with a small in-process
+layer in front.
+
+Cached pages are keyed by the site version, which every publication, edit or removal
+increments: one INCR makes every page stale at once, and stale entries simply expire. Each
+answer needs one Redis round trip for the version and the live statistics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from shared import keys
+
+ONLINE_WINDOW = 300  # seconds: "online" means seen in the last five minutes
+
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    version: int
+    online: int
+    total: int
+
+
+class PageCache:
+    def __init__(self, redis: Redis, ttl: int, local_size: int = 512) -> None:
+        self.redis = redis
+        self.ttl = ttl
+        self.local_size = local_size
+        self.local: OrderedDict[str, bytes] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    async def live(self) -> Live:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(keys.SITE_VERSION)
+        pipe.get(keys.TOTAL)
+        pipe.zcount(keys.ONLINE, time.time() - ONLINE_WINDOW, "+inf")
+        version, total, online = await pipe.execute()
+        return Live(int(version or 0), int(online or 0), int(total or 0))
+
+    async def get(self, version: int, path: str) -> bytes | None:
+        key = keys.page(version, path)
+        body: bytes | None = self.local.get(key)
+        if body is None and self.ttl:
+            stored = await self.redis.get(key)
+            if isinstance(stored, bytes):
+                body = stored
+                self._remember(key, body)
+        if body is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+            self.local.move_to_end(key)
+        return body
+
+    async def put(self, version: int, path: str, body: bytes) -> None:
+        if not self.ttl:
+            return
+        key = keys.page(version, path)
+        self._remember(key, body)
+        await self.redis.set(key, body, ex=self.ttl)
+
+    def _remember(self, key: str, body: bytes) -> None:
+        self.local[key] = body
+        while len(self.local) > self.local_size:
+            self.local.popitem(last=False)

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from services.publisher import views
+from shared.settings import Settings
+from shared.web import add_health_routes
+
+STATIC = Path(__file__).parent / "static"
+
+
+def setup_routes(app: web.Application, settings: Settings) -> None:
+    add_health_routes(app)
+    app.router.add_get("/api/v1/stats", views.stats)
+    app.router.add_get(r"/feeds/{scope:[a-z0-9-]+}.{fmt:[a-z]+}", views.feed)
+    app.router.add_get("/search", views.search)
+    app.router.add_static("/static/", STATIC, append_version=False)
+    settings.media_dir.mkdir(parents=True, exist_ok=True)
+    app.router.add_static("/media/", settings.media_dir)
+    app.router.add_get("/", views.home)
+    app.router.add_get(r"/{category:[a-z0-9-]+}/", views.category_page)
+    app.router.add_get(r"/{category:[a-z0-9-]+}/{tail:[a-z0-9-]*-\d+}", views.article_page)

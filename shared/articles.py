@@ -1,0 +1,275 @@
+"""Queries on categories and articles that ingest, the publisher and the workers all need.
+
+Every function takes an open async connection; callers own transactions. The functions raise
+domain errors (`NotFound`, `Conflict`); only views turn them into HTTP answers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection, errors
+
+from shared.models import Article, Category, Image, Rendition
+
+Conn = AsyncConnection[Any]
+
+
+class NotFound(LookupError):
+    """No such row (or not visible to the caller)."""
+
+
+class Conflict(Exception):
+    """The row exists already, or changed since the caller read it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImageDraft:
+    part: str
+    caption: str
+    role: str
+    sha256: str
+    format: str
+    bytes: int
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ArticleDraft:
+    """A validated, sanitized article as ingest accepts it."""
+
+    slug: str
+    category_id: int
+    title: str
+    summary: str
+    body_source: str
+    body_format: str
+    body_html: str
+    author: str
+    unit: str
+    published_at: datetime | None
+    search_text: str
+    gallery_title: str = ""
+    tags: tuple[str, ...] = ()
+    images: tuple[ImageDraft, ...] = field(default_factory=tuple)
+
+
+# --- categories -------------------------------------------------------------------------------
+
+
+async def list_categories(conn: Conn) -> list[Category]:
+    cur = await conn.execute("SELECT id, slug, name FROM categories ORDER BY position, id")
+    return [Category(**row) for row in await cur.fetchall()]
+
+
+async def category_by_slug(conn: Conn, slug: str) -> Category:
+    cur = await conn.execute("SELECT id, slug, name FROM categories WHERE slug = %s", (slug,))
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(slug)
+    return Category(**row)
+
+
+async def create_category(conn: Conn, slug: str, name: str) -> Category:
+    try:
+        async with conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO categories (slug, name, position)"
+                " VALUES (%s, %s, (SELECT coalesce(max(position), 0) + 1 FROM categories))"
+                " RETURNING id, slug, name",
+                (slug, name),
+            )
+            row = await cur.fetchone()
+    except errors.UniqueViolation as err:
+        raise Conflict(slug) from err
+    assert row is not None
+    return Category(**row)
+
+
+# --- articles ---------------------------------------------------------------------------------
+
+_ARTICLE_COLUMNS = """
+    a.id, a.uuid, a.slug, a.title, a.summary, a.body_html, a.body_format, a.author, a.unit,
+    a.status, a.published_at, a.created_at, a.updated_at, a.version, a.gallery_title, a.tags,
+    c.id AS category_id, c.slug AS category_slug, c.name AS category_name
+"""
+_ARTICLE_FROM = "articles a JOIN categories c ON c.id = a.category_id"
+
+
+async def insert_article(conn: Conn, draft: ArticleDraft, submitted_by: int | None) -> int:
+    """Insert the article and its photos (status `processing`); returns the new id."""
+    cur = await conn.execute(
+        "INSERT INTO articles (uuid, slug, category_id, title, summary, body_source, body_format,"
+        " body_html, author, unit, tags, gallery_title, published_at, search_text, submitted_by)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (
+            uuid.uuid4(),
+            draft.slug,
+            draft.category_id,
+            draft.title,
+            draft.summary,
+            draft.body_source,
+            draft.body_format,
+            draft.body_html,
+            draft.author,
+            draft.unit,
+            list(draft.tags),
+            draft.gallery_title,
+            draft.published_at,
+            draft.search_text,
+            submitted_by,
+        ),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    article_id: int = row["id"]
+    for position, image in enumerate(draft.images):
+        await conn.execute(
+            "INSERT INTO images (article_id, position, part, caption, role, sha256, format, bytes,"
+            " width, height) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                article_id,
+                position,
+                image.part,
+                image.caption,
+                image.role,
+                image.sha256,
+                image.format,
+                image.bytes,
+                image.width,
+                image.height,
+            ),
+        )
+    return article_id
+
+
+async def get_article(conn: Conn, article_id: int) -> Article:
+    cur = await conn.execute(
+        f"SELECT {_ARTICLE_COLUMNS} FROM {_ARTICLE_FROM} WHERE a.id = %s", (article_id,)
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(article_id)
+    return (await _with_images(conn, [row]))[0]
+
+
+async def latest_published(
+    conn: Conn, *, category_id: int | None = None, limit: int = 20, offset: int = 0
+) -> list[Article]:
+    """Newest published first; served by a partial index, so the cost does not grow with the
+    number of articles in the database."""
+    where = "a.status = 'published'"
+    params: list[Any] = []
+    if category_id is not None:
+        where += " AND a.category_id = %s"
+        params.append(category_id)
+    cur = await conn.execute(
+        f"SELECT {_ARTICLE_COLUMNS} FROM {_ARTICLE_FROM} WHERE {where}"
+        " ORDER BY a.published_at DESC, a.id DESC LIMIT %s OFFSET %s",
+        (*params, limit, offset),
+    )
+    return await _with_images(conn, await cur.fetchall())
+
+
+async def mark(
+    conn: Conn,
+    article_id: int,
+    status: str,
+    *,
+    published_at: datetime | None = None,
+    error: str | None = None,
+    expect: Sequence[str] = (),
+) -> bool:
+    """Move an article to `status`; with `expect`, only from one of those statuses.
+
+    Returns whether a row changed, so that a task run twice does its work once.
+    """
+    sql = (
+        "UPDATE articles SET status = %s, error = %s, updated_at = now(),"
+        " published_at = coalesce(%s, published_at), version = version + 1 WHERE id = %s"
+    )
+    params: list[Any] = [status, error, published_at, article_id]
+    if expect:
+        sql += " AND status = ANY(%s)"
+        params.append(list(expect))
+    cur = await conn.execute(sql, params)
+    return cur.rowcount == 1
+
+
+async def pending_ids(conn: Conn, *, stuck_after_seconds: int) -> tuple[list[int], list[int]]:
+    """(processing articles untouched for a while, scheduled articles now due).
+
+    The periodic sweep re-enqueues both, so that nothing waits forever after a restart or a
+    lost message.
+    """
+    cur = await conn.execute(
+        "SELECT id, status FROM articles WHERE (status = 'processing'"
+        " AND updated_at < now() - make_interval(secs => %s))"
+        " OR (status = 'scheduled' AND published_at <= now()) ORDER BY id LIMIT 1000",
+        (stuck_after_seconds,),
+    )
+    rows = await cur.fetchall()
+    return (
+        [r["id"] for r in rows if r["status"] == "processing"],
+        [r["id"] for r in rows if r["status"] == "scheduled"],
+    )
+
+
+async def _with_images(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[Article]:
+    if not rows:
+        return []
+    ids = [row["id"] for row in rows]
+    cur = await conn.execute(
+        "SELECT i.id, i.article_id, i.position, i.part, i.caption, i.role, i.width, i.height,"
+        " i.error, i.placeholder,"
+        " coalesce(json_agg(json_build_array(r.path, r.width, r.height, r.format)"
+        "   ORDER BY r.format, r.width) FILTER (WHERE r.path IS NOT NULL), '[]') AS renditions"
+        " FROM images i LEFT JOIN renditions r ON r.image_id = i.id"
+        " WHERE i.article_id = ANY(%s) GROUP BY i.id ORDER BY i.article_id, i.position",
+        (ids,),
+    )
+    images: dict[int, list[Image]] = {}
+    for r in await cur.fetchall():
+        images.setdefault(r["article_id"], []).append(
+            Image(
+                id=r["id"],
+                position=r["position"],
+                part=r["part"],
+                caption=r["caption"],
+                role=r["role"],
+                width=r["width"],
+                height=r["height"],
+                error=r["error"],
+                placeholder=r["placeholder"],
+                renditions=tuple(Rendition(*item) for item in r["renditions"]),
+            )
+        )
+    return [_article(row, tuple(images.get(row["id"], ()))) for row in rows]
+
+
+def _article(row: dict[str, Any], images: tuple[Image, ...]) -> Article:
+    return Article(
+        id=row["id"],
+        uuid=row["uuid"],
+        slug=row["slug"],
+        category=Category(row["category_id"], row["category_slug"], row["category_name"]),
+        title=row["title"],
+        summary=row["summary"],
+        body_html=row["body_html"],
+        body_format=row["body_format"],
+        author=row["author"],
+        unit=row["unit"],
+        status=row["status"],
+        published_at=row["published_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        version=row["version"],
+        gallery_title=row["gallery_title"],
+        tags=tuple(row["tags"]),
+        images=images,
+    )

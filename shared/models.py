@@ -1,0 +1,81 @@
+"""Plain, immutable records that the data layer hands to both sides.
+
+They carry no database handles and no behaviour beyond derived values, so they can be passed
+to templates, feed renderers and JSON encoders alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from uuid import UUID
+
+STATUSES = ("processing", "scheduled", "published", "failed", "unpublished")
+ROLES = ("inline", "cover", "gallery")
+TOKEN_ROLES = ("submitter", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class Category:
+    id: int
+    slug: str
+    name: str
+
+    @property
+    def path(self) -> str:
+        return f"/{self.slug}/"
+
+
+@dataclass(frozen=True, slots=True)
+class Rendition:
+    """One encoded size of a photo; `path` is relative to the site root (/media/...)."""
+
+    path: str
+    width: int
+    height: int
+    format: str  # jpeg | png | webp | avif
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    id: int
+    position: int
+    part: str
+    caption: str
+    role: str  # inline | cover | gallery
+    width: int | None = None  # upright size of the original, once known
+    height: int | None = None
+    error: str | None = None
+    placeholder: str | None = None  # a CSS colour such as "#a0b1c2"
+    renditions: tuple[Rendition, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    id: int
+    uuid: UUID
+    slug: str
+    category: Category
+    title: str
+    summary: str
+    body_html: str  # sanitized; photos appear as <img src="cid:PART">
+    body_format: str
+    author: str
+    unit: str
+    status: str
+    published_at: datetime | None  # aware, UTC
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    gallery_title: str = ""
+    tags: tuple[str, ...] = ()
+    images: tuple[Image, ...] = field(default_factory=tuple)
+
+    @property
+    def path(self) -> str:
+        """The article page, relative to the site root; stable because it ends with the id."""
+        return f"/{self.category.slug}/{self.slug}-{self.id}"
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.id}-{self.version}"'

@@ -1,0 +1,129 @@
+"""RFC 9457 problem details: the one shape every bantin error answer takes.
+
+Views raise `Problem`; the middleware from `problem_middleware()` turns it, aiohttp's own HTTP
+errors and anything unexpected into `application/problem+json`, so no client ever sees a bare
+500 page or a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "application/problem+json"
+TYPE_BASE = "https://bantin.dev/problems/"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Problem(Exception):
+    """An answer that explains what is wrong, as RFC 9457 describes."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str = "",
+        *,
+        kind: str | None = None,
+        errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.kind = kind or title.lower().replace(" ", "-")
+        self.errors = errors
+        self.headers = headers or {}
+        self.extra = extra
+
+    def body(self, instance: str | None = None) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "type": TYPE_BASE + self.kind,
+            "title": self.title,
+            "status": self.status,
+        }
+        if self.detail:
+            doc["detail"] = self.detail
+        if instance:
+            doc["instance"] = instance
+        if self.errors:
+            doc["errors"] = self.errors
+        doc.update(self.extra)
+        return doc
+
+    def response(self, instance: str | None = None) -> web.Response:
+        return web.Response(
+            status=self.status,
+            body=json.dumps(self.body(instance), ensure_ascii=False).encode(),
+            content_type=CONTENT_TYPE,
+            headers=self.headers,
+        )
+
+
+def invalid(errors: list[dict[str, str]]) -> Problem:
+    """A 422 listing every field that needs fixing, each with a pointer and a message."""
+    fields = ", ".join(e["field"] for e in errors)
+    return Problem(
+        422,
+        "Invalid article" if errors else "Invalid request",
+        f"Fix these fields: {fields}",
+        kind="validation",
+        errors=errors,
+    )
+
+
+def field_error(field: str, message: str) -> dict[str, str]:
+    return {"field": field, "pointer": "/" + field.replace(".", "/"), "message": message}
+
+
+def problem_middleware(
+    html_errors: Callable[[web.Request, int], Awaitable[web.StreamResponse] | None] | None = None,
+) -> Any:
+    """Turn every error into problem+json (or, for readers' pages, into an HTML page)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except Problem as problem:
+            return problem.response(request.path)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            if html_errors is not None:
+                page = html_errors(request, exc.status)
+                if page is not None:
+                    return await page
+            return Problem(
+                exc.status,
+                exc.reason,
+                _detail(exc),
+                kind=f"http-{exc.status}",
+                headers=_keep_headers(exc),
+            ).response(request.path)
+        except Exception:
+            log.exception("unexpected error on %s %s", request.method, request.path)
+            return Problem(
+                500, "Internal error", "The error was logged; please try again.", kind="internal"
+            ).response(request.path)
+
+    return middleware
+
+
+def _detail(exc: web.HTTPException) -> str:
+    text = exc.text or ""
+    return "" if text.startswith(f"{exc.status}:") else text
+
+
+def _keep_headers(exc: web.HTTPException) -> dict[str, str]:
+    keep = {"Allow", "Retry-After", "Location"}
+    return {k: v for k, v in exc.headers.items() if k in keep}

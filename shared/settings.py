@@ -1,0 +1,179 @@
+"""Every setting bantin has, read from the environment once, at each process's start.
+
+`Settings.from_env()` is the only place that looks at `os.environ`; everything else receives the
+`Settings` object. A bad value stops start-up with one line that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A setting has a value bantin cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    home: Path
+    database_url: str | None
+    redis_url: str | None
+    media_dir: Path
+    public_url: str
+    site_name: str
+    timezone: str
+    admin_token: str | None
+    websub_hub: str | None
+    log_level: str
+    log_format: str  # "text" or "json"
+    # Limits for what submitters send.
+    max_photo_bytes: int
+    max_photos: int
+    max_request_bytes: int
+    max_json_bytes: int
+    max_pixels: int
+    rate_limit_per_minute: int
+    # Readers' side.
+    feed_size: int
+    page_size: int
+    page_cache_seconds: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        home = Path(env.get("BANTIN_HOME") or "./var").expanduser().absolute()
+        media = env.get("BANTIN_MEDIA_DIR")
+        return cls(
+            home=home,
+            database_url=_url(env, "BANTIN_DATABASE_URL", ("postgresql", "postgres")),
+            redis_url=_url(env, "BANTIN_REDIS_URL", ("redis", "rediss", "unix")),
+            media_dir=Path(media).expanduser().absolute() if media else home / "media",
+            public_url=(_url(env, "BANTIN_PUBLIC_URL", ("http", "https")) or "").rstrip("/"),
+            site_name=env.get("BANTIN_SITE_NAME", "").strip() or "Cổng thông tin điện tử",
+            timezone=_timezone(env.get("BANTIN_TIMEZONE") or "Asia/Ho_Chi_Minh"),
+            admin_token=_secret(env, "BANTIN_ADMIN_TOKEN"),
+            websub_hub=_url(env, "BANTIN_WEBSUB_HUB", ("http", "https")),
+            log_level=_choice(
+                env, "BANTIN_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")
+            ),
+            log_format=_choice(env, "BANTIN_LOG_FORMAT", "text", ("text", "json")),
+            max_photo_bytes=_int(env, "BANTIN_MAX_PHOTO_BYTES", 25 * 1024 * 1024, 1024),
+            max_photos=_int(env, "BANTIN_MAX_PHOTOS", 50, 0),
+            max_request_bytes=_int(env, "BANTIN_MAX_REQUEST_BYTES", 200 * 1024 * 1024, 1024),
+            max_json_bytes=_int(env, "BANTIN_MAX_JSON_BYTES", 2 * 1024 * 1024, 1024),
+            max_pixels=_int(env, "BANTIN_MAX_PIXELS", 50_000_000, 1),
+            rate_limit_per_minute=_int(env, "BANTIN_RATE_LIMIT_PER_MINUTE", 600, 1),
+            feed_size=_int(env, "BANTIN_FEED_SIZE", 50, 1),
+            page_size=_int(env, "BANTIN_PAGE_SIZE", 20, 1),
+            page_cache_seconds=_int(env, "BANTIN_PAGE_CACHE_SECONDS", 300, 0),
+        )
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some values replaced (the supervisor fills in embedded server URLs)."""
+        return replace(self, **changes)
+
+    def site_url(self, default_port: int = 8080) -> str:
+        """The absolute base URL for links in feeds: BANTIN_PUBLIC_URL, else the local site."""
+        return self.public_url or f"http://127.0.0.1:{default_port}"
+
+    def require_backends(self) -> tuple[str, str]:
+        """The database and Redis URLs a single role needs; a clear error when one is missing."""
+        if not self.database_url:
+            raise SettingsError(
+                "BANTIN_DATABASE_URL: not set (run everything with `bantin up`, which starts an "
+                "embedded PostgreSQL, or set it to postgresql://user@host:5432/db)"
+            )
+        if not self.redis_url:
+            raise SettingsError(
+                "BANTIN_REDIS_URL: not set (run everything with `bantin up`, which starts an "
+                "embedded Redis, or set it to redis://host:6379/0)"
+            )
+        return self.database_url, self.redis_url
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that gives a child process these same settings."""
+        env = {
+            "BANTIN_HOME": str(self.home),
+            "BANTIN_MEDIA_DIR": str(self.media_dir),
+            "BANTIN_SITE_NAME": self.site_name,
+            "BANTIN_TIMEZONE": self.timezone,
+            "BANTIN_LOG_LEVEL": self.log_level,
+            "BANTIN_LOG_FORMAT": self.log_format,
+        }
+        optional = {
+            "BANTIN_DATABASE_URL": self.database_url,
+            "BANTIN_REDIS_URL": self.redis_url,
+            "BANTIN_PUBLIC_URL": self.public_url,
+            "BANTIN_ADMIN_TOKEN": self.admin_token,
+            "BANTIN_WEBSUB_HUB": self.websub_hub,
+        }
+        env.update({k: v for k, v in optional.items() if v})
+        return env
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not (parts.netloc or parts.path):
+        raise SettingsError(f"{name}: {value!r} is not a URL of scheme {' or '.join(schemes)}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name, "").strip().replace("_", "")
+    if not raw:
+        return default
+    return _checked(name, raw, int, lambda v: v >= minimum, f"a whole number >= {minimum}")
+
+
+def _checked(
+    name: str, raw: str, convert: Callable[[str], T], ok: Callable[[T], bool], what: str
+) -> T:
+    try:
+        value = convert(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: {raw!r} is not {what}") from None
+    if not ok(value):
+        raise SettingsError(f"{name}: {raw!r} is not {what}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    value = raw.upper() if choices[0].isupper() else raw.lower()
+    if value not in choices:
+        raise SettingsError(f"{name}: {raw!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"BANTIN_TIMEZONE: {name!r} is not a known IANA time zone") from None
+    return name
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    if len(value) < 16:
+        raise SettingsError(f"{name}: too short; use at least 16 random characters")
+    return value

@@ -1,0 +1,312 @@
+"""Vietnamese text utilities shared by ingest, publisher and workers.
+
+Vietnamese text reaches us from many sources (editors typing in different input
+methods, copy-paste from Word or web pages, wire feeds) and the same word can
+arrive as different code point sequences. These helpers give every service the
+same answer to three questions:
+
+* what is the clean form of a field we store (``clean_text``, ``too_long``),
+* when are two spellings "the same word" (``canonical``, ``fold``,
+  ``search_text``),
+* what URL slug does a title get (``slugify``, ``slug_with_suffix``).
+
+Everything here is pure standard library and deterministic, so the same input
+gives the same output in every process and on every deploy.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+
+__all__ = [
+    "FALLBACK_SLUG",
+    "canonical",
+    "clean_text",
+    "fold",
+    "nfc",
+    "search_text",
+    "slug_with_suffix",
+    "slugify",
+    "too_long",
+]
+
+# Slug used when a title has nothing left after folding ("bài viết" = article).
+FALLBACK_SLUG = "bai-viet"
+
+# The five Vietnamese tone marks as combining characters (grave, acute, hook
+# above, tilde, dot below). Every other combining mark on a Vietnamese vowel is
+# a vowel modifier (breve, circumflex, horn) and is part of the letter itself.
+_TONE_MARKS = frozenset("\u0300\u0301\u0309\u0303\u0323")
+
+# Two-vowel endings where the two spelling habits disagree on the tone position:
+# old style "hòa, khỏe, thủy", new style "hoà, khoẻ, thuỷ". They only disagree
+# when the syllable ends with the pair; with a final consonant ("hoàn",
+# "thuyền") there is only one correct position.
+_HABIT_DIPHTHONGS = frozenset({("o", "a"), ("o", "e"), ("u", "y")})
+
+_VOWELS = frozenset("aeiouy")
+
+# A word for ``canonical``: letters plus any combining marks, so a stray
+# decomposed mark stays inside its word instead of splitting it.
+_WORD_RE = re.compile(r"(?:[^\W\d_]|[\u0300-\u036f])+")
+
+# Code points that are always removed by ``clean_text``: zero-width characters
+# and bidi controls (invisible, break search matching and can be used to
+# disguise text), the BOM, soft hyphen and word joiner.
+_INVISIBLE = frozenset(
+    [chr(c) for c in range(0x200B, 0x2010)]
+    + [chr(c) for c in range(0x202A, 0x202F)]
+    + [chr(c) for c in range(0x2066, 0x206A)]
+    + ["\ufeff", "\u00ad", "\u2060"]
+)
+
+# Line-break characters other than "\n" that are normalized to "\n" in
+# multi-line text (and to a space in single-line text).
+_LINE_BREAKS = frozenset("\r\x85\u2028\u2029")
+
+# Latin letters that do not decompose under NFD but have an obvious plain ASCII
+# reading. "Ð" (U+00D0, eth) is here because it looks exactly like "Đ" and is
+# sometimes typed in its place.
+_FOLD_LETTERS = str.maketrans(
+    {
+        "đ": "d",
+        "ð": "d",
+        "ø": "o",
+        "ł": "l",
+        "ß": "ss",
+        "æ": "ae",
+        "œ": "oe",
+    }
+)
+
+_NON_SLUG_RE = re.compile(r"[^a-z0-9]+")
+_SPACES_RE = re.compile(r" {2,}")
+
+
+def nfc(s: str) -> str:
+    """Return ``s`` in Unicode NFC.
+
+    Vietnamese letters can be typed precomposed ("ệ") or as a base letter with
+    combining marks; NFC picks the precomposed form so equal-looking strings
+    compare equal and lengths count letters rather than marks.
+    """
+    return unicodedata.normalize("NFC", s)
+
+
+def _is_noncharacter(cp: int) -> bool:
+    # U+FDD0..U+FDEF and the last two code points of every plane are permanently
+    # reserved as noncharacters; they never belong in interchanged text.
+    return 0xFDD0 <= cp <= 0xFDEF or (cp & 0xFFFE) == 0xFFFE
+
+
+def clean_text(s: str, *, multiline: bool = False) -> str:
+    """Return a normalized, storable version of a user-supplied text field.
+
+    Input comes from forms, feeds and copy-paste, and can carry invisible or
+    invalid characters that break search, slugs, display or the database
+    (PostgreSQL rejects NUL, and lone surrogates cannot be encoded as UTF-8).
+    This removes control characters, lone surrogates, zero-width and bidi
+    control characters and noncharacters, turns every Unicode space (including
+    NBSP) into a plain space, collapses runs of spaces and strips the ends.
+
+    With ``multiline=False`` (titles, names) tabs and line breaks become
+    spaces. With ``multiline=True`` (summaries, bodies) tabs and newlines are
+    kept, other line breaks ("\\r\\n", "\\r", U+2028, ...) become "\\n", and
+    spaces are stripped at both ends of every line.
+
+    The function never truncates or raises: length checks are a validation
+    decision, made separately with ``too_long`` so the caller can report a
+    field error instead of silently losing text.
+    """
+    if multiline:
+        s = s.replace("\r\n", "\n")
+    out: list[str] = []
+    for ch in s:
+        cp = ord(ch)
+        if ch == "\n" or ch == "\t":
+            out.append(ch if multiline else " ")
+        elif ch in _LINE_BREAKS:
+            out.append("\n" if multiline else " ")
+        elif ch == "\x0b" or ch == "\x0c":
+            # Vertical tab and form feed separate words; keep them apart.
+            out.append(" ")
+        elif cp < 0x20 or 0x7F <= cp <= 0x9F:
+            continue  # other C0/C1 controls, DEL
+        elif 0xD800 <= cp <= 0xDFFF:
+            continue  # lone surrogate (paired ones never exist in a str)
+        elif ch in _INVISIBLE or _is_noncharacter(cp):
+            continue
+        elif unicodedata.category(ch) == "Zs":
+            out.append(" ")  # NBSP, narrow NBSP, em space, ideographic space...
+        else:
+            out.append(ch)
+    # NFC after filtering: removing an invisible character can bring a base
+    # letter and a combining mark together.
+    text = nfc("".join(out))
+    if multiline:
+        lines = (_SPACES_RE.sub(" ", line).strip(" ") for line in text.split("\n"))
+        return "\n".join(lines).strip()
+    return _SPACES_RE.sub(" ", text).strip(" ")
+
+
+def too_long(s: str, max_length: int) -> bool:
+    """Tell whether ``s`` has more than ``max_length`` characters.
+
+    Length is counted in NFC code points, which is what a user sees as letters
+    and what PostgreSQL ``varchar(n)`` counts, so a decomposed "ệ" (three code
+    points) counts as one. Pass text that went through ``clean_text`` first.
+    """
+    return len(nfc(s)) > max_length
+
+
+def _split_letters(word: str) -> list[tuple[str, str, str]]:
+    # Split an NFD word into (base, modifier marks, tone marks) per letter.
+    letters: list[tuple[str, str, str]] = []
+    for ch in word:
+        if unicodedata.combining(ch) and letters:
+            base, mods, tones = letters[-1]
+            if ch in _TONE_MARKS:
+                letters[-1] = (base, mods, tones + ch)
+            else:
+                letters[-1] = (base, mods + ch, tones)
+        else:
+            letters.append((ch, "", ""))
+    return letters
+
+
+def _canonical_word(match: re.Match[str]) -> str:
+    word = match.group(0)
+    letters = _split_letters(unicodedata.normalize("NFD", word))
+    if len(letters) < 2:
+        return word
+    (b1, m1, t1), (b2, m2, t2) = letters[-2], letters[-1]
+    # Only the plain pairs oa/oe/uy, old style: tone on the first vowel, none
+    # on the second, no vowel modifiers (so "ươ", "uê" etc. are not touched).
+    if (b1.lower(), b2.lower()) not in _HABIT_DIPHTHONGS or m1 or m2 or not t1 or t2:
+        return word
+    if len(letters) > 2:
+        prev = letters[-3][0].lower()
+        # After "q" the "u" is part of the consonant "qu", so in "quý" the
+        # tone is already on the only real vowel; after another vowel this is
+        # not the two-vowel ending we are looking for.
+        if prev == "q" or prev in _VOWELS:
+            return word
+    letters[-2] = (b1, m1, "")
+    letters[-1] = (b2, m2, t1)
+    return "".join(b + m + t for b, m, t in letters)
+
+
+def canonical(s: str) -> str:
+    """Return ``s`` with one tone-placement habit, for matching Vietnamese words.
+
+    Vietnamese has two accepted habits for the syllable-final pairs "oa", "oe"
+    and "uy": the old style puts the tone on the first vowel ("hòa", "khỏe",
+    "thủy", "Ủy ban") and the new style on the second ("hoà", "khoẻ", "thuỷ",
+    "Uỷ ban"). Both are correct and both appear in our content, so exact
+    comparisons need one form; this picks the new style. Syllables with a final
+    consonant ("hoàn", "thuyền") have a single correct spelling and are left
+    alone, as is "qu" + vowel ("quý"), where "qu" is a consonant.
+
+    Case is preserved, input may be NFC or NFD, and the result is NFC. Nothing
+    else about the text changes.
+    """
+    return nfc(_WORD_RE.sub(_canonical_word, nfc(s)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _strip_marks_after(base: str) -> bool:
+    # Diacritics are dropped only on Latin letters (and on stray marks with no
+    # letter under them). Marks on other scripts (Thai vowels, Devanagari
+    # matras, Greek accents...) are part of the spelling and are kept.
+    if not base.isalpha():
+        return True
+    return unicodedata.name(base, "").startswith("LATIN ")
+
+
+def fold(s: str) -> str:
+    """Return ``s`` lowercased and without Vietnamese diacritics.
+
+    Readers often search without accents ("vien kiem sat" for "Viện Kiểm
+    Sát"), and slugs must be ASCII, so both go through this form. All
+    diacritics on Latin letters are removed (which also makes tone placement
+    irrelevant), "đ"/"Đ" becomes "d", and a few other non-decomposing Latin
+    letters get their usual ASCII spelling. Characters of other scripts are
+    kept, only lowercased. The result is NFC.
+
+    Folding loses information ("mã", "má" and "ma" all become "ma"); use it for
+    matching and slugs, never for display.
+    """
+    decomposed = unicodedata.normalize("NFD", s.lower())
+    out: list[str] = []
+    base = ""
+    for ch in decomposed:
+        if unicodedata.category(ch).startswith("M"):
+            if _strip_marks_after(base):
+                continue
+        else:
+            base = ch
+        out.append(ch)
+    return nfc("".join(out).translate(_FOLD_LETTERS))
+
+
+def _truncate_slug(slug: str, max_length: int) -> str:
+    # Cut a slug to max_length, preferring a "-" boundary so no word is cut in
+    # half; a single word longer than max_length is cut hard.
+    if len(slug) <= max_length:
+        return slug
+    if slug[max_length] == "-":
+        return slug[:max_length].rstrip("-")
+    head = slug[:max_length]
+    cut = head.rfind("-")
+    if cut > 0:
+        head = head[:cut]
+    return head.rstrip("-")
+
+
+def slugify(s: str, *, max_length: int = 80) -> str:
+    """Return a lowercase ASCII URL slug for a title.
+
+    The title is folded ("Đồng chí" -> "dong chi"), every run of characters
+    outside ``[a-z0-9]`` becomes one "-", and the ends are stripped. Long slugs
+    are cut at ``max_length`` on a word boundary so URLs stay readable. A title
+    with nothing usable left (empty, only punctuation or non-Latin script) gets
+    ``FALLBACK_SLUG``. The same title always gives the same slug; making it
+    unique is the database's job (see ``slug_with_suffix``).
+    """
+    if max_length < 1:
+        raise ValueError(f"max_length must be at least 1, got {max_length}")
+    slug = _NON_SLUG_RE.sub("-", fold(s)).strip("-")
+    slug = _truncate_slug(slug, max_length)
+    return slug or _truncate_slug(FALLBACK_SLUG, max_length)
+
+
+def slug_with_suffix(slug: str, n: int, *, max_length: int = 80) -> str:
+    """Return ``f"{slug}-{n}"``, trimming ``slug`` so the result fits max_length.
+
+    Used when a slug is already taken: the caller tries increasing ``n`` until
+    the database accepts one. The base is trimmed on a word boundary where
+    possible, so the suffix is never cut off and the result never ends up
+    longer than the column allows.
+    """
+    if n < 1:
+        raise ValueError(f"suffix number must be positive, got {n}")
+    suffix = f"-{n}"
+    room = max_length - len(suffix)
+    if room < 1:
+        raise ValueError(f"max_length {max_length} leaves no room for suffix {suffix!r}")
+    base = _truncate_slug(slug.strip("-"), room) or _truncate_slug(FALLBACK_SLUG, room)
+    return base + suffix
+
+
+def search_text(*parts: str) -> str:
+    """Return the text to index (or to query with) for accent-free search.
+
+    The parts (title, summary, body, ...) are joined with spaces, cleaned and
+    folded, so "uỷ viên", "ủy viên", "Uỷ Viên" and "uy vien" all become
+    "uy vien". ``fold`` drops every tone mark, so the tone-placement habits
+    that ``canonical`` unifies cannot make a difference here. Index and query
+    must both go through this function for the forms to match.
+    """
+    return fold(clean_text(" ".join(parts)))

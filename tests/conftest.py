@@ -1,0 +1,155 @@
+"""Real servers for the suite: PostgreSQL and Redis (embedded ones started here, or the ones
+BANTIN_DATABASE_URL / BANTIN_REDIS_URL name), a real Celery worker process, and the services
+built by their own factories on free ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis as redis_lib
+
+from bantin import embedded
+from shared import db, tokens
+from shared.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+PUBLIC_URL = "http://bantin.test"
+ADMIN_TOKEN = "bt_test-admin-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """URLs of PostgreSQL and Redis: the environment's, or embedded ones started for the run."""
+    given_db, given_redis = (
+        os.environ.get("BANTIN_DATABASE_URL"),
+        os.environ.get("BANTIN_REDIS_URL"),
+    )
+    home = tmp_path_factory.mktemp("backends")
+    started: list[subprocess.Popen[bytes]] = []
+    if not given_db:
+        pg = embedded.EmbeddedPostgres(home)
+        started.append(pg.start())
+        given_db = pg.url
+    if not given_redis:
+        r = embedded.EmbeddedRedis(home)
+        started.append(r.start())
+        given_redis = r.url
+    db.migrate(given_db)
+    yield {"database_url": given_db, "redis_url": given_redis}
+    for proc in reversed(started):
+        proc.send_signal(signal.SIGINT if "postgres" in str(proc.args) else signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def base_env(backends: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    home = tmp_path_factory.mktemp("home")
+    return {
+        "BANTIN_HOME": str(home),
+        "BANTIN_DATABASE_URL": backends["database_url"],
+        "BANTIN_REDIS_URL": backends["redis_url"],
+        "BANTIN_PUBLIC_URL": PUBLIC_URL,
+        "BANTIN_ADMIN_TOKEN": ADMIN_TOKEN,
+        "BANTIN_LOG_LEVEL": "INFO",
+    }
+
+
+@pytest.fixture(scope="session")
+def settings(base_env: dict[str, str]) -> Settings:
+    return Settings.from_env(base_env)
+
+
+def reset(settings: Settings) -> None:
+    """Empty every table and this run's Redis database: each test starts from nothing."""
+    database_url, redis_url = settings.require_backends()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                " AND tablename <> 'schema_migrations'"
+            )
+        ]
+        conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+    client = redis_lib.Redis.from_url(redis_url)
+    # Only bantin's own keys: FLUSHDB would also drop kombu's queue bindings, after which the
+    # broker silently discards every task sent to the worker that is already running.
+    stale = list(client.scan_iter(match="bantin:*", count=1000))
+    if stale:
+        client.delete(*stale)
+    client.close()
+
+
+@pytest.fixture
+def clean(settings: Settings) -> Settings:
+    reset(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def worker(base_env: dict[str, str], settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker process, as `bantin worker` runs it in production."""
+    log = Path(base_env["BANTIN_HOME"]) / "worker.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bantin.cli", "worker", "--concurrency", "2"],
+            env={**os.environ, **base_env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    from workers.app import app, configure
+
+    configure(settings)
+    deadline = time.monotonic() + 60
+    while not app.control.ping(timeout=0.5):
+        assert proc.poll() is None, f"worker exited: {log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, "worker did not answer a ping in 60 s"
+    yield proc
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+async def make_token(settings: Settings, role: str = "submitter", name: str = "test") -> str:
+    database_url, _ = settings.require_backends()
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        return await tokens.create(conn, name, role)
+
+
+@pytest.fixture
+async def api(aiohttp_client: Any, clean: Settings) -> AsyncIterator[Any]:
+    from services.ingest.app import create_app
+
+    yield await aiohttp_client(create_app(clean))
+
+
+@pytest.fixture
+async def site(aiohttp_client: Any, clean: Settings) -> AsyncIterator[Any]:
+    from services.publisher.app import create_app
+
+    yield await aiohttp_client(create_app(clean))
+
+
+@pytest.fixture
+async def admin(clean: Settings) -> str:
+    return await make_token(clean, "admin", "test admin")
+
+
+@pytest.fixture
+async def submitter(clean: Settings) -> str:
+    return await make_token(clean, "submitter", "test submitter")

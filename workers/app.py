@@ -1,0 +1,122 @@
+"""All of bantin's Celery wiring: the app, its queues and routes, beat's schedule, and the
+per-process resources (database pool, Redis) that tasks use.
+
+Nothing here connects at import time. A process calls `configure(settings)` at its start (the
+`bantin worker|beat` entry points, or a service that only sends tasks), and tasks reach the
+database through `run()` and `db()`, which open one pool per worker process after the fork.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Coroutine
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from celery import Celery
+from kombu import Queue
+from redis import Redis
+
+from shared import db
+from shared.settings import Settings
+
+T = TypeVar("T")
+
+app = Celery("bantin")
+
+QUEUES = ("default", "images", "feeds", "counters")
+
+# Task names are part of the contract between senders (ingest, beat) and workers.
+PROCESS_ARTICLE = "bantin.process_article"
+PUBLISH_ARTICLE = "bantin.publish_article"
+SWEEP = "bantin.sweep"
+REBUILD_FEEDS = "bantin.rebuild_feeds"
+
+
+def configure(settings: Settings) -> Celery:
+    _, redis_url = settings.require_backends()
+    app.conf.update(
+        broker_url=redis_url,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": 3600,
+            "socket_timeout": 5,
+            "socket_connect_timeout": 5,
+        },
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        result_backend=None,
+        timezone="UTC",
+        enable_utc=True,
+        task_default_queue="default",
+        task_queues=[Queue(name) for name in QUEUES],
+        task_routes={
+            PROCESS_ARTICLE: {"queue": "default"},
+            PUBLISH_ARTICLE: {"queue": "default"},
+            SWEEP: {"queue": "default"},
+            REBUILD_FEEDS: {"queue": "feeds"},
+            "bantin.render_image": {"queue": "images"},
+            "bantin.drain_hits": {"queue": "counters"},
+        },
+        worker_hijack_root_logger=False,
+        worker_prefetch_multiplier=1,
+        task_acks_on_failure_or_timeout=True,
+        task_reject_on_worker_lost=True,
+        beat_schedule={
+            # Catches what a lost message or a restart would otherwise leave waiting: processing
+            # articles nobody is working on, and scheduled articles whose ETA task was lost.
+            "sweep": {"task": SWEEP, "schedule": timedelta(seconds=30)},
+        },
+        include=["workers.publishing", "workers.feeds"],
+    )
+    app.conf.bantin_settings = settings
+    return app
+
+
+def settings() -> Settings:
+    value: Settings = app.conf.bantin_settings
+    return value
+
+
+class _Resources:
+    """One event loop, one database pool and one Redis client per worker process."""
+
+    def __init__(self) -> None:
+        self.pid = -1
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pool: db.AsyncPool | None = None
+        self.redis: Redis | None = None
+
+    def ensure(self) -> asyncio.AbstractEventLoop:
+        if self.pid != os.getpid() or self.loop is None:
+            # A forked child must not reuse its parent's sockets: build everything anew.
+            self.pid = os.getpid()
+            self.loop = asyncio.new_event_loop()
+            database_url, redis_url = settings().require_backends()
+            self.pool = db.async_pool(database_url, max_size=4)
+            self.loop.run_until_complete(self.pool.open(wait=True, timeout=30))
+            self.redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+        return self.loop
+
+
+_resources = _Resources()
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine of the shared async data layer from a (synchronous) task."""
+    return _resources.ensure().run_until_complete(coro)
+
+
+def pool() -> db.AsyncPool:
+    _resources.ensure()
+    assert _resources.pool is not None
+    return _resources.pool
+
+
+def redis() -> Redis:
+    _resources.ensure()
+    assert _resources.redis is not None
+    return _resources.redis

@@ -1,0 +1,100 @@
+"""Publishing: from an accepted article to a live one, now or at its scheduled time.
+
+Every task takes an article id, reloads what it needs and returns early when the work is
+already done, so a message delivered twice (acks_late, a sweep, an ETA replay) changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from shared import articles, keys
+from workers import feeds
+from workers.app import PROCESS_ARTICLE, PUBLISH_ARTICLE, SWEEP, app, pool, redis, run
+
+log = logging.getLogger(__name__)
+
+RETRY = {
+    "autoretry_for": (OSError, psycopg.OperationalError),
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "max_retries": 5,
+}
+# A processing article nobody touched for this long has lost its message: send it again.
+STUCK_AFTER = 120
+# Scheduled articles due within this window get an exact ETA task from the sweep.
+ETA_WINDOW = timedelta(seconds=90)
+
+
+@app.task(name=PROCESS_ARTICLE, acks_late=True, **RETRY)
+def process_article(article_id: int) -> str:
+    """Render the article's photos (the photo pipeline hooks in here), then publish it."""
+    return run(_publish(article_id, from_statuses=("processing",)))
+
+
+@app.task(name=PUBLISH_ARTICLE, acks_late=True, **RETRY)
+def publish_article(article_id: int) -> str:
+    """The ETA task of a scheduled article; also safe to run early or twice."""
+    return run(_publish(article_id, from_statuses=("scheduled",)))
+
+
+@app.task(name=SWEEP, **RETRY)
+def sweep() -> dict[str, int]:
+    """Re-enqueue what would otherwise wait forever after a restart or a lost message."""
+    stuck, due = run(_pending())
+    for article_id in stuck:
+        app.send_task(PROCESS_ARTICLE, args=[article_id])
+    for article_id, eta in due:
+        app.send_task(PUBLISH_ARTICLE, args=[article_id], eta=eta)
+    feeds.ensure_present()
+    if stuck or due:
+        log.info("sweep re-enqueued %d processing and %d scheduled articles", len(stuck), len(due))
+    return {"processing": len(stuck), "scheduled": len(due)}
+
+
+async def _pending() -> tuple[list[int], list[tuple[int, datetime]]]:
+    async with pool().connection() as conn:
+        stuck, _ = await articles.pending_ids(conn, stuck_after_seconds=STUCK_AFTER)
+        cur = await conn.execute(
+            "SELECT id, published_at FROM articles WHERE status = 'scheduled'"
+            " AND published_at <= %s ORDER BY published_at LIMIT 1000",
+            (datetime.now(UTC) + ETA_WINDOW,),
+        )
+        due = [(row["id"], row["published_at"]) for row in await cur.fetchall()]
+    return stuck, due
+
+
+async def _publish(article_id: int, *, from_statuses: tuple[str, ...]) -> str:
+    async with pool().connection() as conn:
+        try:
+            article = await articles.get_article(conn, article_id)
+        except articles.NotFound:
+            log.info("article %s is gone; nothing to publish", article_id)
+            return "missing"
+        if article.status not in from_statuses:
+            return f"already {article.status}"
+        now = datetime.now(UTC)
+        when = article.published_at
+        if when is not None and when > now + timedelta(seconds=1):
+            if await articles.mark(conn, article_id, "scheduled", expect=from_statuses):
+                if when - now <= ETA_WINDOW:
+                    app.send_task(PUBLISH_ARTICLE, args=[article_id], eta=when)
+                log.info("article %s scheduled for %s", article_id, when.isoformat())
+            return "scheduled"
+        if not await articles.mark(
+            conn, article_id, "published", published_at=when or now, expect=from_statuses
+        ):
+            return "raced"
+    log.info("published article %s", article_id)
+    site_changed(["all", article.category.slug])
+    return "published"
+
+
+def site_changed(scopes: list[str]) -> None:
+    """After a publication, edit or removal: every cached page goes stale at once (one INCR)
+    and the feeds of these scopes are rebuilt soon, coalesced with other changes."""
+    redis().incr(keys.SITE_VERSION)
+    feeds.mark_dirty(scopes)
