@@ -16,6 +16,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 T = TypeVar("T")
 
+# Whole-number settings: field -> (variable, default, minimum).
+LIMITS: dict[str, tuple[str, int, int]] = {
+    "max_photo_bytes": ("BANTIN_MAX_PHOTO_BYTES", 25 * 1024 * 1024, 1024),
+    "max_photos": ("BANTIN_MAX_PHOTOS", 50, 0),
+    "max_request_bytes": ("BANTIN_MAX_REQUEST_BYTES", 200 * 1024 * 1024, 1024),
+    "max_json_bytes": ("BANTIN_MAX_JSON_BYTES", 2 * 1024 * 1024, 1024),
+    "max_pixels": ("BANTIN_MAX_PIXELS", 50_000_000, 1),
+    "rate_limit_per_minute": ("BANTIN_RATE_LIMIT_PER_MINUTE", 600, 1),
+    "feed_size": ("BANTIN_FEED_SIZE", 50, 1),
+    "page_size": ("BANTIN_PAGE_SIZE", 20, 1),
+    "page_cache_seconds": ("BANTIN_PAGE_CACHE_SECONDS", 300, 0),
+}
+
 
 class SettingsError(ValueError):
     """A setting has a value bantin cannot use; the message names the variable."""
@@ -65,15 +78,10 @@ class Settings:
                 env, "BANTIN_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")
             ),
             log_format=_choice(env, "BANTIN_LOG_FORMAT", "text", ("text", "json")),
-            max_photo_bytes=_int(env, "BANTIN_MAX_PHOTO_BYTES", 25 * 1024 * 1024, 1024),
-            max_photos=_int(env, "BANTIN_MAX_PHOTOS", 50, 0),
-            max_request_bytes=_int(env, "BANTIN_MAX_REQUEST_BYTES", 200 * 1024 * 1024, 1024),
-            max_json_bytes=_int(env, "BANTIN_MAX_JSON_BYTES", 2 * 1024 * 1024, 1024),
-            max_pixels=_int(env, "BANTIN_MAX_PIXELS", 50_000_000, 1),
-            rate_limit_per_minute=_int(env, "BANTIN_RATE_LIMIT_PER_MINUTE", 600, 1),
-            feed_size=_int(env, "BANTIN_FEED_SIZE", 50, 1),
-            page_size=_int(env, "BANTIN_PAGE_SIZE", 20, 1),
-            page_cache_seconds=_int(env, "BANTIN_PAGE_CACHE_SECONDS", 300, 0),
+            **{
+                field: _int(env, name, default, minimum)
+                for field, (name, default, minimum) in LIMITS.items()
+            },
         )
 
     def with_(self, **changes: Any) -> Settings:
@@ -120,6 +128,7 @@ class Settings:
             "BANTIN_WEBSUB_HUB": self.websub_hub,
         }
         env.update({k: v for k, v in optional.items() if v})
+        env.update({name: str(getattr(self, field)) for field, (name, _, _) in LIMITS.items()})
         return env
 
 
