@@ -1,0 +1,574 @@
+"""workers.images.render: upright, sRGB, metadata-free renditions, and refusal of files that
+must never be decoded."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import ExifTags, Image, ImageCms, ImageDraw, features
+
+from shared.imaging import NotAccepted, TooManyPixels, Undecodable, sniff
+from shared.media import MediaStore
+from tests.fixtures.images import (
+    BLUE,
+    CORNERS,
+    GREEN,
+    RED,
+    corner_colours,
+    exif,
+    heic_head,
+    jpeg_claiming,
+    near,
+    oriented,
+    png_bomb,
+    png_rgb16,
+    quadrants,
+    save_oriented,
+    swapped_primaries_profile,
+)
+from workers import images
+from workers.images import MAX_SIDE, Rendered, RenditionOut, TooSlow, render
+
+ROOT = Path(__file__).resolve().parent.parent
+AVIF = features.check("avif")
+needs_avif = pytest.mark.skipif(not AVIF, reason="Pillow without AVIF")
+MAX_PIXELS = 50_000_000
+OPAQUE = ("jpeg", "webp", "avif") if AVIF else ("jpeg", "webp")
+TRANSPARENT = ("png", "webp", "avif") if AVIF else ("png", "webp")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> MediaStore:
+    return MediaStore(tmp_path / "media")
+
+
+def do_render(path: Path, store: MediaStore, **options: float) -> Rendered:
+    result = render(path, store, max_pixels=int(options.pop("max_pixels", MAX_PIXELS)), **options)
+    check_files(result, store)
+    return result
+
+
+def check_files(result: Rendered, store: MediaStore) -> None:
+    """Every rendition is a stored file of the stated format, size and length, named after
+    its SHA-256, and carries no metadata at all."""
+    assert re.fullmatch(r"#[0-9a-f]{6}", result.placeholder)
+    for r in result.renditions:
+        file = store.public_file(r.path)
+        data = file.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        ext = {"jpeg": "jpg"}.get(r.format, r.format)
+        assert r.path == f"/media/{digest[:2]}/{digest}.{ext}"
+        assert len(data) == r.bytes
+        assert sniff(data[:512]) == r.format
+        with Image.open(io.BytesIO(data)) as im:
+            assert im.size == (r.width, r.height)
+            assert getattr(im, "n_frames", 1) == 1
+            assert not set(im.info) & {"exif", "icc_profile", "xmp", "XML:com.adobe.xmp"}
+            assert not set(im.info) & {"comment", "Comment", "Raw profile type exif"}
+            assert not im.getexif()
+            assert im.mode in ("L", "RGB", "RGBA")
+        for marker in (b"Exif\x00\x00", b"ICC_PROFILE", b"http://ns.adobe.com/xap", b"GPS"):
+            assert marker not in data, (r, marker)
+
+
+def opened(store: MediaStore, r: RenditionOut) -> Image.Image:
+    im = Image.open(store.public_file(r.path))
+    im.load()
+    return im
+
+
+def sizes(result: Rendered, fmt: str) -> list[tuple[int, int]]:
+    return [(r.width, r.height) for r in result.renditions if r.format == fmt]
+
+
+def save(tmp_path: Path, im: Image.Image, fmt: str, name: str = "photo", **options: object) -> Path:
+    path = tmp_path / name
+    im.save(path, fmt, **options)
+    return path
+
+
+# Sizes -------------------------------------------------------------------------------------
+
+
+def test_widths_and_formats(tmp_path: Path, store: MediaStore) -> None:
+    result = do_render(save(tmp_path, quadrants((3000, 2000)), "JPEG"), store)
+    assert (result.width, result.height) == (3000, 2000)
+    expected = [(320, 213), (640, 427), (1024, 683), (1600, 1067), (2560, 1707)]
+    for fmt in OPAQUE:
+        assert sizes(result, fmt) == expected
+    assert [r.format for r in result.renditions[: len(OPAQUE)]] == list(OPAQUE)
+    assert len(result.renditions) == len(expected) * len(OPAQUE)
+    assert len({r.path for r in result.renditions}) == len(result.renditions)
+
+
+def test_never_upscaled(tmp_path: Path, store: MediaStore) -> None:
+    result = do_render(save(tmp_path, quadrants((300, 200)), "PNG"), store)
+    for fmt in OPAQUE:
+        assert sizes(result, fmt) == [(300, 200)]
+
+
+def test_a_width_equal_to_the_original_is_not_repeated(tmp_path: Path, store: MediaStore) -> None:
+    result = do_render(save(tmp_path, quadrants((1024, 512)), "JPEG"), store)
+    assert sizes(result, "jpeg") == [(320, 160), (640, 320), (1024, 512)]
+
+
+def test_portrait_is_capped_on_its_longest_side(tmp_path: Path, store: MediaStore) -> None:
+    result = do_render(save(tmp_path, quadrants((3000, 4000)), "JPEG"), store)
+    assert sizes(result, "jpeg")[-1] == (1920, MAX_SIDE)
+    assert [w for w, _ in sizes(result, "jpeg")] == [320, 640, 1024, 1600, 1920]
+
+
+def test_a_very_tall_photo_gets_no_width_beyond_its_capped_size(
+    tmp_path: Path, store: MediaStore
+) -> None:
+    result = do_render(save(tmp_path, quadrants((1000, 8000)), "PNG"), store)
+    assert sizes(result, "jpeg") == [(320, MAX_SIDE)]
+    assert all(r.height <= MAX_SIDE for r in result.renditions)
+
+
+def test_big_jpegs_are_shrunk_on_load(
+    tmp_path: Path, store: MediaStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[tuple[int, int]] = []
+    real = images._resizable
+
+    def spy(im: Image.Image) -> Image.Image:
+        decoded.append(im.size)
+        return real(im)
+
+    monkeypatch.setattr(images, "_resizable", spy)
+    do_render(save(tmp_path, quadrants((6000, 4000)), "JPEG", name="a"), store)
+    do_render(save(tmp_path, quadrants((6000, 4000)), "PNG", name="b"), store)
+    # libjpeg decodes at 1/2 scale (still above 2560 wide); PNG has no such thing.
+    assert decoded == [(3000, 2000), (6000, 4000)]
+
+
+# Orientation -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_is_rendered_upright(
+    tmp_path: Path, store: MediaStore, orientation: int
+) -> None:
+    upright = quadrants((720, 480))
+    path = save_oriented(tmp_path / "o.jpg", upright, orientation)
+    with Image.open(path) as stored:  # the file really is stored turned, with the tag
+        assert stored.getexif()[ExifTags.Base.Orientation] == orientation
+        assert stored.size == ((480, 720) if orientation >= 5 else (720, 480))
+        if orientation != 1:
+            assert not all(near(c, CORNERS[k]) for k, c in corner_colours(stored).items())
+    result = do_render(path, store)
+    assert (result.width, result.height) == (720, 480)
+    assert sizes(result, "jpeg") == [(320, 213), (640, 427), (720, 480)]
+    for r in result.renditions:
+        colours = corner_colours(opened(store, r))
+        for corner, colour in CORNERS.items():
+            assert near(colours[corner], colour), (r, corner, colours)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", pytest.param("AVIF", marks=needs_avif)])
+def test_orientation_in_other_formats(tmp_path: Path, store: MediaStore, fmt: str) -> None:
+    path = save_oriented(tmp_path / "o", quadrants((400, 300)), 6, fmt)
+    result = do_render(path, store)
+    assert (result.width, result.height) == (400, 300)
+    for r in result.renditions:
+        colours = corner_colours(opened(store, r))
+        assert all(near(colours[k], v) for k, v in CORNERS.items()), (r, colours)
+
+
+# Metadata ----------------------------------------------------------------------------------
+
+
+def test_gps_and_all_other_metadata_are_stripped(tmp_path: Path, store: MediaStore) -> None:
+    path = tmp_path / "gps.jpg"
+    quadrants((900, 600)).save(
+        path,
+        "JPEG",
+        exif=exif(orientation=1, gps=True),
+        icc_profile=ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes(),
+        comment=b"Phong vien: Nguyen Van A, 0912345678",
+        xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+        b'02/22-rdf-syntax-ns#" xmlns:xmp="http://ns.adobe.com/xap/1.0/"/></x:xmpmeta>',
+    )
+    with Image.open(path) as source:  # the original does carry all of it
+        assert source.getexif().get_ifd(ExifTags.IFD.GPSInfo)[ExifTags.GPS.GPSLatitudeRef] == "N"
+        assert {"exif", "icc_profile", "comment", "xmp"} <= set(source.info)
+    result = do_render(path, store)  # check_files: no EXIF, GPS, ICC, XMP or comment
+    assert len(result.renditions) == 3 * len(OPAQUE)
+    for r in result.renditions:
+        assert b"Nguyen" not in store.public_file(r.path).read_bytes()
+
+
+# Colour ------------------------------------------------------------------------------------
+
+
+def test_cmyk_jpeg(tmp_path: Path, store: MediaStore) -> None:
+    cmyk = Image.new("CMYK", (800, 600), (0, 0, 0, 0))  # white
+    cmyk.paste((0, 255, 255, 0), (0, 0, 400, 300))  # red top left
+    path = save(tmp_path, cmyk, "JPEG")
+    with Image.open(path) as source:
+        assert source.mode == "CMYK"
+    result = do_render(path, store)
+    for r in result.renditions:
+        im = opened(store, r)
+        assert im.mode == "RGB"
+        colours = corner_colours(im)
+        assert near(colours["top_left"], (255, 0, 0), 50), (r, colours)
+        assert near(colours["bottom_right"], (255, 255, 255), 20), (r, colours)
+
+
+def test_embedded_profile_is_converted_to_srgb(tmp_path: Path, store: MediaStore) -> None:
+    # Stored pixels are pure red, but the profile says that colour is sRGB blue.
+    path = save(
+        tmp_path, Image.new("RGB", (700, 500), (255, 0, 0)), "JPEG",
+        icc_profile=swapped_primaries_profile(), quality=95,
+    )  # fmt: skip
+    result = do_render(path, store)
+    for r in result.renditions:
+        colours = corner_colours(opened(store, r))
+        assert near(colours["top_left"], (0, 0, 255), 30), (r, colours)
+    assert near(tuple(int(result.placeholder[i : i + 2], 16) for i in (1, 3, 5)), (0, 0, 255))
+
+
+@pytest.mark.parametrize(
+    "icc",
+    [
+        ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes(),  # not an RGB profile
+        b"acsp but not really a profile" * 4,
+    ],
+    ids=["lab", "garbage"],
+)
+def test_a_profile_that_does_not_fit_is_ignored(
+    tmp_path: Path, store: MediaStore, icc: bytes
+) -> None:
+    path = save(tmp_path, quadrants((500, 400)), "JPEG", icc_profile=icc)
+    result = do_render(path, store)
+    for r in result.renditions:
+        colours = corner_colours(opened(store, r))
+        assert all(near(colours[k], v) for k, v in CORNERS.items()), (r, colours)
+
+
+def test_16_bit_grey_png_is_scaled_not_clipped(tmp_path: Path, store: MediaStore) -> None:
+    im = Image.new("I;16", (600, 400), 65535)
+    im.paste(Image.new("I;16", (300, 400), 16384), (300, 0))  # a quarter of full scale
+    path = save(tmp_path, im, "PNG")
+    with Image.open(path) as source:
+        assert source.mode == "I;16"
+        assert source.getpixel((590, 200)) == 16384
+    result = do_render(path, store)
+    assert sizes(result, "jpeg") == [(320, 213), (600, 400)]
+    for r in result.renditions:
+        grey = opened(store, r).convert("L")
+        left = grey.getpixel((grey.width // 10, grey.height // 2))
+        right = grey.getpixel((grey.width * 9 // 10, grey.height // 2))
+        assert isinstance(left, int) and isinstance(right, int)
+        assert left >= 250 and 56 <= right <= 72, (r, left, right)
+
+
+def test_16_bit_rgb_png(tmp_path: Path, store: MediaStore) -> None:
+    path = tmp_path / "rgb16.png"
+    path.write_bytes(png_rgb16(400, 300, (50000, 10000, 0)))
+    result = do_render(path, store)
+    for r in result.renditions:
+        colours = corner_colours(opened(store, r))
+        assert near(colours["top_left"], (195, 39, 0), 12), (r, colours)
+
+
+def test_grey_jpeg_stays_grey(tmp_path: Path, store: MediaStore) -> None:
+    result = do_render(save(tmp_path, Image.linear_gradient("L").resize((700, 500)), "JPEG"), store)
+    jpegs = [r for r in result.renditions if r.format == "jpeg"]
+    assert jpegs and all(opened(store, r).mode == "L" for r in jpegs)
+
+
+# Transparency ------------------------------------------------------------------------------
+
+
+def palette_with_hole(size: tuple[int, int]) -> Image.Image:
+    """A palette image: red left half, transparent right half."""
+    im = Image.new("P", size, 0)
+    im.putpalette([255, 255, 255, 220, 30, 30] + [0, 0, 0] * 254)
+    ImageDraw.Draw(im).rectangle((0, 0, size[0] // 2 - 1, size[1]), fill=1)
+    im.info["transparency"] = 0
+    return im
+
+
+def test_palette_png_with_transparency(tmp_path: Path, store: MediaStore) -> None:
+    path = save(tmp_path, palette_with_hole((800, 400)), "PNG", transparency=0)
+    result = do_render(path, store)
+    assert {r.format for r in result.renditions} == set(TRANSPARENT)
+    for fmt in TRANSPARENT:
+        assert sizes(result, fmt) == [(320, 160), (640, 320), (800, 400)]
+    for r in result.renditions:
+        im = opened(store, r)
+        assert im.mode == "RGBA", r
+        left = im.getpixel((im.width // 10, im.height // 2))
+        right = im.getpixel((im.width * 9 // 10, im.height // 2))
+        assert isinstance(left, tuple) and isinstance(right, tuple)
+        assert near(left, (*RED, 255)) and right[3] == 0, (r, left, right)
+    # Half red, half transparent shows on white as pink.
+    assert near(tuple(int(result.placeholder[i : i + 2], 16) for i in (1, 3, 5)), (238, 143, 143))
+
+
+def test_gif_with_transparency(tmp_path: Path, store: MediaStore) -> None:
+    im = Image.new("P", (500, 300), 0)
+    im.putpalette([0, 0, 0, *RED] + [0, 0, 0] * 254)
+    im.paste(1, (0, 0, 250, 300))
+    result = do_render(save(tmp_path, im, "GIF", transparency=0), store)
+    assert {r.format for r in result.renditions} == set(TRANSPARENT)
+    for r in result.renditions:
+        rendered = opened(store, r)
+        assert rendered.getpixel((rendered.width - 5, 150))[3] == 0  # type: ignore[index]
+
+
+def test_rgba_without_any_transparent_pixel_becomes_jpeg(tmp_path: Path, store: MediaStore) -> None:
+    path = save(tmp_path, quadrants((500, 300)).convert("RGBA"), "PNG")
+    result = do_render(path, store)
+    assert {r.format for r in result.renditions} == set(OPAQUE)
+
+
+def test_la_png_keeps_its_alpha(tmp_path: Path, store: MediaStore) -> None:
+    im = Image.new("LA", (400, 200), (90, 255))
+    im.paste((0, 0), (200, 0, 400, 200))
+    result = do_render(save(tmp_path, im, "PNG"), store)
+    assert {r.format for r in result.renditions} == set(TRANSPARENT)
+    for r in result.renditions:
+        im = opened(store, r)
+        assert im.mode == "RGBA"
+        assert im.getpixel((im.width - 10, 100))[3] == 0  # type: ignore[index]
+        assert near(im.getpixel((10, 100)), (90, 90, 90, 255), 3)  # type: ignore[arg-type]
+
+
+# Other inputs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "PNG"])
+def test_animations_render_their_first_frame(tmp_path: Path, store: MediaStore, fmt: str) -> None:
+    frames = [Image.new("RGB", (480, 360), c) for c in (RED, GREEN, BLUE)]
+    path = save(tmp_path, frames[0], fmt, save_all=True, append_images=frames[1:], duration=200)
+    with Image.open(path) as source:
+        assert getattr(source, "n_frames", 1) == 3
+    result = do_render(path, store)
+    assert sizes(result, "jpeg") == [(320, 240), (480, 360)]
+    for r in result.renditions:
+        assert near(corner_colours(opened(store, r))["bottom_right"], RED), r
+
+
+def test_mpo_renders_its_first_picture(tmp_path: Path, store: MediaStore) -> None:
+    # Many phones write a JPEG with a Multi-Picture index (a depth map, a second lens).
+    second = Image.new("RGB", (900, 600), BLUE)
+    path = save(tmp_path, quadrants((900, 600)), "MPO", save_all=True, append_images=[second])
+    with Image.open(path) as source:
+        assert source.format == "MPO"
+    result = do_render(path, store)
+    assert sizes(result, "jpeg") == [(320, 213), (640, 427), (900, 600)]
+    for r in result.renditions:
+        colours = corner_colours(opened(store, r))
+        assert all(near(colours[k], v) for k, v in CORNERS.items()), (r, colours)
+
+
+def test_corrupt_exif_is_ignored(tmp_path: Path, store: MediaStore) -> None:
+    path = save(
+        tmp_path, quadrants((700, 500)), "JPEG", exif=b"Exif\x00\x00II*\x00\xff\xff\xff\x7f"
+    )
+    with pytest.warns(UserWarning, match="Corrupt EXIF data"):  # Pillow warns, goes on
+        result = do_render(path, store)
+    assert (result.width, result.height) == (700, 500)
+
+
+def test_webp_input(tmp_path: Path, store: MediaStore) -> None:
+    result = do_render(save(tmp_path, quadrants((1200, 900)), "WEBP", quality=90), store)
+    assert sizes(result, "webp") == [(320, 240), (640, 480), (1024, 768), (1200, 900)]
+    for r in result.renditions:
+        colours = corner_colours(opened(store, r))
+        assert all(near(colours[k], v) for k, v in CORNERS.items()), (r, colours)
+
+
+@needs_avif
+def test_avif_input(tmp_path: Path, store: MediaStore) -> None:
+    result = do_render(save(tmp_path, quadrants((1100, 700)), "AVIF", quality=90), store)
+    assert sizes(result, "avif") == [(320, 204), (640, 407), (1024, 652), (1100, 700)]
+    for r in result.renditions:
+        colours = corner_colours(opened(store, r))
+        assert all(near(colours[k], v) for k, v in CORNERS.items()), (r, colours)
+
+
+def test_placeholder_is_the_average_colour(tmp_path: Path, store: MediaStore) -> None:
+    result = do_render(save(tmp_path, Image.new("RGB", (640, 480), (18, 52, 86)), "PNG"), store)
+    assert result.placeholder == "#123456"
+
+
+# Idempotence -------------------------------------------------------------------------------
+
+
+def snapshot(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def test_rendering_again_gives_the_same_paths_and_writes_nothing(
+    tmp_path: Path, store: MediaStore
+) -> None:
+    path = save_oriented(tmp_path / "o.jpg", quadrants((2000, 1500)), 6)
+    first = do_render(path, store)
+    before = snapshot(store.root)
+    assert len([f for f in before if f.startswith("public/")]) == len(first.renditions)
+    time.sleep(0.01)
+    second = do_render(path, store)
+    assert second == first
+    assert snapshot(store.root) == before
+
+
+# Refusals ----------------------------------------------------------------------------------
+
+
+def test_html_named_jpg_is_refused(tmp_path: Path, store: MediaStore) -> None:
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(b"<html><head><title>403 Forbidden</title></head></html>")
+    with pytest.raises(NotAccepted, match=r"^not an image: looks like HTML"):
+        render(path, store, max_pixels=MAX_PIXELS)
+
+
+def test_svg_is_refused(tmp_path: Path, store: MediaStore) -> None:
+    path = tmp_path / "logo.png"
+    path.write_bytes(b'<svg xmlns="http://www.w3.org/2000/svg"><image href="file:///etc/passwd"/>')
+    with pytest.raises(NotAccepted, match=r"^SVG is not accepted"):
+        render(path, store, max_pixels=MAX_PIXELS)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (heic_head(), "HEIC/HEIF photos are not accepted"),
+        (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "PostScript/EPS"),
+        (b"8BPS\x00\x01" + b"\x00" * 40, "PSD"),
+    ],
+)
+def test_other_formats_are_never_decoded(
+    tmp_path: Path, store: MediaStore, data: bytes, message: str
+) -> None:
+    path = tmp_path / "x.jpg"
+    path.write_bytes(data)
+    with pytest.raises(NotAccepted, match=message):
+        render(path, store, max_pixels=MAX_PIXELS)
+
+
+def test_tiff_is_refused(tmp_path: Path, store: MediaStore) -> None:
+    with pytest.raises(NotAccepted, match="TIFF"):
+        render(save(tmp_path, quadrants((64, 64)), "TIFF"), store, max_pixels=MAX_PIXELS)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP"])
+def test_truncated_files_are_refused(tmp_path: Path, store: MediaStore, fmt: str) -> None:
+    noise = Image.effect_noise((600, 400), 60).convert("RGB")
+    data = io.BytesIO()
+    noise.save(data, fmt)
+    path = tmp_path / "cut"
+    path.write_bytes(data.getvalue()[: len(data.getvalue()) * 2 // 3])
+    with pytest.raises(Undecodable) as caught:
+        render(path, store, max_pixels=MAX_PIXELS)
+    name = {"WEBP": "WebP"}.get(fmt, fmt)
+    assert re.match(rf"(truncated|broken|not a valid) {name}", str(caught.value)), caught.value
+    assert not list(store.public.rglob("*.*")) if store.public.exists() else True
+
+
+def test_truncated_jpeg_message(tmp_path: Path, store: MediaStore) -> None:
+    data = io.BytesIO()
+    Image.effect_noise((800, 600), 60).convert("RGB").save(data, "JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data.getvalue()[:40_000])
+    with pytest.raises(Undecodable, match=r"^truncated JPEG: image file is truncated"):
+        render(path, store, max_pixels=MAX_PIXELS)
+
+
+def test_a_photo_over_the_pixel_cap_is_refused(tmp_path: Path, store: MediaStore) -> None:
+    path = save(tmp_path, quadrants((1000, 1000)), "JPEG")
+    with pytest.raises(TooManyPixels, match="1000 x 1000 pixels"):
+        render(path, store, max_pixels=999_999)
+    assert not store.public.exists()
+
+
+def test_time_limit(tmp_path: Path, store: MediaStore) -> None:
+    path = save(tmp_path, quadrants((2000, 1500)), "JPEG")
+    with pytest.raises(TooSlow, match="rendering took longer than 0 s"):
+        render(path, store, max_pixels=MAX_PIXELS, time_limit=0)
+
+
+# Decompression bombs and memory, measured in a fresh process -------------------------------
+
+MEASURE = """
+import json, resource, sys, time
+from pathlib import Path
+from shared.imaging import ImageRefused
+from shared.media import MediaStore
+from workers.images import render
+started = time.perf_counter()
+try:
+    result = render(Path(sys.argv[1]), MediaStore(Path(sys.argv[2])), max_pixels=50_000_000)
+    outcome = [r.width for r in result.renditions]
+except ImageRefused as e:
+    outcome = f"{type(e).__name__}: {e}"
+seconds = time.perf_counter() - started
+# ru_maxrss would include the parent's pages from before exec; VmHWM is this program's own.
+status = Path("/proc/self/status")
+if status.exists():
+    hwm = [line for line in status.read_text().splitlines() if line.startswith("VmHWM:")]
+    peak_mb = int(hwm[0].split()[1]) / 1024
+else:
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024  # macOS: bytes
+print(json.dumps({"outcome": outcome, "seconds": seconds, "peak_mb": peak_mb}))
+"""
+
+
+def measure(path: Path, media: Path) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(path), str(media)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize(
+    ("data", "size"),
+    [
+        (png_bomb(20_000), "20000 x 20000"),
+        (jpeg_claiming(65_500, 65_500), "65500 x 65500"),
+    ],
+    ids=["png-400-megapixels", "jpeg-header-4-gigapixels"],
+)
+def test_decompression_bombs_are_refused_before_decoding(
+    tmp_path: Path, data: bytes, size: str
+) -> None:
+    path = tmp_path / "bomb"
+    path.write_bytes(data)
+    assert len(data) < 100_000
+    found = measure(path, tmp_path / "media")
+    assert found["outcome"].startswith(f"TooManyPixels: photo is {size} pixels")
+    assert found["seconds"] < 2
+    assert found["peak_mb"] < 120  # decoding would need 400 MB at the very least
+
+
+def test_50_megapixel_jpeg_renders_in_bounded_memory(tmp_path: Path) -> None:
+    size = (8660, 5773)
+    gradient = Image.linear_gradient("L").resize(size)
+    photo = Image.merge("RGB", (gradient, gradient.transpose(Image.Transpose.ROTATE_180),
+                                Image.new("L", size, 128)))  # fmt: skip
+    path = tmp_path / "50mp.jpg"
+    oriented(photo, 6).save(path, "JPEG", quality=90, exif=exif(6, gps=True))
+    del photo, gradient
+    found = measure(path, tmp_path / "media")
+    per_format = len(OPAQUE)
+    assert found["outcome"] == sorted([320, 640, 1024, 1600, 2560] * per_format)
+    assert found["peak_mb"] < 300
