@@ -96,6 +96,7 @@ async def create_category(conn: Conn, slug: str, name: str) -> Category:
 _ARTICLE_COLUMNS = """
     a.id, a.uuid, a.slug, a.title, a.summary, a.body_html, a.body_format, a.author, a.unit,
     a.status, a.published_at, a.created_at, a.updated_at, a.version, a.gallery_title, a.tags,
+    a.submitted_by, a.error,
     c.id AS category_id, c.slug AS category_slug, c.name AS category_name
 """
 _ARTICLE_FROM = "articles a JOIN categories c ON c.id = a.category_id"
@@ -146,6 +147,44 @@ async def insert_article(conn: Conn, draft: ArticleDraft, submitted_by: int | No
             ),
         )
     return article_id
+
+
+async def update_article(conn: Conn, article_id: int, version: int, draft: ArticleDraft) -> bool:
+    """Replace the article's text fields if it is still at `version` (optimistic concurrency:
+    two editors never overwrite each other silently). Photos are kept."""
+    cur = await conn.execute(
+        "UPDATE articles SET slug = %s, category_id = %s, title = %s, summary = %s,"
+        " body_source = %s, body_format = %s, body_html = %s, author = %s, unit = %s,"
+        " tags = %s, gallery_title = %s, published_at = %s, search_text = %s,"
+        " updated_at = now(), version = version + 1 WHERE id = %s AND version = %s",
+        (
+            draft.slug,
+            draft.category_id,
+            draft.title,
+            draft.summary,
+            draft.body_source,
+            draft.body_format,
+            draft.body_html,
+            draft.author,
+            draft.unit,
+            list(draft.tags),
+            draft.gallery_title,
+            draft.published_at,
+            draft.search_text,
+            article_id,
+            version,
+        ),
+    )
+    return cur.rowcount == 1
+
+
+async def body_source(conn: Conn, article_id: int) -> str:
+    cur = await conn.execute("SELECT body_source FROM articles WHERE id = %s", (article_id,))
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(article_id)
+    source: str = row["body_source"]
+    return source
 
 
 async def get_article(conn: Conn, article_id: int) -> Article:
@@ -272,4 +311,6 @@ def _article(row: dict[str, Any], images: tuple[Image, ...]) -> Article:
         gallery_title=row["gallery_title"],
         tags=tuple(row["tags"]),
         images=images,
+        submitted_by=row["submitted_by"],
+        error=row["error"],
     )

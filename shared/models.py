@@ -70,6 +70,8 @@ class Article:
     gallery_title: str = ""
     tags: tuple[str, ...] = ()
     images: tuple[Image, ...] = field(default_factory=tuple)
+    submitted_by: int | None = None
+    error: str | None = None
 
     @property
     def path(self) -> str:

@@ -63,7 +63,11 @@ class Problem(Exception):
     def response(self, instance: str | None = None) -> web.Response:
         return web.Response(
             status=self.status,
-            body=json.dumps(self.body(instance), ensure_ascii=False).encode(),
+            # A detail may quote the client's own bad input, lone surrogates included: escape
+            # what UTF-8 cannot carry rather than fail while explaining a failure.
+            body=json.dumps(self.body(instance), ensure_ascii=False).encode(
+                "utf-8", "backslashreplace"
+            ),
             content_type=CONTENT_TYPE,
             headers=self.headers,
         )

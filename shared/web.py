@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from email.utils import parsedate_to_datetime
 
 from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
 from shared import db
+from shared.media import MediaStore
 from shared.settings import Settings
 
 settings_key = web.AppKey("settings", Settings)
+media_key = web.AppKey("media", MediaStore)
 pool_key = web.AppKey("pool", AsyncConnectionPool)  # holds a db.AsyncPool
 redis_key = web.AppKey("redis", Redis)
 
@@ -19,6 +22,8 @@ redis_key = web.AppKey("redis", Redis)
 def install_clients(app: web.Application, settings: Settings, *, pool_size: int = 10) -> None:
     """Open the database pool and the Redis client with the app, close them with it."""
     app[settings_key] = settings
+    app[media_key] = MediaStore(settings.media_dir)
+    app[media_key].ensure()
     database_url, redis_url = settings.require_backends()
 
     async def clients(app: web.Application) -> AsyncIterator[None]:
@@ -62,3 +67,18 @@ async def readyz(request: web.Request) -> web.Response:
 def add_health_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+
+
+def not_modified(request: web.Request, etag: str, last_modified: str | None = None) -> bool:
+    """RFC 9110 section 13.1: If-None-Match wins over If-Modified-Since when both are sent."""
+    inm = request.headers.get("If-None-Match")
+    if inm is not None:
+        tags = {t.strip().removeprefix("W/") for t in inm.split(",")}
+        return "*" in tags or etag.removeprefix("W/") in tags
+    ims = request.headers.get("If-Modified-Since")
+    if ims and last_modified:
+        try:
+            return parsedate_to_datetime(last_modified) <= parsedate_to_datetime(ims)
+        except (TypeError, ValueError):
+            return False
+    return False

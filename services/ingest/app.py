@@ -5,17 +5,22 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.ingest.routes import setup_routes
+from shared.metrics import ServiceMetrics
+from shared.metrics import handler as metrics_handler
 from shared.problems import problem_middleware
 from shared.settings import Settings
-from shared.web import install_clients
+from shared.web import install_clients, redis_key
 from workers.app import configure as configure_celery
 
 
 def create_app(settings: Settings) -> web.Application:
     # JSON bodies are read whole (and capped here); photo uploads stream part by part.
+    metrics = ServiceMetrics("ingest")
     app = web.Application(
-        client_max_size=settings.max_json_bytes, middlewares=[problem_middleware()]
+        client_max_size=settings.max_json_bytes,
+        middlewares=[metrics.middleware(), problem_middleware()],
     )
+    app.router.add_get("/metrics", metrics_handler(metrics, redis_key))
     install_clients(app, settings)
     configure_celery(settings)  # ingest only sends tasks; nothing connects until it does
     setup_routes(app)

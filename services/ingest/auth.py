@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
-from shared import tokens
+from shared import keys, tokens
 from shared.problems import Problem
-from shared.web import pool_key
-
-token_key = web.AppKey("token", tokens.Token)
+from shared.web import pool_key, redis_key, settings_key
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="bantin"'}
 
@@ -39,8 +39,29 @@ async def authenticate(request: web.Request, *, role: str | None = None) -> toke
             "This token is unknown or has been revoked.",
             headers={"WWW-Authenticate": 'Bearer realm="bantin", error="invalid_token"'},
         )
+    await _rate_limit(request, token)
     if role is not None and token.role != role:
         raise Problem(
             403, "Forbidden", f"This needs a token with the role {role!r}; yours is {token.role!r}."
         )
     return token
+
+
+async def _rate_limit(request: web.Request, token: tokens.Token) -> None:
+    """A fixed window per token and minute: one INCR, shared by every ingest replica."""
+    limit = request.app[settings_key].rate_limit_per_minute
+    now = time.time()
+    window = keys.rate(token.id, int(now // 60))
+    pipe = request.app[redis_key].pipeline(transaction=False)
+    pipe.incr(window)
+    pipe.expire(window, 120)
+    count, _ = await pipe.execute()
+    if count > limit:
+        retry = max(1, 60 - int(now % 60))
+        raise Problem(
+            429,
+            "Too many requests",
+            f"This token may make {limit} requests a minute; retry in {retry} s.",
+            kind="rate-limited",
+            headers={"Retry-After": str(retry)},
+        )

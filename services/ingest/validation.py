@@ -3,6 +3,7 @@ the field it concerns, so a newsroom script can be fixed in one round trip."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,19 @@ LIMITS = {
 MAX_TAGS = 20
 FORMATS = ("html", "markdown", "text")
 ROLES = ("inline", "cover", "gallery")
+RESERVED = {
+    "api",
+    "feeds",
+    "media",
+    "static",
+    "search",
+    "healthz",
+    "readyz",
+    "metrics",
+    "sitemap.xml",
+    "robots.txt",
+}
+PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 KNOWN = {
     "title",
     "category",
@@ -138,11 +152,11 @@ def check_category(data: Any) -> tuple[tuple[str, str] | None, list[dict[str, st
         errors.append(field_error("name", "is too long (at most 100 characters)"))
     if slug is None and isinstance(name, str):
         slug = slugify(name)
-    if not isinstance(slug, str) or slugify(slug) != slug or len(slug) > 80:
+    if not isinstance(slug, str) or len(slug) > 80 or slugify(slug) != slug:
         errors.append(
             field_error("slug", "must be lowercase ASCII words joined by '-', like tin-hoat-dong")
         )
-    if slug in {"api", "feeds", "media", "static", "search", "healthz", "readyz", "metrics"}:
+    if isinstance(slug, str) and slug in RESERVED:
         errors.append(field_error("slug", f"{slug!r} is reserved for the site's own pages"))
     if errors:
         return None, errors
@@ -197,6 +211,13 @@ def _images(value: Any, errors: list[dict[str, str]], max_photos: int) -> list[d
         if not isinstance(item, dict) or not isinstance(item.get("part"), str):
             errors.append(field_error(where, "must be an object with a string 'part'"))
             continue
+        if not PART.fullmatch(item["part"]):
+            errors.append(
+                field_error(
+                    f"{where}.part", "must be 1 to 100 letters, digits, '.', '_' or '-', like anh-1"
+                )
+            )
+            continue
         role = item.get("role", "inline")
         if role not in ROLES:
             errors.append(field_error(f"{where}.role", f"must be one of {', '.join(ROLES)}"))
@@ -212,6 +233,4 @@ def _images(value: Any, errors: list[dict[str, str]], max_photos: int) -> list[d
 
 
 def _strip_tags(fragment: str) -> str:
-    import re
-
     return re.sub(r"<[^>]+>", " ", fragment)

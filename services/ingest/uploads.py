@@ -1,0 +1,232 @@
+"""Multipart article submissions: the JSON part, and photos streamed to the media store.
+
+A photo is never held in memory: each chunk is hashed and written to a temporary file in a
+thread, so the event loop never waits on the disk. The format is decided by the bytes (magic
+numbers), never by the client's Content-Type or file name, and the pixel count is read from the
+header before anything is decoded. A refused request leaves no file behind: temporary files are
+only moved into the store once the whole request has been accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from shared.imaging import ALLOWED, ImageRefused, Probe, TooManyPixels, probe, sniff
+from shared.media import MediaStore
+from shared.problems import Problem
+from shared.settings import Settings
+
+# What aiohttp raises on a broken multipart body (no boundary, bad part headers, ...).
+BROKEN = (AssertionError, ValueError, KeyError, HttpProcessingError)
+CHUNK = 256 * 1024
+SNIFF_BYTES = 64
+PART_NAME_LIMIT = 100
+
+
+@dataclass(slots=True)
+class Photo:
+    part: str
+    temp: Path
+    sha256: str
+    bytes: int
+    info: Probe
+
+
+@dataclass(slots=True)
+class Submission:
+    article: Any = None
+    article_bytes: bytes = b""
+    photos: dict[str, Photo] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """What makes two requests "the same" for Idempotency-Key: the JSON and the photos'
+        hashes, whatever the multipart boundaries and part order were."""
+        digest = hashlib.sha256(self.article_bytes)
+        for name in sorted(self.photos):
+            digest.update(f"\0{name}\0{self.photos[name].sha256}".encode())
+        return digest.hexdigest()
+
+    def discard(self) -> None:
+        for photo in self.photos.values():
+            photo.temp.unlink(missing_ok=True)
+
+
+class _Sink:
+    """Hashes and writes chunks; runs in a worker thread (hashlib releases the GIL)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.hash = hashlib.sha256()
+        self.file: IO[bytes] = path.open("xb")
+
+    def write(self, chunk: bytes) -> None:
+        self.hash.update(chunk)
+        self.file.write(chunk)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+async def read_multipart(request: web.Request, settings: Settings, store: MediaStore) -> Submission:
+    if request.content_length and request.content_length > settings.max_request_bytes:
+        raise _too_large(
+            f"The request is {request.content_length} bytes; at most"
+            f" {settings.max_request_bytes} are accepted."
+        )
+    try:
+        reader = await request.multipart()
+    except BROKEN as err:
+        raise Problem(
+            400,
+            "Malformed multipart",
+            f"The multipart/form-data body cannot be read: {err or 'no boundary'}.",
+            kind="malformed-multipart",
+        ) from err
+    submission = Submission()
+    total = 0
+    try:
+        while True:
+            try:
+                part = await reader.next()
+            except BROKEN as err:
+                raise Problem(
+                    400,
+                    "Malformed multipart",
+                    f"The multipart body is broken: {err}.",
+                    kind="malformed-multipart",
+                ) from err
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader):
+                raise Problem(415, "Unsupported media type", "Nested multipart is not accepted.")
+            name = part.name or ""
+            if name == "article":
+                submission.article_bytes = await _read_json_part(part, settings.max_json_bytes)
+                total += len(submission.article_bytes)
+                submission.article = _parse(submission.article_bytes)
+                continue
+            _check_part_name(name, submission, settings)
+            photo = await _stream_photo(
+                part, name, settings, store, settings.max_request_bytes - total
+            )
+            submission.photos[name] = photo
+            total += photo.bytes
+        if submission.article is None:
+            raise Problem(
+                422,
+                "Invalid request",
+                "The multipart request needs a part named 'article' with the article's JSON.",
+                kind="validation",
+                errors=[{"field": "article", "pointer": "/article", "message": "is required"}],
+            )
+    except BaseException:
+        submission.discard()
+        raise
+    return submission
+
+
+def _check_part_name(name: str, submission: Submission, settings: Settings) -> None:
+    if not name or len(name) > PART_NAME_LIMIT:
+        raise Problem(
+            422,
+            "Invalid request",
+            "Every photo part needs a name (at most"
+            f" {PART_NAME_LIMIT} characters) that the article's images list names.",
+            kind="validation",
+        )
+    if name in submission.photos:
+        raise Problem(
+            422, "Invalid request", f"The part name {name!r} is used twice.", kind="validation"
+        )
+    if len(submission.photos) >= settings.max_photos:
+        raise _too_large(f"At most {settings.max_photos} photos per article.")
+
+
+async def _read_json_part(part: BodyPartReader, limit: int) -> bytes:
+    data = bytearray()
+    while chunk := await part.read_chunk(CHUNK):
+        data += chunk
+        if len(data) > limit:
+            raise _too_large(f"The 'article' part is larger than {limit} bytes.")
+    return bytes(data)
+
+
+def _parse(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise Problem(
+            400,
+            "Malformed JSON",
+            f"The 'article' part is not valid JSON: {err}.",
+            kind="malformed-json",
+        ) from err
+
+
+async def _stream_photo(
+    part: BodyPartReader, name: str, settings: Settings, store: MediaStore, budget: int
+) -> Photo:
+    first = await part.read_chunk(CHUNK)
+    fmt = sniff(first[:SNIFF_BYTES])
+    if fmt not in ALLOWED:
+        what = (
+            "HEIC photos are not supported; export them as JPEG"
+            if fmt == "heic"
+            else (
+                "it is not a JPEG, PNG, WebP, GIF or AVIF image (decided by its bytes, not its"
+                " name or Content-Type)"
+            )
+        )
+        raise Problem(
+            415,
+            "Unsupported media type",
+            f"Part {name!r}: {what}.",
+            kind="unsupported-image",
+            part=name,
+        )
+    limit = min(settings.max_photo_bytes, budget)
+    sink = await asyncio.to_thread(_Sink, store.new_temp())
+    size = 0
+    try:
+        chunk = first
+        while chunk:
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(
+                    f"Part {name!r} is larger than {settings.max_photo_bytes} bytes"
+                    if limit == settings.max_photo_bytes
+                    else f"The request is larger than {settings.max_request_bytes} bytes.",
+                    part=name,
+                )
+            await asyncio.to_thread(sink.write, chunk)
+            chunk = await part.read_chunk(CHUNK)
+        await asyncio.to_thread(sink.close)
+        try:
+            info = await asyncio.to_thread(probe, sink.path, max_pixels=settings.max_pixels)
+        except TooManyPixels as err:
+            raise _too_large(f"Part {name!r}: {err}", part=name) from err
+        except ImageRefused as err:
+            raise Problem(
+                422,
+                "Undecodable image",
+                f"Part {name!r}: {err}",
+                kind="undecodable-image",
+                part=name,
+            ) from err
+    except BaseException:
+        sink.file.close()
+        sink.path.unlink(missing_ok=True)
+        raise
+    return Photo(part=name, temp=sink.path, sha256=sink.hash.hexdigest(), bytes=size, info=info)
+
+
+def _too_large(detail: str, **extra: Any) -> Problem:
+    return Problem(413, "Content too large", detail, kind="too-large", **extra)

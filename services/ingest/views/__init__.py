@@ -1,0 +1,1 @@
+"""Handlers of the submitters' API, one module per resource."""
