@@ -4,11 +4,15 @@ built by their own factories on free ports."""
 
 from __future__ import annotations
 
+import http.server
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -50,8 +54,43 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
         proc.wait(timeout=30)
 
 
+class Hub:
+    """A small WebSub hub: records every publish ping it receives."""
+
+    def __init__(self) -> None:
+        self.pings: list[dict[str, list[str]]] = []
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                hub.pings.append(urllib.parse.parse_qs(self.rfile.read(length).decode()))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def urls(self) -> set[str]:
+        return {url for ping in self.pings for url in ping.get("hub.url", [])}
+
+
 @pytest.fixture(scope="session")
-def base_env(backends: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def hub() -> Iterator[Hub]:
+    running = Hub()
+    yield running
+    running.server.shutdown()
+    running.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def base_env(
+    backends: dict[str, str], tmp_path_factory: pytest.TempPathFactory, hub: Hub
+) -> dict[str, str]:
     home = tmp_path_factory.mktemp("home")
     return {
         "BANTIN_HOME": str(home),
@@ -60,6 +99,8 @@ def base_env(backends: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
         "BANTIN_PUBLIC_URL": PUBLIC_URL,
         "BANTIN_ADMIN_TOKEN": ADMIN_TOKEN,
         "BANTIN_LOG_LEVEL": "INFO",
+        "BANTIN_WEBSUB_HUB": hub.url,
+        "BANTIN_FEED_SIZE": "100",  # the burst test publishes 100 articles
     }
 
 
@@ -80,6 +121,7 @@ def reset(settings: Settings) -> None:
             )
         ]
         conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+    shutil.rmtree(settings.media_dir, ignore_errors=True)
     client = redis_lib.Redis.from_url(redis_url)
     # Only bantin's own keys: FLUSHDB would also drop kombu's queue bindings, after which the
     # broker silently discards every task sent to the worker that is already running.

@@ -1,4 +1,4 @@
-"""Feed rebuilds: coalesced, locked, and stored with their validators for the publisher.
+"""Feed rebuilds: coalesced, locked, stored with their validators, announced to the hub.
 
 A publication marks its scopes dirty and queues one rebuild a second later unless one is queued
 already, so a burst of publications gives about one rebuild per feed per second. The rebuild
@@ -8,23 +8,22 @@ rebuild queues the next one: the newest publication is always in a feed soon aft
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from datetime import UTC, datetime
-from email.utils import format_datetime
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import psycopg
 
-from shared import articles, keys
-from shared.html import best, resolve_photos, simple_img
-from shared.models import Article, Category
-from workers.app import REBUILD_FEEDS, app, pool, redis, run, settings
-from workers.feedrender import CONTENT_TYPES, FORMATS, FeedEntry, FeedImage, FeedMeta, render_feed
+from shared import feeds, keys
+from shared.articles import list_categories
+from shared.feedrender import FORMATS
+from workers.app import REBUILD_FEEDS, WEBSUB_PING, app, pool, redis, run, settings
 
 log = logging.getLogger(__name__)
 
 COALESCE_SECONDS = 1.0
-MIME = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "avif": "image/avif"}
+HUB_TIMEOUT = 10
 
 
 def mark_dirty(scopes: list[str]) -> None:
@@ -63,88 +62,74 @@ def rebuild_feeds() -> list[str]:
         pipe.delete(keys.FEEDS_DIRTY)
         raw, _ = pipe.execute()
         scopes = sorted(s.decode() for s in raw)
+        changed: list[str] = []
         for scope in scopes:
             try:
-                run(_rebuild(scope))
+                changed += run(_rebuild(scope))
             except Exception:
                 r.sadd(keys.FEEDS_DIRTY, scope)  # not lost: the next rebuild retries it
                 raise
     if scopes:
+        r.hincrby(keys.FEEDS_STATS, "rebuilds", len(scopes))
         log.info("rebuilt feeds %s", ", ".join(scopes))
+    if changed and settings().websub_hub:
+        app.send_task(WEBSUB_PING, args=[changed])
     return scopes
 
 
-async def _categories() -> list[Category]:
-    async with pool().connection() as conn:
-        return await articles.list_categories(conn)
-
-
-async def _rebuild(scope: str) -> None:
-    s = settings()
-    async with pool().connection() as conn:
-        category = None
-        if scope != "all":
-            try:
-                category = await articles.category_by_slug(conn, scope)
-            except articles.NotFound:
-                redis().delete(*(keys.feed(scope, fmt) for fmt in FORMATS))
-                return
-        latest = await articles.latest_published(
-            conn, category_id=category.id if category else None, limit=s.feed_size
-        )
-    base = s.site_url()
-    entries = [entry(article, base) for article in latest]
-    updated = max((e.updated for e in entries), default=datetime.now(UTC))
-    title = s.site_name if category is None else f"{category.name} - {s.site_name}"
-    r = redis()
-    for fmt in FORMATS:
-        meta = FeedMeta(
-            title=title,
-            description=title,
-            home_url=base + (category.path if category else "/"),
-            self_url=f"{base}/feeds/{scope}.{fmt}",
-            feed_id=f"{base}/feeds/{scope}",
-            updated=updated,
-            hub_url=s.websub_hub,
-            timezone=s.timezone,
-        )
-        body = render_feed(fmt, meta, entries)
-        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-        r.hset(
-            keys.feed(scope, fmt),
-            mapping={
-                "body": body,
-                "etag": etag,
-                "content_type": CONTENT_TYPES[fmt],
-                "last_modified": format_datetime(updated.astimezone(UTC), usegmt=True),
-            },
-        )
-
-
-def entry(article: Article, base: str) -> FeedEntry:
-    assert article.published_at is not None
-    cover = next((i for i in article.images if i.role == "cover" and i.renditions), None)
-    cover = cover or next((i for i in article.images if i.renditions), None)
-    image = None
-    if cover is not None:
-        chosen = best(cover.renditions)
-        if chosen is not None:
-            image = FeedImage(
-                url=base + chosen.path,
-                mime=MIME[chosen.format],
-                width=chosen.width,
-                height=chosen.height,
-            )
-    return FeedEntry(
-        id=f"urn:uuid:{article.uuid}",
-        url=base + article.path,
-        title=article.title,
-        summary=article.summary,
-        content_html=resolve_photos(article.body_html, article.images, simple_img(base)),
-        published=article.published_at,
-        updated=max(article.updated_at, article.published_at),
-        author=article.author,
-        unit=article.unit,
-        category=article.category.name,
-        image=image,
+@app.task(
+    name=WEBSUB_PING,
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    retry_backoff_max=300,
+    max_retries=5,
+)
+def websub_ping(urls: list[str]) -> int:
+    """Tell the hub these feeds changed (WebSub section 7 leaves the publish ping to the
+    publisher; `hub.mode=publish` with each `hub.url` is what the common hubs accept)."""
+    hub = settings().websub_hub
+    if not hub:
+        return 0
+    body = urllib.parse.urlencode([("hub.mode", "publish"), *(("hub.url", u) for u in urls)])
+    # The hub's URL is checked to be http(s) when settings are read.
+    request = urllib.request.Request(  # noqa: S310
+        hub,
+        data=body.encode(),
+        method="POST",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
+    try:
+        with urllib.request.urlopen(request, timeout=HUB_TIMEOUT) as response:  # noqa: S310
+            status: int = response.status
+    except urllib.error.HTTPError as err:
+        if err.code >= 500 or err.code == 429:
+            raise OSError(f"hub answered {err.code}") from err  # retried, with backoff
+        log.warning("hub %s refused the ping: %s", hub, err.code)
+        return err.code
+    log.info("pinged hub %s for %d feeds", hub, len(urls))
+    return status
+
+
+async def _categories() -> list[feeds.Category]:
+    async with pool().connection() as conn:
+        return await list_categories(conn)
+
+
+async def _rebuild(scope: str) -> list[str]:
+    """Render and store every format of one scope; returns the URLs whose bytes changed."""
+    s = settings()
+    r = redis()
+    async with pool().connection() as conn:
+        try:
+            category, latest, more = await feeds.load(conn, s, scope)
+        except feeds.UnknownScope:
+            r.delete(*(keys.feed(scope, fmt) for fmt in FORMATS))
+            return []
+    changed = []
+    for fmt in FORMATS:
+        rendered = feeds.render(s, scope, fmt, category, latest, more=more)
+        key = keys.feed(scope, fmt)
+        if r.hget(key, "etag") != rendered.etag.encode():
+            r.hset(key, mapping=rendered.mapping())  # type: ignore[arg-type]
+            changed.append(f"{s.site_url()}/feeds/{scope}.{fmt}")
+    return changed

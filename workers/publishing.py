@@ -12,8 +12,18 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from shared import articles, keys
-from workers import feeds
-from workers.app import PROCESS_ARTICLE, PUBLISH_ARTICLE, SWEEP, app, pool, redis, run
+from workers import feeds, photos
+from workers.app import (
+    ARTICLE_CHANGED,
+    PROCESS_ARTICLE,
+    PUBLISH_ARTICLE,
+    SITE_CHANGED,
+    SWEEP,
+    app,
+    pool,
+    redis,
+    run,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +41,54 @@ ETA_WINDOW = timedelta(seconds=90)
 
 @app.task(name=PROCESS_ARTICLE, acks_late=True, **RETRY)
 def process_article(article_id: int) -> str:
-    """Render the article's photos (the photo pipeline hooks in here), then publish it."""
+    """Render the article's photos (in parallel, see workers/photos.py), then publish it."""
+    if run(_status(article_id)) != "processing":
+        return "nothing to do"
+    waiting = photos.start_rendering(article_id)
+    if waiting is not None:
+        return waiting
     return run(_publish(article_id, from_statuses=("processing",)))
+
+
+async def _status(article_id: int) -> str | None:
+    async with pool().connection() as conn:
+        cur = await conn.execute("SELECT status FROM articles WHERE id = %s", (article_id,))
+        row = await cur.fetchone()
+    return row["status"] if row else None
 
 
 @app.task(name=PUBLISH_ARTICLE, acks_late=True, **RETRY)
 def publish_article(article_id: int) -> str:
     """The ETA task of a scheduled article; also safe to run early or twice."""
     return run(_publish(article_id, from_statuses=("scheduled",)))
+
+
+@app.task(name=ARTICLE_CHANGED, acks_late=True, **RETRY)
+def article_changed(article_id: int, scopes: list[str]) -> str:
+    """After an edit or an unpublication: readers see the change on every page and feed of the
+    scopes it touched (its old and new category, and the whole site)."""
+    status = run(_changed(article_id))
+    if status in ("published", "unpublished"):
+        site_changed(["all", *scopes])
+    return status
+
+
+@app.task(name=SITE_CHANGED, acks_late=True, **RETRY)
+def site_changed_task(scopes: list[str]) -> None:
+    """Something every page shows changed (a category was added): new pages, fresh feeds."""
+    site_changed(["all", *scopes])
+
+
+async def _changed(article_id: int) -> str:
+    async with pool().connection() as conn:
+        try:
+            article = await articles.get_article(conn, article_id)
+        except articles.NotFound:
+            return "missing"
+    if article.status == "scheduled":
+        # The new date may be due now (or nearer than the sweep's window).
+        return await _publish(article_id, from_statuses=("scheduled",))
+    return article.status
 
 
 @app.task(name=SWEEP, **RETRY)
@@ -50,9 +100,17 @@ def sweep() -> dict[str, int]:
     for article_id, eta in due:
         app.send_task(PUBLISH_ARTICLE, args=[article_id], eta=eta)
     feeds.ensure_present()
+    run(_expire_keys())
     if stuck or due:
         log.info("sweep re-enqueued %d processing and %d scheduled articles", len(stuck), len(due))
     return {"processing": len(stuck), "scheduled": len(due)}
+
+
+async def _expire_keys() -> None:
+    async with pool().connection() as conn:
+        await conn.execute(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'"
+        )
 
 
 async def _pending() -> tuple[list[int], list[tuple[int, datetime]]]:

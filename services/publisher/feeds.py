@@ -1,0 +1,111 @@
+"""Feeds for readers: stored bytes with conditional GET and pre-compressed variants.
+
+Page 1 of every feed is rendered by a worker when something changes and stored in Redis with
+its gzip and brotli forms, so serving it is a Redis read and a write to the socket. Older pages
+(RFC 5005 paged feeds) are rendered on demand in a thread and kept until the site changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import cast
+
+from aiohttp import web
+
+from services.publisher.cache import PageCache
+from shared import articles, feeds, keys
+from shared.feedrender import FORMATS
+from shared.web import not_modified, pool_key, redis_key, settings_key
+
+ENCODINGS = (("br", "br"), ("gzip", "gzip"))
+
+
+async def feed(request: web.Request, cache_key: web.AppKey[PageCache]) -> web.StreamResponse:
+    scope, fmt = request.match_info["scope"], request.match_info["fmt"]
+    if fmt not in FORMATS:
+        raise web.HTTPNotFound(text=f"Feeds come as {', '.join(FORMATS)}.")
+    page = _page(request)
+    redis = request.app[redis_key]
+    if page == 1:
+        stored = cast(dict[bytes, bytes], await redis.hgetall(keys.feed(scope, fmt)))
+        if not stored:
+            await _known(request, scope)
+            # Being built (first start, or Redis was emptied); the sweep rebuilds it.
+            raise web.HTTPServiceUnavailable(
+                text="This feed is being built; try again shortly.", headers={"Retry-After": "5"}
+            )
+    else:
+        stored = await _older_page(request, cache_key, scope, fmt, page)
+    etag, last_modified = stored[b"etag"].decode(), stored[b"last_modified"].decode()
+    settings = request.app[settings_key]
+    self_url = f"{settings.site_url()}/feeds/{scope}.{fmt}"
+    links = [f'<{self_url}>; rel="self"']
+    if settings.websub_hub:
+        links.insert(0, f'<{settings.websub_hub}>; rel="hub"')  # WebSub section 4
+    headers = {
+        "ETag": etag,
+        "Last-Modified": last_modified,
+        "Link": ", ".join(links),
+        "Cache-Control": "public, max-age=60",
+        "Vary": "Accept-Encoding",
+    }
+    if not_modified(request, etag, last_modified):
+        return web.Response(status=304, headers=headers)
+    body = stored[b"body"]
+    accepted = request.headers.get("Accept-Encoding", "").lower()
+    for name, field in ENCODINGS:
+        if name in accepted and field.encode() in stored:
+            body = stored[field.encode()]
+            headers["Content-Encoding"] = name
+            break
+    response = web.Response(body=body, headers=headers)
+    response.headers["Content-Type"] = stored[b"content_type"].decode()
+    return response
+
+
+async def _older_page(
+    request: web.Request, cache_key: web.AppKey[PageCache], scope: str, fmt: str, page: int
+) -> dict[bytes, bytes]:
+    redis = request.app[redis_key]
+    live = await request.app[cache_key].live()
+    key = keys.feed_page(live.version, scope, fmt, page)
+    stored = cast(dict[bytes, bytes], await redis.hgetall(key))
+    if stored:
+        return stored
+    settings = request.app[settings_key]
+    async with request.app[pool_key].connection() as conn:
+        try:
+            category, latest, more = await feeds.load(conn, settings, scope, page)
+        except feeds.UnknownScope as err:
+            raise web.HTTPNotFound(text=f"There is no category {scope!r}.") from err
+    if not latest:
+        raise web.HTTPNotFound(text=f"This feed has no page {page}.")
+    # feedgen is CPU work: keep it off the event loop.
+    rendered = await asyncio.to_thread(
+        feeds.render, settings, scope, fmt, category, latest, page, more
+    )
+    mapping = {
+        k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in rendered.mapping().items()
+    }
+    pipe = redis.pipeline(transaction=False)
+    pipe.hset(key, mapping=rendered.mapping())  # type: ignore[arg-type]
+    pipe.expire(key, settings.page_cache_seconds or 60)
+    await pipe.execute()
+    return mapping
+
+
+async def _known(request: web.Request, scope: str) -> None:
+    if scope == "all":
+        return
+    async with request.app[pool_key].connection() as conn:
+        try:
+            await articles.category_by_slug(conn, scope)
+        except articles.NotFound as err:
+            raise web.HTTPNotFound(text=f"There is no category {scope!r}.") from err
+
+
+def _page(request: web.Request) -> int:
+    raw = request.query.get("page", "1")
+    if not raw.isdigit() or not 1 <= int(raw) <= feeds.MAX_PAGE:
+        raise web.HTTPBadRequest(text=f"page must be a whole number from 1 to {feeds.MAX_PAGE}")
+    return int(raw)
