@@ -47,6 +47,7 @@ class Settings:
     websub_hub: str | None
     log_level: str
     log_format: str  # "text" or "json"
+    count_views: bool  # record page views (off only to measure what counting costs)
     # Limits for what submitters send.
     max_photo_bytes: int
     max_photos: int
@@ -78,6 +79,7 @@ class Settings:
                 env, "BANTIN_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")
             ),
             log_format=_choice(env, "BANTIN_LOG_FORMAT", "text", ("text", "json")),
+            count_views=_choice(env, "BANTIN_COUNT_VIEWS", "on", ("on", "off")) == "on",
             **{
                 field: _int(env, name, default, minimum)
                 for field, (name, default, minimum) in LIMITS.items()
@@ -119,6 +121,7 @@ class Settings:
             "BANTIN_TIMEZONE": self.timezone,
             "BANTIN_LOG_LEVEL": self.log_level,
             "BANTIN_LOG_FORMAT": self.log_format,
+            "BANTIN_COUNT_VIEWS": "on" if self.count_views else "off",
         }
         optional = {
             "BANTIN_DATABASE_URL": self.database_url,

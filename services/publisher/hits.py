@@ -1,0 +1,276 @@
+"""Page views, recorded by the readers' site: cheap on the request path, exactly once into Redis.
+
+What counts: a GET of an HTML page answered 200 (home, category, article, search pages). Not
+feeds, media, static files, health checks or the API, which never call the recorder; not
+redirects nor error pages (404, 410, 5xx: a reader who missed the page did not read it, and
+scanners probing addresses would otherwise inflate the count); not HEAD requests nor browser
+prefetches (nobody saw those). Known bots are recorded but flagged, and the counters worker keeps
+them out of the totals (they have a counter of their own).
+
+Each view costs an append to a list. A flusher task sends the list to the Redis stream
+`keys.HITS_STREAM` every FLUSH_INTERVAL, or sooner once FLUSH_AT views wait, in batches of at
+most FLUSH_AT through one Lua script per batch: the script first claims the batch's random token
+(SET NX with an expiry) and only then appends (XADD, MAXLEN ~ to bound the stream). A batch whose
+answer is lost (a timeout after Redis applied it) is sent again with the same token and is then a
+no-op, so a flaky connection neither loses nor doubles views. A graceful shutdown flushes what is
+left (the aiohttp cleanup context below runs after the last request has been answered).
+
+Visitors: a first-party cookie `bantin_vid`. A request without it is identified by a keyed hash
+of (client IP, User-Agent), and the cookie it receives carries that hash and the day: views on
+the day the cookie was given keep counting under the hash, so a new reader's first view and the
+next ones are one visitor, not two; from the next day on the cookie's random part identifies the
+browser (readers behind one carrier NAT with the same phone are not merged for ever). Clients
+that keep no cookies (most bots, scripts) stay one visitor per (IP, User-Agent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import re
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared import keys
+from shared.settings import Settings
+from shared.web import redis_key, settings_key
+
+log = logging.getLogger(__name__)
+
+COOKIE = "bantin_vid"
+COOKIE_MAX_AGE = 365 * 24 * 3600
+FLUSH_INTERVAL = 0.1  # seconds: the longest a view waits in the process
+FLUSH_AT = 500  # views that wake the flusher early; also the largest batch
+STREAM_MAXLEN = 1_000_000  # approximate bound of the stream (XADD MAXLEN ~)
+BATCH_TOKEN_TTL = 600  # seconds a batch's token guards against a repeated append
+MAX_HELD = 200_000  # views kept while Redis is unreachable; beyond, the oldest are dropped
+
+# Self-declared crawlers, link previewers, monitors and the HTTP tools browsers never send.
+# curl, wget and python-requests count as bots: uptime checks and scripts, not readers. aiohttp
+# does not (the test suite reads pages with it, as a reader would), nor do other browsers.
+BOT_AGENTS = re.compile(
+    r"bot|crawl|spider|slurp|facebookexternalhit|preview|curl|wget|python-requests"
+    r"|python-urllib|go-http-client|okhttp|java/|libwww|httpclient|headless|lighthouse"
+    r"|pingdom|uptime|monitor",
+    re.IGNORECASE,
+)
+_COOKIE_VALUE = re.compile(r"[A-Za-z0-9_-]{16}\.\d{8}\.[0-9a-f]{16}")
+
+# One view in the stream: visitor, path, article id ("" when none), unix seconds, bot ("1"/"0").
+Hit = tuple[str, str, str, str, str]
+FIELDS = ("v", "p", "a", "t", "b")
+
+_APPEND = """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return 0 end
+local n = 0
+for i = 3, #ARGV, 5 do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+    'v', ARGV[i], 'p', ARGV[i + 1], 'a', ARGV[i + 2], 't', ARGV[i + 3], 'b', ARGV[i + 4])
+  n = n + 1
+end
+return n
+"""
+
+
+def is_bot(user_agent: str) -> bool:
+    """An empty User-Agent is a script too: every browser sends one."""
+    return not user_agent or BOT_AGENTS.search(user_agent) is not None
+
+
+class HitRecorder:
+    """The process's buffer of views and the task that moves it to Redis."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.zone: ZoneInfo = settings.zone
+        self.https = settings.public_url.startswith("https://")
+        # Keyed, so that the stream holds no hash anyone could reverse by trying every IPv4
+        # address; the admin token is a secret every replica shares (the key is derived from it).
+        secret = ("bantin-visitor:" + (settings.admin_token or "")).encode()
+        self.key = hashlib.blake2b(secret, digest_size=32).digest()
+        self.interval = FLUSH_INTERVAL
+        self.flush_at = FLUSH_AT
+        self.dropped = 0
+        self.enabled = settings.count_views
+        self._buffer: list[Hit] = []
+        # Batches not known to be in Redis yet, oldest first: (token, flattened fields).
+        self._batches: deque[tuple[str, list[str]]] = deque()
+        self._held = 0
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._append = redis.register_script(_APPEND)
+
+    # --- the request path -----------------------------------------------------------------------
+
+    def page_view(
+        self, request: web.Request, response: web.StreamResponse, article_id: int | None = None
+    ) -> None:
+        """Record one view of an HTML page answered 200; gives the browser its cookie."""
+        if not self.enabled or request.method != "GET" or _prefetch(request):
+            return
+        agent = request.headers.get("User-Agent", "")
+        bot = is_bot(agent)
+        now = time.time()
+        today = datetime.fromtimestamp(now, self.zone).strftime("%Y%m%d")
+        visitor, cookie = self._identify(request, agent, today)
+        if cookie is not None and not bot:
+            response.set_cookie(
+                COOKIE,
+                cookie,
+                max_age=COOKIE_MAX_AGE,
+                path="/",
+                httponly=True,
+                samesite="Lax",
+                secure=self.https or request.secure,
+            )
+        self.add((visitor, request.path, str(article_id or ""), str(int(now)), "1" if bot else "0"))
+
+    def add(self, hit: Hit) -> None:
+        self._buffer.append(hit)
+        if len(self._buffer) >= self.flush_at:
+            self._wake.set()
+
+    def _identify(self, request: web.Request, agent: str, today: str) -> tuple[str, str | None]:
+        """(visitor id, cookie value to give, or None when the browser has a valid one)."""
+        raw = request.cookies.get(COOKIE, "")
+        if _COOKIE_VALUE.fullmatch(raw):
+            random_part, day, first = raw.split(".")
+            return ("h" + first if day == today else "c" + random_part), None
+        digest = hashlib.blake2b(
+            f"{request.remote}\n{agent}".encode(), key=self.key, digest_size=8
+        ).hexdigest()
+        return "h" + digest, f"{secrets.token_urlsafe(12)}.{today}.{digest}"
+
+    # --- to Redis -------------------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        """Views in this process not known to be in the stream yet."""
+        return len(self._buffer) + self._held
+
+    async def flush(self) -> int:
+        """Send every waiting view; returns how many went. Raises on a Redis error, keeping what
+        was not sent (with its token) for the next attempt."""
+        async with self._lock:
+            if self._buffer:
+                hits, self._buffer = self._buffer, []
+                for i in range(0, len(hits), self.flush_at):
+                    chunk = hits[i : i + self.flush_at]
+                    flat = [field for hit in chunk for field in hit]
+                    self._batches.append((secrets.token_hex(12), flat))
+                self._held += len(hits)
+                self._shed()
+            sent = 0
+            while self._batches:
+                token, flat = self._batches[0]
+                await self._append(
+                    keys=[keys.HITS_STREAM, keys.hits_batch(token)],
+                    args=[STREAM_MAXLEN, BATCH_TOKEN_TTL, *flat],
+                )
+                self._batches.popleft()
+                self._held -= len(flat) // len(FIELDS)
+                sent += len(flat) // len(FIELDS)
+            return sent
+
+    def _shed(self) -> None:
+        """Bound the memory a long Redis outage can take: drop the oldest batches."""
+        while self._held > MAX_HELD and len(self._batches) > 1:
+            _, flat = self._batches.popleft()
+            lost = len(flat) // len(FIELDS)
+            self._held -= lost
+            self.dropped += lost
+            log.error("Redis unreachable: dropped %d page views (%d in all)", lost, self.dropped)
+
+    async def run(self) -> None:
+        failing = False
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except (RedisError, OSError) as err:
+                if not failing:
+                    log.warning("cannot send page views to Redis (%s); holding them", err)
+                failing = True
+                await asyncio.sleep(1)  # the buffer keeps growing; do not spin on a dead Redis
+            else:
+                if failing:
+                    log.info("page views reach Redis again")
+                failing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="bantin-hits-flusher")
+
+    async def close(self) -> None:
+        """Stop the flusher, then send everything left (a few attempts: Redis may blink)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for attempt in range(3):
+            try:
+                await self.flush()
+                return
+            except (RedisError, OSError) as err:
+                log.warning("final flush of page views failed (%s), attempt %d", err, attempt + 1)
+                await asyncio.sleep(0.5)
+        log.error("shutting down with %d page views not sent", self.waiting)
+
+
+hits_key = web.AppKey("hits", HitRecorder)
+
+
+async def recorder_ctx(app: web.Application) -> AsyncIterator[None]:
+    """aiohttp cleanup context: start the flusher with the app, flush the rest on shutdown.
+    Append it after the clients' context, so that Redis is still open when it exits."""
+    recorder = HitRecorder(app[redis_key], app[settings_key])
+    app[hits_key] = recorder
+    recorder.start()
+    try:
+        yield
+    finally:
+        await recorder.close()
+
+
+def record(
+    request: web.Request, response: web.StreamResponse, article_id: int | None = None
+) -> None:
+    """For page handlers: count this view (an app built without the recorder counts nothing)."""
+    recorder = request.app.get(hits_key)
+    if recorder is not None:
+        recorder.page_view(request, response, article_id)
+
+
+def _prefetch(request: web.Request) -> bool:
+    purpose = request.headers.get("Sec-Purpose") or request.headers.get("Purpose") or ""
+    return "prefetch" in purpose.lower()
+
+
+async def today(redis: Redis, zone: ZoneInfo) -> tuple[int, int]:
+    """(views, unique visitors) of today in the site's time zone."""
+    day = datetime.now(zone).date().isoformat()
+    pipe = redis.pipeline(transaction=False)
+    pipe.get(keys.day_views(day))
+    pipe.pfcount(keys.day_visitors(day))
+    views, visitors = await pipe.execute()
+    return int(views or 0), int(visitors or 0)
+
+
+async def stream_lag(redis: Redis) -> int:
+    """Views in the stream not counted yet (for /metrics). The counters worker deletes each
+    entry in the same script that counts it, so the stream's length is exactly the views not
+    delivered yet plus those a consumer holds; no XINFO lag needed (Redis 6.2 has none)."""
+    return int(await redis.xlen(keys.HITS_STREAM))

@@ -1,0 +1,396 @@
+"""Visit counters against real Redis, PostgreSQL, the publisher app and a real Celery worker:
+every HTML page view counted exactly once, through crashes, shutdowns and an emptied Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+import redis as redis_lib
+
+from services.publisher.hits import COOKIE, FIELDS, hits_key, stream_lag
+from shared import keys
+from shared.settings import Settings
+from shared.web import redis_key
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+DRAIN = "bantin.drain_hits"
+PERSIST = "bantin.persist_counters"
+
+
+@pytest.fixture
+def r(clean: Settings) -> Iterator[redis_lib.Redis]:
+    client = redis_lib.Redis.from_url(clean.require_backends()[1])
+    yield client
+    client.close()
+
+
+def cookie() -> str:
+    """A `bantin_vid` as the site gives it, days ago: from now on the browser is known by it."""
+    day = (datetime.now(UTC) - timedelta(days=3)).strftime("%Y%m%d")
+    return f"{secrets.token_urlsafe(12)}.{day}.{secrets.token_hex(8)}"
+
+
+async def view(site: Any, path: str, *, vid: str | None = None, agent: str | None = None) -> Any:
+    site.session.cookie_jar.clear()
+    headers = {}
+    if vid is not None:
+        headers["Cookie"] = f"{COOKIE}={vid}"
+    if agent is not None:
+        headers["User-Agent"] = agent
+    response = await site.get(path, headers=headers)
+    await response.read()
+    return response
+
+
+async def flushed(site: Any) -> None:
+    await site.server.app[hits_key].flush()
+
+
+def send(task: str, **kwargs: Any) -> None:
+    from workers.app import app
+
+    app.send_task(task, kwargs=kwargs)
+
+
+async def drained(r: redis_lib.Redis, **kwargs: Any) -> None:
+    """Have the worker drain until the stream is empty: the script deletes each entry it counts,
+    so an empty stream means every view is counted (or acknowledged)."""
+    for _ in range(20):
+        send(DRAIN, **kwargs)
+        for _ in range(20):
+            await asyncio.sleep(0.05)
+            if r.xlen(keys.HITS_STREAM) == 0:
+                return
+    raise AssertionError(f"the stream still holds {r.xlen(keys.HITS_STREAM)} entries")
+
+
+async def stats(site: Any) -> dict[str, int]:
+    response = await site.get("/api/v1/stats")
+    assert response.status == 200
+    body: dict[str, int] = await response.json()
+    return body
+
+
+def article(settings: Settings) -> tuple[int, str]:
+    """A published article, written straight to the database (the pipeline has its own tests)."""
+    with psycopg.connect(settings.require_backends()[0], autocommit=True) as conn:
+        category = conn.execute(
+            "INSERT INTO categories (slug, name) VALUES ('tin-tuc', 'Tin tức')"
+            " ON CONFLICT (slug) DO UPDATE SET name = EXCLUDED.name RETURNING id"
+        ).fetchone()
+        assert category is not None
+        row = conn.execute(
+            "INSERT INTO articles (uuid, slug, category_id, title, status, published_at)"
+            " VALUES (%s, 'bai-viet', %s, 'Bài viết', 'published', now()) RETURNING id",
+            (uuid.uuid4(), category[0]),
+        ).fetchone()
+        assert row is not None
+    return row[0], f"/tin-tuc/bai-viet-{row[0]}"
+
+
+def pg_counter(settings: Settings, key: str) -> int | None:
+    with psycopg.connect(settings.require_backends()[0]) as conn:
+        row = conn.execute("SELECT value FROM counters WHERE key = %s", (key,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def pg_article_views(settings: Settings, article_id: int) -> int | None:
+    with psycopg.connect(settings.require_backends()[0]) as conn:
+        row = conn.execute(
+            "SELECT views FROM article_views WHERE article_id = %s", (article_id,)
+        ).fetchone()
+    return None if row is None else int(row[0])
+
+
+async def until(check: Any, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.05)
+
+
+def wipe_counters(r: redis_lib.Redis) -> None:
+    """What an emptied Redis looks like to the counters (the stream is the publishers' side)."""
+    stale = [*r.scan_iter(match="bantin:stats:*"), *r.scan_iter(match="bantin:views:*")]
+    if stale:
+        r.delete(*stale)
+
+
+# --- counting ------------------------------------------------------------------------------------
+
+
+async def test_views_from_visitors_counted_exactly(
+    site: Any, r: redis_lib.Redis, clean: Settings
+) -> None:
+    article_id, path = article(clean)
+    visitors = [cookie() for _ in range(4)]
+    views = 0
+    for i, vid in enumerate(visitors):
+        for page in ("/", "/tin-tuc/", path)[: 1 + i % 3]:
+            response = await view(site, page, vid=vid)
+            assert response.status == 200
+            assert COOKIE not in response.cookies  # the browser already has one
+            views += 1
+        response = await view(site, path, vid=vid)
+        assert response.status == 200
+        views += 1
+    await flushed(site)
+    assert await stream_lag(site.server.app[redis_key]) == views
+    await drained(r)
+
+    body = await stats(site)
+    assert body == {
+        "online": len(visitors),
+        "total": views,
+        "today_views": views,
+        "today_visitors": len(visitors),
+    }
+    article_views = int(r.get(keys.article_views(article_id)) or 0)
+    assert article_views == sum(1 + (1 if i % 3 == 2 else 0) for i in range(len(visitors)))
+    assert r.get(keys.BOTS) is None
+    assert r.xpending(keys.HITS_STREAM, keys.HITS_GROUP)["pending"] == 0
+
+
+async def test_new_reader_gets_a_cookie_and_stays_one_visitor(
+    site: Any, r: redis_lib.Redis
+) -> None:
+    site.session.cookie_jar.clear()
+    first = await site.get("/")
+    assert first.status == 200
+    header = first.headers["Set-Cookie"]
+    assert header.startswith(f"{COOKIE}=")
+    for attribute in ("HttpOnly", "SameSite=Lax", "Max-Age=31536000", "Path=/"):
+        assert attribute.lower() in header.lower(), header
+    # The browser sends it back from now on: no new cookie, and still the same visitor.
+    for _ in range(3):
+        again = await site.get("/")
+        assert again.status == 200
+        assert "Set-Cookie" not in again.headers
+    await flushed(site)
+    await drained(r)
+    assert await stats(site) == {"online": 1, "total": 4, "today_views": 4, "today_visitors": 1}
+
+
+async def test_what_does_not_count(site: Any, r: redis_lib.Redis) -> None:
+    bots = (
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        "facebookexternalhit/1.1",
+        "curl/8.5.0",
+        "python-requests/2.32.3",
+        "",
+    )
+    for agent in bots:
+        response = await view(site, "/", agent=agent)
+        assert response.status == 200
+        assert COOKIE not in response.cookies
+    for path in (
+        "/healthz",
+        "/readyz",
+        "/api/v1/stats",
+        "/feeds/all.rss",
+        "/feeds/all.json",
+        "/media/no/such.jpg",
+        "/static/no-such.css",
+        "/khong-co-muc-nay/",  # 404 page
+        "/tin-tuc/bai-viet-999999",  # 404 page of an article
+    ):
+        response = await view(site, path, vid=cookie())
+        assert response.status != 200 or path.startswith(("/healthz", "/readyz", "/api/"))
+    head = await site.head("/", headers={"Cookie": f"{COOKIE}={cookie()}"})
+    assert head.status == 200
+    reader = await view(site, "/", vid=cookie())  # the one view that counts
+    assert reader.status == 200
+    await site.get("/", headers={"Sec-Purpose": "prefetch", "Cookie": f"{COOKIE}={cookie()}"})
+    await flushed(site)
+    await drained(r)
+
+    body = await stats(site)
+    assert (body["total"], body["online"], body["today_views"]) == (1, 1, 1)
+    assert int(r.get(keys.BOTS) or 0) == len(bots)
+
+
+async def test_old_malformed_and_repeated_entries(
+    site: Any, r: redis_lib.Redis, clean: Settings
+) -> None:
+    """A view older than five minutes counts but is not online; a malformed entry is
+    acknowledged, never counted; a batch sent again with the same token is not appended twice."""
+    now = int(time.time())
+    r.xadd(keys.HITS_STREAM, {"v": "c-old", "p": "/", "a": "", "t": now - 600, "b": "0"})
+    r.xadd(keys.HITS_STREAM, {"p": "/", "t": "yesterday"})
+    recorder = site.server.app[hits_key]
+    flat = ["c-new", "/", "", str(now), "0"]
+    for _ in range(2):  # an answer lost after Redis applied the batch: the retry is a no-op
+        recorder._batches.append(("same-token", list(flat)))
+        recorder._held += 1
+        await recorder.flush()
+    assert r.xlen(keys.HITS_STREAM) == 3
+    await drained(r)
+    body = await stats(site)
+    old_is_today = (
+        datetime.fromtimestamp(now - 600, clean.zone).date() == datetime.now(clean.zone).date()
+    )
+    today = 1 + old_is_today
+    assert (body["total"], body["online"]) == (2, 1)
+    assert (body["today_views"], body["today_visitors"]) == (today, today)
+
+
+# --- crashes -------------------------------------------------------------------------------------
+
+
+async def test_batch_of_a_dead_consumer_is_claimed_and_counted_once(
+    site: Any, r: redis_lib.Redis, clean: Settings
+) -> None:
+    from workers.counters import apply, ensure_group
+
+    article_id, path = article(clean)
+    for _ in range(5):
+        await view(site, path, vid=cookie())
+    await flushed(site)
+    ensure_group(r)
+    # A consumer reads the batch, then dies before its script runs: the batch stays pending.
+    got = r.xreadgroup(keys.HITS_GROUP, "dead", {keys.HITS_STREAM: ">"}, count=1000)
+    entries = got[0][1]
+    assert len(entries) == 5
+    # One of them was trimmed away meanwhile (MAXLEN): its id must still leave the PEL.
+    r.xdel(keys.HITS_STREAM, entries[0][0])
+    assert r.xpending(keys.HITS_STREAM, keys.HITS_GROUP)["pending"] == 5
+
+    await drained(r, min_idle_ms=0)
+    assert r.xpending(keys.HITS_STREAM, keys.HITS_GROUP)["pending"] == 0
+    assert int(r.get(keys.TOTAL) or 0) == 4
+    assert int(r.get(keys.article_views(article_id)) or 0) == 4
+
+    # The dead consumer was only slow: it now applies the batch it read. Nothing changes.
+    tally = apply(r, entries, clean.zone, clean.require_backends()[0], consumer="dead")
+    assert tally["counted"] == 0 and tally["repeats"] == 5
+    assert int(r.get(keys.TOTAL) or 0) == 4
+    assert int(r.get(keys.article_views(article_id)) or 0) == 4
+
+
+async def test_process_killed_mid_batch(site: Any, r: redis_lib.Redis, clean: Settings) -> None:
+    """A real process reads a batch as a consumer and is SIGKILLed before applying it."""
+    for _ in range(7):
+        await view(site, "/", vid=cookie())
+    await flushed(site)
+    code = (
+        "import sys, time, redis\n"
+        "from workers.counters import ensure_group, read\n"
+        "r = redis.Redis.from_url(sys.argv[1])\n"
+        "ensure_group(r)\n"
+        "print(len(read(r, 'doomed')), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, clean.require_backends()[1]],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        env={**os.environ, **clean.to_env()},
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
+        assert line.strip() == b"7"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(10) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    pending = r.xpending(keys.HITS_STREAM, keys.HITS_GROUP)
+    assert pending["pending"] == 7 and pending["consumers"][0]["name"] == b"doomed"
+
+    await drained(r, min_idle_ms=0)
+    await drained(r, min_idle_ms=0)  # a second pass finds nothing more to count
+    body = await stats(site)
+    assert (body["total"], body["online"]) == (7, 7)
+
+
+async def test_graceful_shutdown_loses_no_buffered_view(site: Any, r: redis_lib.Redis) -> None:
+    recorder = site.server.app[hits_key]
+    recorder.interval, recorder.flush_at = 3600.0, 10**9
+    await asyncio.sleep(0.3)  # the flusher's current short wait ends; the next one is long
+    for _ in range(6):
+        assert (await view(site, "/", vid=cookie())).status == 200
+    assert r.xlen(keys.HITS_STREAM) == 0
+    assert recorder.waiting == 6
+    await site.close()  # the app's cleanup: stop the flusher, flush what is left
+    assert r.xlen(keys.HITS_STREAM) == 6
+    fields = r.xrange(keys.HITS_STREAM, count=1)[0][1]
+    assert sorted(fields) == sorted(f.encode() for f in FIELDS)
+
+
+# --- persistence ---------------------------------------------------------------------------------
+
+
+async def test_emptied_redis_is_restored_from_postgresql(
+    site: Any, r: redis_lib.Redis, clean: Settings
+) -> None:
+    article_id, path = article(clean)
+    for _ in range(3):
+        await view(site, path, vid=cookie())
+    await view(site, "/", vid=cookie())
+    await flushed(site)
+    await drained(r)
+    send(PERSIST)
+    await until(lambda: pg_counter(clean, "total") == 4, "the total reached PostgreSQL")
+    await until(lambda: pg_article_views(clean, article_id) == 3, "the article's views too")
+    assert r.scard(keys.VIEWS_DIRTY) == 0  # nothing left to copy
+
+    # Redis loses everything: the next copy restores instead of writing zeros over PostgreSQL.
+    wipe_counters(r)
+    send(PERSIST)
+    await until(lambda: r.get(keys.TOTAL) == b"4", "the total came back")
+    assert r.get(keys.article_views(article_id)) == b"3"
+    assert pg_counter(clean, "total") == 4
+
+    # Lost again, with views waiting: the drain restores first, then counts on top.
+    wipe_counters(r)
+    for _ in range(2):
+        await view(site, path, vid=cookie())
+    await flushed(site)
+    await drained(r)
+    body = await stats(site)
+    assert body["total"] == 6 and body["today_views"] == 6
+    assert r.get(keys.article_views(article_id)) == b"5"
+    send(PERSIST)
+    await until(lambda: pg_article_views(clean, article_id) == 5, "the new views persisted")
+    assert pg_counter(clean, "total") == 6
+
+
+async def test_set_total_from_the_command_line(
+    site: Any, r: redis_lib.Redis, clean: Settings
+) -> None:
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "bantin.cli", "counters", "set-total", "5336272"],
+        cwd=ROOT,
+        env={**os.environ, **clean.to_env()},
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert r.get(keys.TOTAL) == b"5336272"
+    assert pg_counter(clean, "total") == 5336272
+    for _ in range(2):
+        await view(site, "/", vid=cookie())
+    await flushed(site)
+    await drained(r)
+    assert (await stats(site))["total"] == 5336274
+    page = await view(site, "/", vid=cookie())
+    assert "5336274" in await page.text()
