@@ -17,22 +17,49 @@ def page(version: int | str, path: str) -> str:
 FEEDS_DIRTY = PREFIX + "feeds:dirty"  # set of scopes ("all", category slugs) to rebuild
 FEEDS_SCHEDULED = PREFIX + "feeds:scheduled"  # present while a rebuild is already queued
 FEEDS_LOCK = PREFIX + "feeds:lock"
+FEEDS_STATS = PREFIX + "feeds:stats"  # hash: rebuilds (scopes rebuilt, for metrics and tests)
 
 
 def feed(scope: str, fmt: str) -> str:
-    """A hash with the fields body, etag, last_modified, content_type."""
+    """A hash with the fields body, gzip, br, etag, last_modified, content_type."""
     return f"{PREFIX}feed:{scope}.{fmt}"
 
+
+def feed_page(version: int | str, scope: str, fmt: str, page: int) -> str:
+    """Older pages (RFC 5005), rendered on demand and kept until the site changes."""
+    return f"{PREFIX}feedpage:{version}:{scope}.{fmt}:{page}"
+
+
+# Task statistics, written by every worker (workers/app.py), read by /metrics: a hash with
+# "<task>:succeeded", "<task>:failed", "<task>:retried" and "<task>:seconds".
+TASK_STATS = PREFIX + "tasks:stats"
 
 # Counters.
 HITS_STREAM = PREFIX + "hits"
 HITS_GROUP = "counters"
 TOTAL = PREFIX + "stats:total"
 ONLINE = PREFIX + "stats:online"  # sorted set: visitor -> last seen (unix seconds)
+BOTS = PREFIX + "stats:bots"  # views by known bots, kept out of TOTAL
+VIEWS_DIRTY = PREFIX + "stats:views-dirty"  # set of article ids whose views PostgreSQL lacks
 
 
 def article_views(article_id: int) -> str:
     return f"{PREFIX}views:{article_id}"
+
+
+def day_views(day: str) -> str:
+    """Human page views on one day (YYYY-MM-DD in the site's time zone)."""
+    return f"{PREFIX}stats:day:{day}:views"
+
+
+def day_visitors(day: str) -> str:
+    """A HyperLogLog of the visitors seen on one day."""
+    return f"{PREFIX}stats:day:{day}:visitors"
+
+
+def hits_batch(token: str) -> str:
+    """Present while a publisher's batch of hits is in the stream: a retried append is a no-op."""
+    return f"{PREFIX}hits-batch:{token}"
 
 
 def rate(token_id: int, minute: int) -> str:

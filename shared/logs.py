@@ -4,10 +4,27 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from shared.settings import Settings
+
+# The request that caused this work: set by the services' middleware for each request, carried
+# into every task that request enqueues (a Celery message header), and into tasks those tasks
+# enqueue, so that one submission can be followed through every log line it caused.
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(8)
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get() or "-"
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,6 +40,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        rid = getattr(record, "request_id", "-")
+        if rid != "-":
+            doc["request_id"] = rid
         if record.exc_info:
             doc["error"] = self.formatException(record.exc_info)
         return json.dumps(doc, ensure_ascii=False)
@@ -34,10 +54,15 @@ def setup(settings: Settings, role: str) -> None:
         handler.setFormatter(JsonFormatter(role))
     else:
         handler.setFormatter(
-            logging.Formatter(f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s")
+            logging.Formatter(
+                f"%(asctime)s {role} %(levelname)s [%(request_id)s] %(name)s: %(message)s"
+            )
         )
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
-    for noisy in ("aiohttp.access",):
+    # The access log and beat's line per sent task (the counters' drain runs every second)
+    # would drown everything else; metrics count requests and tasks instead.
+    for noisy in ("aiohttp.access", "celery.beat"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -9,16 +9,20 @@ database through `run()` and `db()`, which open one pool per worker process afte
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import time
 from collections.abc import Coroutine
+from contextvars import Token
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Queue
 from redis import Redis
 
-from shared import db
+from shared import db, keys
+from shared.logs import new_request_id, request_id
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -32,6 +36,12 @@ PROCESS_ARTICLE = "bantin.process_article"
 PUBLISH_ARTICLE = "bantin.publish_article"
 SWEEP = "bantin.sweep"
 REBUILD_FEEDS = "bantin.rebuild_feeds"
+ARTICLE_CHANGED = "bantin.article_changed"
+SITE_CHANGED = "bantin.site_changed"
+RENDER_IMAGE = "bantin.render_image"
+WEBSUB_PING = "bantin.websub_ping"
+DRAIN_HITS = "bantin.drain_hits"
+PERSIST_COUNTERS = "bantin.persist_counters"
 
 
 def configure(settings: Settings) -> Celery:
@@ -57,9 +67,13 @@ def configure(settings: Settings) -> Celery:
             PROCESS_ARTICLE: {"queue": "default"},
             PUBLISH_ARTICLE: {"queue": "default"},
             SWEEP: {"queue": "default"},
+            ARTICLE_CHANGED: {"queue": "default"},
+            SITE_CHANGED: {"queue": "default"},
             REBUILD_FEEDS: {"queue": "feeds"},
-            "bantin.render_image": {"queue": "images"},
-            "bantin.drain_hits": {"queue": "counters"},
+            WEBSUB_PING: {"queue": "feeds"},
+            RENDER_IMAGE: {"queue": "images"},
+            DRAIN_HITS: {"queue": "counters"},
+            PERSIST_COUNTERS: {"queue": "counters"},
         },
         worker_hijack_root_logger=False,
         worker_prefetch_multiplier=1,
@@ -69,8 +83,20 @@ def configure(settings: Settings) -> Celery:
             # Catches what a lost message or a restart would otherwise leave waiting: processing
             # articles nobody is working on, and scheduled articles whose ETA task was lost.
             "sweep": {"task": SWEEP, "schedule": timedelta(seconds=30)},
+            # Page views: counted within about a second, copied to PostgreSQL every minute.
+            # They expire so that a stopped worker does not come back to a pile of them.
+            "drain-hits": {
+                "task": DRAIN_HITS,
+                "schedule": timedelta(seconds=1),
+                "options": {"expires": 5},
+            },
+            "persist-counters": {
+                "task": PERSIST_COUNTERS,
+                "schedule": timedelta(seconds=60),
+                "options": {"expires": 55},
+            },
         },
-        include=["workers.publishing", "workers.feeds"],
+        include=["workers.publishing", "workers.feeds", "workers.photos", "workers.counters"],
     )
     app.conf.bantin_settings = settings
     return app
@@ -120,3 +146,41 @@ def redis() -> Redis:
     _resources.ensure()
     assert _resources.redis is not None
     return _resources.redis
+
+
+# --- request ids and task statistics ------------------------------------------------------------
+# A task carries the id of the request that caused it (a message header), and passes it on to
+# the tasks it sends, so one submission can be followed through every log line it caused.
+# Every task's outcome and duration go to one Redis hash that /metrics reads.
+
+_started: dict[str, tuple[float, Token[str | None]]] = {}
+
+
+@signals.before_task_publish.connect
+def _carry_request_id(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    current = request_id.get()
+    if headers is not None and current and "request_id" not in headers:
+        headers["request_id"] = current
+
+
+@signals.task_prerun.connect
+def _task_started(task_id: str = "", task: Any = None, **_: Any) -> None:
+    carried = getattr(task.request, "request_id", None) if task is not None else None
+    _started[task_id] = (time.perf_counter(), request_id.set(carried or new_request_id()))
+
+
+@signals.task_postrun.connect
+def _task_finished(task_id: str = "", task: Any = None, state: str | None = None, **_: Any) -> None:
+    started, token = _started.pop(task_id, (None, None))
+    if token is not None:
+        request_id.reset(token)
+    if task is None or started is None:
+        return
+    outcome = {"SUCCESS": "succeeded", "RETRY": "retried"}.get(state or "", "failed")
+    try:
+        pipe = redis().pipeline(transaction=False)
+        pipe.hincrby(keys.TASK_STATS, f"{task.name}:{outcome}", 1)
+        pipe.hincrbyfloat(keys.TASK_STATS, f"{task.name}:seconds", time.perf_counter() - started)
+        pipe.execute()
+    except Exception:  # statistics must never fail a task
+        logging.getLogger(__name__).debug("task statistics not recorded", exc_info=True)

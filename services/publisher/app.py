@@ -8,9 +8,11 @@ from pathlib import Path
 import jinja2
 from aiohttp import web
 
-from services.publisher import views
+from services.publisher import hits, views
 from services.publisher.cache import PageCache
 from services.publisher.routes import setup_routes
+from shared.metrics import ServiceMetrics
+from shared.metrics import handler as metrics_handler
 from shared.problems import problem_middleware
 from shared.settings import Settings
 from shared.web import install_clients, redis_key
@@ -25,8 +27,20 @@ def html_errors(request: web.Request, status: int) -> Awaitable[web.StreamRespon
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware(html_errors)])
+    metrics = ServiceMetrics("publisher")
+    app = web.Application(middlewares=[metrics.middleware(), problem_middleware(html_errors)])
     install_clients(app, settings)
+    metrics.gauge(
+        "bantin_page_cache_hit_ratio",
+        "Pages answered from the cache, this process",
+        lambda: _ratio(app[views.cache_key]) if views.cache_key in app else 0.0,
+    )
+    metrics.gauge(
+        "bantin_page_views_buffered",
+        "Page views waiting to be sent to Redis",
+        lambda: app[hits.hits_key].waiting if hits.hits_key in app else 0,
+    )
+    app.router.add_get("/metrics", metrics_handler(metrics, redis_key))
     app[views.templates_key] = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,
@@ -40,5 +54,12 @@ def create_app(settings: Settings) -> web.Application:
         yield
 
     app.cleanup_ctx.append(page_cache)
+    # After the clients: its exit (the final flush of page views) runs while Redis is open.
+    app.cleanup_ctx.append(hits.recorder_ctx)
     setup_routes(app, settings)
     return app
+
+
+def _ratio(cache: PageCache) -> float:
+    served = cache.hits + cache.misses
+    return cache.hits / served if served else 0.0

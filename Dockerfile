@@ -1,0 +1,88 @@
+# bantin: one image for every role of docker-compose.yml
+#   (`bantin ingest|publisher|worker|beat|migrate`, and `bantin up` for a quick look).
+#
+#   docker build -t bantin:0.1.0 .
+#   docker run --rm bantin:0.1.0 --help
+#
+# The builder stage has the compilers (for a dependency with no wheel for the platform being
+# built) and creates /opt/venv from constraints.txt; the final stage copies only that venv.
+# Bump both FROM lines together: the venv's interpreter is the base image's /usr/local/bin/python.
+
+FROM python:3.11.15-slim-trixie AS builder
+
+# The build tools follow the Debian release of the pinned base image; this stage is thrown away.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential \
+    && rm -rf /var/lib/apt/lists/*
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH
+RUN python -m venv /opt/venv
+WORKDIR /src
+
+# The dependencies first, in a layer of their own: rebuilt only when pyproject.toml or
+# constraints.txt change, not on every change of the code. pip is pinned as in the Makefile.
+COPY pyproject.toml constraints.txt ./
+RUN pip install --no-cache-dir -c constraints.txt "pip==26.3" \
+    && python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' > /tmp/requirements.txt \
+    && pip install --no-cache-dir -c constraints.txt -r /tmp/requirements.txt
+
+# Then bantin itself (the packages that pyproject.toml's packages.find includes).
+COPY README.md ./
+COPY bantin ./bantin
+COPY services ./services
+COPY shared ./shared
+COPY workers ./workers
+RUN pip install --no-cache-dir --no-deps -c constraints.txt . \
+    && pip check
+
+
+FROM python:3.11.15-slim-trixie
+
+ARG BANTIN_VERSION=0.1.0
+LABEL org.opencontainers.image.title="bantin" \
+      org.opencontainers.image.description="bantin news publishing system: ingest API, publisher site, Celery worker and beat in one image" \
+      org.opencontainers.image.version="${BANTIN_VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="docker.io/library/python:3.11.15-slim-trixie"
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    BANTIN_HOME=/var/lib/bantin \
+    BANTIN_MEDIA_DIR=/var/lib/bantin/media
+
+COPY --from=builder /opt/venv /opt/venv
+COPY deploy/healthcheck.py /usr/local/bin/bantin-healthcheck
+
+# A user of its own (no login, no password); BANTIN_HOME belongs to it, so a named volume
+# mounted on the media folder starts out owned by it. Then a smoke test of the image: every
+# role's code imports, the command answers, and the time zone database is there.
+RUN groupadd --system --gid 10001 bantin \
+    && useradd --system --uid 10001 --gid bantin --home-dir /var/lib/bantin --no-create-home \
+       --shell /usr/sbin/nologin bantin \
+    && mkdir -p /var/lib/bantin/media/public /var/lib/bantin/run \
+    && chown -R bantin:bantin /var/lib/bantin \
+    && chmod 0755 /usr/local/bin/bantin-healthcheck \
+    && bantin --help > /dev/null \
+    && python -c "import services.ingest.app, services.publisher.app, workers.app, workers.publishing, workers.feeds" \
+    && python -c "from zoneinfo import ZoneInfo; ZoneInfo('Asia/Ho_Chi_Minh')"
+
+WORKDIR /var/lib/bantin
+USER 10001:10001
+
+# publisher 8080, ingest 8081 (both take --port)
+EXPOSE 8080 8081
+
+# Every role stops gracefully on SIGTERM: aiohttp finishes in-flight requests, a Celery worker
+# finishes its running tasks (warm shutdown), beat saves its schedule.
+STOPSIGNAL SIGTERM
+
+# Role-aware (deploy/healthcheck.py): /healthz for ingest and publisher, a Celery ping for a
+# worker, nothing to ask for beat and migrate. docker-compose.yml asks for /readyz instead.
+HEALTHCHECK --interval=30s --timeout=20s --start-period=30s --retries=3 \
+    CMD ["bantin-healthcheck"]
+
+ENTRYPOINT ["bantin"]
+CMD ["publisher"]

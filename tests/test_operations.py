@@ -1,0 +1,275 @@
+"""What operators rely on: metrics, request ids from a request into its tasks, JSON logs, and
+the compose file's roles run as separate processes (two workers, two publishers)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bantin.bootstrap import demo_seed, text_only
+from bantin.embedded import free_port
+from shared.logs import JsonFormatter, RequestIdFilter, request_id
+from shared.settings import Settings
+from tests.conftest import ADMIN_TOKEN, reset
+from tests.photos import jpeg, multipart
+from tests.test_api import bearer, create_category, wait_status
+from tests.test_e2e import other_redis_db
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = demo_seed()
+
+
+async def test_metrics_of_both_services(api: Any, site: Any) -> None:
+    await api.get("/api/v1/categories")
+    await site.get("/")
+    for client, route in ((api, "/api/v1/categories"), (site, "/")):
+        response = await client.get("/metrics")
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain; version=")
+        text = await response.text()
+        assert f'bantin_http_requests_total{{method="GET",route="{route}",status="200"}}' in text
+        assert "bantin_http_request_duration_seconds_bucket" in text
+        for queue in ("default", "images", "feeds", "counters"):
+            assert f'bantin_queue_length{{queue="{queue}"}}' in text
+        assert "bantin_hits_stream_lag" in text
+    text = await (await site.get("/metrics")).text()
+    assert "bantin_page_cache_hit_ratio" in text and "bantin_page_views_buffered" in text
+
+
+@pytest.mark.usefixtures("worker")
+async def test_request_id_follows_the_article_into_the_worker(
+    api: Any, admin: str, base_env: dict[str, str]
+) -> None:
+    await create_category(api, admin)
+    rid = "req-" + os.urandom(6).hex()
+    article = {**text_only(SEED["article"]), "images": [{"part": "a", "role": "cover"}]}
+    response = await api.post(
+        "/api/v1/articles",
+        data=multipart(article, {"a": jpeg()}),
+        headers={**bearer(admin), "X-Request-ID": rid},
+    )
+    assert response.headers["X-Request-ID"] == rid
+    accepted = await response.json()
+    await wait_status(api, admin, accepted["id"], "published")
+    log = Path(base_env["BANTIN_HOME"]) / "worker.log"
+    # The id reached the task the request sent, and the task that task sent.
+    wanted = (f"published article {accepted['id']}", "rendered photo")
+    for _ in range(100):
+        lines = [line for line in log.read_text().splitlines() if rid in line]
+        if all(any(w in line for line in lines) for w in wanted):
+            break
+        await asyncio.sleep(0.05)
+    assert all(any(w in line for line in lines) for w in wanted), lines
+    generated = await api.get("/healthz")
+    assert re.fullmatch(r"[0-9a-f]{16}", generated.headers["X-Request-ID"])
+    metrics = await (await api.get("/metrics")).text()
+    assert re.search(
+        r'bantin_tasks\{outcome="succeeded",task="bantin.process_article"\} '
+        r"[1-9]",
+        metrics,
+    ), metrics
+
+
+def test_json_log_lines() -> None:
+    record = logging.LogRecord(
+        "bantin.test", logging.INFO, __file__, 1, "xin chào %s", ("Huế",), None
+    )
+    token = request_id.set("abc123")
+    try:
+        RequestIdFilter().filter(record)
+    finally:
+        request_id.reset(token)
+    doc = json.loads(JsonFormatter("ingest").format(record))
+    assert doc["message"] == "xin chào Huế" and doc["request_id"] == "abc123"
+    assert doc["role"] == "ingest" and doc["level"] == "info"
+    datetime_part = doc["time"]
+    assert datetime_part.endswith("+00:00")
+
+
+# --- the compose roles as processes --------------------------------------------------------------
+
+_VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::?-([^}]*)|:\?[^}]*)?\}")
+
+
+def substitute(value: str, env: dict[str, str]) -> str:
+    """Compose's ${VAR:-default} interpolation, from the given environment."""
+    return _VAR.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+
+
+class Roles:
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.home, self.env = home, env
+        self.procs: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = self.home / f"{name}.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bantin.cli", *argv],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.procs.append((name, proc, log))
+        return proc
+
+    def stop(self) -> None:
+        for _, proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _, proc, _ in self.procs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def compose_roles(tmp_path: Path, settings: Settings) -> Iterator[Roles]:
+    reset(settings)
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    outside = {
+        "BANTIN_DATABASE_URL": settings.database_url or "",
+        # Another Redis database than the suite's own worker, so neither takes the other's tasks.
+        "BANTIN_REDIS_URL": other_redis_db(settings.redis_url or ""),
+        "POSTGRES_PASSWORD": "unused-by-the-test",
+        "BANTIN_PUBLIC_URL": "http://bantin.test",
+        "BANTIN_ADMIN_TOKEN": ADMIN_TOKEN,
+        "BANTIN_LOG_FORMAT": "text",
+    }
+    environment = {k: substitute(str(v), outside) for k, v in compose["x-bantin-env"].items()}
+    environment.update(
+        BANTIN_HOME=str(tmp_path / "home"), BANTIN_MEDIA_DIR=str(tmp_path / "media")
+    )  # the shared volume
+    roles = Roles(tmp_path, {**os.environ, **environment})
+    roles.compose = compose  # type: ignore[attr-defined]
+    import redis as redis_lib
+
+    r = redis_lib.Redis.from_url(environment["BANTIN_REDIS_URL"])
+    for key in r.scan_iter(match="bantin:*"):
+        r.delete(key)
+    r.close()
+    try:
+        yield roles
+    finally:
+        roles.stop()
+
+
+def command(compose: dict[str, Any], service: str, env: dict[str, str]) -> list[str]:
+    return [substitute(str(part), env) for part in compose["services"][service]["command"]]
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"{url} never answered"
+            time.sleep(0.1)
+
+
+def fetch(url: str, **headers: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers={"User-Agent": "Mozilla/5.0 test", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def test_compose_roles_scale_as_processes(compose_roles: Roles) -> None:
+    compose: dict[str, Any] = compose_roles.compose  # type: ignore[attr-defined]
+    env = compose_roles.env
+    migrate = compose_roles.start("migrate", command(compose, "migrate", env))
+    assert migrate.wait(60) == 0
+    for n in (1, 2):
+        compose_roles.start(f"worker{n}", command(compose, "worker", env))
+    compose_roles.start("beat", command(compose, "beat", env))
+
+    def serve(service: str, name: str) -> str:
+        argv = command(compose, service, env)
+        port = free_port()
+        argv[argv.index("--port") + 1] = str(port)  # separate containers; one machine here
+        proc = compose_roles.start(name, [*argv, "--host", "127.0.0.1"])
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/readyz", proc, compose_roles.home / f"{name}.log")
+        return url
+
+    api = serve("ingest", "ingest")
+    sites = [serve("publisher", "publisher1"), serve("publisher", "publisher2")]
+
+    def call(method: str, path: str, body: Any) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            api + path,
+            data=json.dumps(body).encode(),
+            method=method,
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+
+    from bantin import bootstrap
+
+    bootstrap.prepare(Settings.from_env(env), demo=False)
+    assert call("POST", "/api/v1/categories", SEED["category"])[0] == 201
+    accepted = [
+        call("POST", "/api/v1/articles", {**text_only(SEED["article"]), "title": f"Tin số {n}"})[1]
+        for n in range(12)
+    ]
+    deadline = time.monotonic() + 60
+    for item in accepted:
+        while True:
+            req = urllib.request.Request(
+                item["links"]["self"], headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            )
+            with urllib.request.urlopen(req, timeout=10) as response:
+                if json.load(response)["status"] == "published":
+                    break
+            assert time.monotonic() < deadline, "articles were not published in 60 s"
+            time.sleep(0.1)
+
+    # Both workers took work.
+    for n in (1, 2):
+        log = (compose_roles.home / f"worker{n}.log").read_text()
+        assert "bantin.process_article" in log and "succeeded" in log, f"worker{n} idle"
+
+    # Both publishers serve the same pages ...
+    path = accepted[0]["links"]["page"].removeprefix("http://bantin.test")
+    pages = [fetch(site + path) for site in sites]
+    assert pages[0][0] == pages[1][0] == 200
+    assert all("Tin số 0".encode() in body for _, body in pages)
+    # ... and the same counts: views on either count once, for both. Six more readers (no
+    # cookie: a visitor is then the pair client address and User-Agent) on top of the first.
+    for n in range(6):
+        fetch(sites[n % 2] + path, **{"User-Agent": f"Mozilla/5.0 reader {n}"})
+    deadline = time.monotonic() + 30
+    while True:
+        stats = [json.loads(fetch(site + "/api/v1/stats")[1]) for site in sites]
+        if stats[0]["total"] == stats[1]["total"] == 8:
+            break
+        assert time.monotonic() < deadline, stats
+        time.sleep(0.2)
+    assert stats[0]["online"] == stats[1]["online"] == 7
