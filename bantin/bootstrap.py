@@ -9,7 +9,6 @@ import json
 import logging
 import re
 import time
-import urllib.request
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -71,24 +70,44 @@ async def _prepare(settings: Settings, demo: bool) -> Secrets:
         return Secrets(demo_token=await tokens.create(conn, "demo submitter", "submitter"))
 
 
+def demo_photos() -> dict[str, bytes]:
+    folder = resources.files("bantin") / "demo" / "photos"
+    return {
+        image["part"]: (folder / f"{image['part']}.jpg").read_bytes()
+        for image in demo_seed()["article"]["images"]
+    }
+
+
 def post_demo(settings: Settings, api_url: str, token: str, timeout: float = 60.0) -> None:
-    """Submit the seed article the way any submitter would, and wait until it is live."""
-    body = json.dumps(text_only(demo_seed()["article"])).encode()
-    request = urllib.request.Request(
-        api_url + "/api/v1/articles",
-        data=body,
-        method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        answer = json.load(response)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        check = urllib.request.Request(
-            answer["links"]["self"], headers={"Authorization": f"Bearer {token}"}
-        )
-        with urllib.request.urlopen(check, timeout=10) as response:
-            if json.load(response)["status"] in ("published", "scheduled", "failed"):
+    """Submit the seed article with its photos, the way any submitter would (multipart), and
+    wait until it is live."""
+    asyncio.run(_post_demo(api_url, token, timeout))
+
+
+async def _post_demo(api_url: str, token: str, wait_seconds: float) -> None:
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {token}"}
+    writer = aiohttp.MultipartWriter("form-data")
+    part = writer.append_json(demo_seed()["article"])
+    part.set_content_disposition("form-data", name="article")
+    for name, data in demo_photos().items():
+        part = writer.append(data, {"Content-Type": "image/jpeg"})
+        part.set_content_disposition("form-data", name=name, filename=f"{name}.jpg")
+    client_timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(headers=headers, timeout=client_timeout) as session:
+        async with session.post(api_url + "/api/v1/articles", data=writer) as response:
+            answer = await response.json()
+            if response.status != 202:
+                log.warning("the demo article was refused: %s", answer)
                 return
-        time.sleep(0.2)
-    log.warning("the demo article was not published within %.0f s", timeout)
+        deadline = time.monotonic() + wait_seconds
+        while time.monotonic() < deadline:
+            async with session.get(answer["links"]["self"]) as response:
+                status = (await response.json())["status"]
+            if status in ("published", "scheduled", "failed"):
+                if status == "failed":
+                    log.warning("the demo article failed to publish")
+                return
+            await asyncio.sleep(0.2)
+    log.warning("the demo article was not published within %.0f s", wait_seconds)

@@ -71,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
     revoke = tsub.add_parser("revoke", help="revoke a token at once")
     revoke.add_argument("id", type=int)
     revoke.set_defaults(run=_token_revoke)
+
+    counters = sub.add_parser("counters", help="visit counters")
+    csub = counters.add_subparsers(dest="counters_command", required=True)
+    set_total = csub.add_parser(
+        "set-total", help="set the total page views (a site moving from an old portal)"
+    )
+    set_total.add_argument("total", type=int)
+    set_total.set_defaults(run=_counters_set_total)
     return parser
 
 
@@ -199,6 +207,21 @@ def _token_revoke(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     print(f"bantin: no active token {args.id}", file=sys.stderr)
     return 1
+
+
+def _counters_set_total(settings: Settings, args: argparse.Namespace) -> int:
+    from redis import Redis
+
+    from workers.counters import set_total
+
+    if args.total < 0:
+        print("bantin: the total is a whole number >= 0", file=sys.stderr)
+        return 2
+    database_url, redis_url = settings.require_backends()
+    with Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5) as r:
+        set_total(r, database_url, args.total)
+    print(f"total page views set to {args.total}")
+    return 0
 
 
 async def _connect(settings: Settings):  # type: ignore[no-untyped-def]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -53,6 +54,10 @@ class Stack:
             if line.startswith(prefix):
                 return line
         raise AssertionError(f"no line {prefix!r} in {timeout} s: {self.diagnostics()}")
+
+    def stderr_lines(self) -> list[str]:
+        path = self.home.parent / "stderr.log"
+        return path.read_text().splitlines() if path.exists() else []
 
     def diagnostics(self) -> str:
         logs = sorted((self.home / "logs").glob("*.log")) if (self.home / "logs").exists() else []
@@ -159,9 +164,19 @@ def test_up_publish_and_stop(stack: Stack) -> None:
     site, api = fields["site"], fields["api"]
     assert any(line.startswith("demo submitter token (shown once): bt_") for line in stack.output)
 
-    # The demo article is on the home page of a fresh site.
+    # The demo article is on the home page of a fresh site, with its photos and captions.
     status, home = fetch(site + "/")
     assert status == 200 and SEED["article"]["title"].encode() in home
+    demo_path = re.search(rb'href="(/tin-hoat-dong/[a-z0-9-]+-\d+)"', home)
+    assert demo_path is not None
+    status, demo = fetch(site + demo_path.group(1).decode())
+    assert status == 200 and demo.count(b"<picture>") == 7
+    caption = SEED["article"]["images"][0]["caption"]
+    assert f"<figcaption>{caption}</figcaption>".encode() in demo
+    photo = re.search(rb'src="(/media/[0-9a-f]{2}/[0-9a-f]{64}\.jpg)"', demo)
+    assert photo is not None
+    status, data = fetch(site + photo.group(1).decode())
+    assert status == 200 and data[:3] == b"\xff\xd8\xff"
 
     # A second `bantin up` on the same home refuses instead of corrupting it.
     second = subprocess.run(
@@ -207,6 +222,22 @@ def test_up_publish_and_stop(stack: Stack) -> None:
         newest = parsed.entries[0]
         assert unicodedata.normalize("NFC", newest.title) == article["title"]
         assert newest.link == accepted["links"]["page"]
+
+    # A part that dies is restarted by the supervisor, and the site answers again.
+    publisher = next(p for p in psutil.Process(stack.proc.pid).children()
+                     if "bantin.cli publisher" in " ".join(p.cmdline()))
+    publisher.kill()
+    publisher.wait(10)
+    def answers() -> bool:
+        try:
+            return fetch(site + "/healthz")[0] == 200
+        except OSError:  # refused while the new process starts
+            return False
+
+    until(answers, "the publisher to be restarted")
+    assert any("publisher exited with code -9; restarting it" in line
+               for line in (stack.home / "logs" / "publisher.log").read_text().splitlines()
+               + stack.stderr_lines())
 
     # SIGTERM stops every part, embedded servers included.
     tree = psutil.Process(stack.proc.pid).children(recursive=True)

@@ -19,7 +19,15 @@ from typing import IO, Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from shared.imaging import ALLOWED, ImageRefused, Probe, TooManyPixels, probe, sniff
+from shared.imaging import (
+    HEAD_BYTES,
+    ImageRefused,
+    NotAccepted,
+    Probe,
+    TooManyPixels,
+    accept,
+    probe,
+)
 from shared.media import MediaStore
 from shared.problems import Problem
 from shared.settings import Settings
@@ -27,7 +35,6 @@ from shared.settings import Settings
 # What aiohttp raises on a broken multipart body (no boundary, bad part headers, ...).
 BROKEN = (AssertionError, ValueError, KeyError, HttpProcessingError)
 CHUNK = 256 * 1024
-SNIFF_BYTES = 64
 PART_NAME_LIMIT = 100
 
 
@@ -175,23 +182,16 @@ async def _stream_photo(
     part: BodyPartReader, name: str, settings: Settings, store: MediaStore, budget: int
 ) -> Photo:
     first = await part.read_chunk(CHUNK)
-    fmt = sniff(first[:SNIFF_BYTES])
-    if fmt not in ALLOWED:
-        what = (
-            "HEIC photos are not supported; export them as JPEG"
-            if fmt == "heic"
-            else (
-                "it is not a JPEG, PNG, WebP, GIF or AVIF image (decided by its bytes, not its"
-                " name or Content-Type)"
-            )
-        )
+    try:
+        accept(first[:HEAD_BYTES])
+    except NotAccepted as err:
         raise Problem(
             415,
             "Unsupported media type",
-            f"Part {name!r}: {what}.",
+            f"Part {name!r}: {err} (decided by its bytes, not its name or Content-Type).",
             kind="unsupported-image",
             part=name,
-        )
+        ) from err
     limit = min(settings.max_photo_bytes, budget)
     sink = await asyncio.to_thread(_Sink, store.new_temp())
     size = 0
