@@ -25,7 +25,7 @@ Encoder settings follow libvips' defaults (the benchmark reference), so that siz
 comparable: JPEG quality 75 with 4:2:0 chroma and Huffman optimisation off, WebP quality 75
 effort 4, PNG zlib level 6, and AVIF quality 50 at libaom speed 5 (vips' effort 4; libheif and
 libavif map quality to the same quantizer) for the small sizes. Larger AVIFs use speed 6 at
-quality 46: a fifth of the CPU time for the same bytes and SSIM (see AVIF_FAST_OPTIONS).
+quality 46-47: a fifth of the CPU time for the same bytes and SSIM (see AVIF_OPTIONS).
 """
 
 from __future__ import annotations
@@ -57,13 +57,16 @@ MAX_SIDE = 2560  # the capped original: longest side at most this many pixels
 JPEG_OPTIONS: dict[str, Any] = {"quality": 75, "subsampling": "4:2:0", "optimize": False}
 PNG_OPTIONS: dict[str, Any] = {"compress_level": 6}
 WEBP_OPTIONS: dict[str, Any] = {"quality": 75, "method": 4}
-# AVIF: vips' defaults (quality 50, effort 4 = libaom speed 5) for small renditions. Above
-# AVIF_FAST_PIXELS, speed 6 costs a fifth of the CPU time; it spends ~15% more bytes at the same
-# quantizer, so its quality is lowered to 46, which gives the same bytes and SSIM on photos.
-# One encoder thread: a worker runs one photo per CPU, and threads only add CPU time.
-AVIF_OPTIONS: dict[str, Any] = {"quality": 50, "speed": 5, "max_threads": 1}
-AVIF_FAST_OPTIONS: dict[str, Any] = {"quality": 46, "speed": 6, "max_threads": 1}
-AVIF_FAST_PIXELS = 600_000
+# AVIF, by the rendition's pixel count: vips' defaults (quality 50, effort 4 = libaom speed 5)
+# for small sizes; larger ones use speed 6, a fifth of the CPU time, which spends more bytes at
+# the same quantizer (more so the larger the picture), so its quality is lowered to give the
+# same bytes and SSIM as vips on photos. One encoder thread: a worker runs one photo per CPU,
+# and threads only add CPU time.
+AVIF_OPTIONS: tuple[tuple[int, dict[str, Any]], ...] = (
+    (600_000, {"quality": 50, "speed": 5, "max_threads": 1}),  # up to 640 x 853
+    (1_300_000, {"quality": 47, "speed": 6, "max_threads": 1}),  # up to 1024 x 1269
+    (2**62, {"quality": 46, "speed": 6, "max_threads": 1}),
+)
 
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError)
 # The transposition for each EXIF orientation, as ImageOps.exif_transpose does it.
@@ -166,8 +169,7 @@ def _decode(
 def encode(im: Image.Image, fmt: str) -> bytes:
     """The encoded bytes of `im` (mode L, RGB or RGBA, empty `info`) with no metadata."""
     if fmt == "avif":
-        fast = im.width * im.height > AVIF_FAST_PIXELS
-        options = AVIF_FAST_OPTIONS if fast else AVIF_OPTIONS
+        options = next(o for most, o in AVIF_OPTIONS if im.width * im.height <= most)
     else:
         options = {"jpeg": JPEG_OPTIONS, "png": PNG_OPTIONS, "webp": WEBP_OPTIONS}[fmt]
     out = io.BytesIO()
