@@ -155,14 +155,9 @@ def _worker(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _beat(settings: Settings, args: argparse.Namespace) -> None:
-    from celery.apps.beat import Beat
+    from workers import beat
 
-    from workers.app import configure
-
-    app = configure(settings)
-    run = settings.home / "run"
-    run.mkdir(parents=True, exist_ok=True)
-    Beat(app=app, schedule=str(run / "celerybeat-schedule"), loglevel=settings.log_level).run()
+    beat.run(settings)
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> None:

@@ -30,6 +30,9 @@ def feed_page(version: int | str, scope: str, fmt: str, page: int) -> str:
     return f"{PREFIX}feedpage:{version}:{scope}.{fmt}:{page}"
 
 
+# Held by the one beat that sends periodic tasks (workers/beat.py).
+BEAT_LOCK = PREFIX + "beat:lock"
+
 # Task statistics, written by every worker (workers/app.py), read by /metrics: a hash with
 # "<task>:succeeded", "<task>:failed", "<task>:retried" and "<task>:seconds".
 TASK_STATS = PREFIX + "tasks:stats"

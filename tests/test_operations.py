@@ -273,3 +273,37 @@ def test_compose_roles_scale_as_processes(compose_roles: Roles) -> None:
         assert time.monotonic() < deadline, stats
         time.sleep(0.2)
     assert stats[0]["online"] == stats[1]["online"] == 7
+
+
+def test_only_one_beat_runs(tmp_path: Path, base_env: dict[str, str]) -> None:
+    """A second beat stands by while the first holds the schedule, and takes over when it
+    stops: periodic tasks are never sent twice."""
+    env = {**os.environ, **base_env, "BANTIN_HOME": str(tmp_path),
+           "BANTIN_REDIS_URL": other_redis_db(base_env["BANTIN_REDIS_URL"])}
+    import redis as redis_lib
+
+    from shared import keys
+
+    r = redis_lib.Redis.from_url(env["BANTIN_REDIS_URL"])
+    r.delete(keys.BEAT_LOCK)
+    roles = Roles(tmp_path, env)
+    try:
+        first = roles.start("beat1", ["beat"])
+        until_logged(tmp_path / "beat1.log", "this beat holds the schedule", first)
+        second = roles.start("beat2", ["beat"])
+        until_logged(tmp_path / "beat2.log", "standing by", second)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 0
+        until_logged(tmp_path / "beat2.log", "this beat holds the schedule", second)
+    finally:
+        roles.stop()
+        r.close()
+
+
+def until_logged(log: Path, text: str, proc: subprocess.Popen[bytes],
+                 timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in (log.read_text() if log.exists() else ""):
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"{log.name} never said {text!r}: {log.read_text()}"
+        time.sleep(0.1)

@@ -35,15 +35,17 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
+from psycopg.types.json import Jsonb
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared import keys
 from shared.settings import Settings
-from shared.web import redis_key, settings_key
+from shared.web import pool_key, redis_key, settings_key
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +97,8 @@ class HitRecorder:
         self.zone: ZoneInfo = settings.zone
         self.https = settings.public_url.startswith("https://")
         # Keyed, so that the stream holds no hash anyone could reverse by trying every IPv4
-        # address; the admin token is a secret every replica shares (the key is derived from it).
-        secret = ("bantin-visitor:" + (settings.admin_token or "")).encode()
-        self.key = hashlib.blake2b(secret, digest_size=32).digest()
+        # address: a random secret of the site, shared by every replica (see visitor_key()).
+        self.key = b""
         self.interval = FLUSH_INTERVAL
         self.flush_at = FLUSH_AT
         self.dropped = 0
@@ -237,12 +238,27 @@ async def recorder_ctx(app: web.Application) -> AsyncIterator[None]:
     """aiohttp cleanup context: start the flusher with the app, flush the rest on shutdown.
     Append it after the clients' context, so that Redis is still open when it exits."""
     recorder = HitRecorder(app[redis_key], app[settings_key])
+    recorder.key = await visitor_key(app[pool_key])
     app[hits_key] = recorder
     recorder.start()
     try:
         yield
     finally:
         await recorder.close()
+
+
+async def visitor_key(pool: Any) -> bytes:
+    """The site's secret for hashing visitors without a cookie: made once, kept in PostgreSQL
+    (so every replica, and every restart, hashes a visitor the same way)."""
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO site_meta (key, value) VALUES ('visitor_key', %s) ON CONFLICT DO NOTHING",
+            (Jsonb(secrets.token_hex(32)),),
+        )
+        cur = await conn.execute("SELECT value FROM site_meta WHERE key = 'visitor_key'")
+        row = await cur.fetchone()
+    assert row is not None
+    return bytes.fromhex(row["value"])
 
 
 def record(
