@@ -84,6 +84,23 @@ async def test_seed_article_with_photos_published_in_order(
     assert SEED["article"]["gallery_title"] in page
 
 
+@pytest.mark.usefixtures("worker")
+async def test_truncated_photo_fails_its_article_with_the_reason(api: Client, admin: str) -> None:
+    """The header is fine (so ingest accepts it) but the data stops half way: the worker
+    refuses it, and the article says why instead of retrying forever."""
+    await create_category(api, admin)
+    whole = jpeg(1200, 900)
+    article = {**text_only(SEED["article"]), "images": [{"part": "a", "caption": "Ảnh"}]}
+    response = await api.post("/api/v1/articles",
+                              data=multipart(article, {"a": whole[: len(whole) // 2]}),
+                              headers=bearer(admin))
+    assert response.status == 202, await response.text()
+    body = await wait_status(api, admin, (await response.json())["id"], "failed")
+    assert "truncated" in body["images"][0]["error"].lower()
+    assert "photo 'a'" in body["error"]
+    assert body["images"][0]["renditions"] == []
+
+
 async def test_html_named_jpg_is_refused_and_leaves_no_file(
     api: Client, submitter: str, clean: Settings
 ) -> None:
