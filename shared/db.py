@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
+from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +41,6 @@ def async_pool(url: str, *, max_size: int = 10) -> AsyncPool:
         timeout=10,
         kwargs=_KWARGS,
         name="bantin-async",
-    )
-
-
-def sync_pool(url: str, *, max_size: int = 4) -> ConnectionPool[psycopg.Connection[DictRow]]:
-    return ConnectionPool(
-        url,
-        connection_class=psycopg.Connection[DictRow],
-        min_size=1,
-        max_size=max_size,
-        open=False,
-        timeout=10,
-        kwargs=_KWARGS,
-        name="bantin-sync",
     )
 
 

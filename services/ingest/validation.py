@@ -37,7 +37,8 @@ RESERVED = {
     "robots.txt",
 }
 PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-KNOWN = {
+# The article's fields, in the order of the seed's JSON; all but the photos can be edited.
+EDITABLE = (
     "title",
     "category",
     "summary",
@@ -48,8 +49,8 @@ KNOWN = {
     "published_at",
     "tags",
     "gallery_title",
-    "images",
-}
+)
+KNOWN = {*EDITABLE, "images"}
 
 
 @dataclass(slots=True)

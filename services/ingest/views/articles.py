@@ -10,7 +10,7 @@ from aiohttp import web
 
 from services.ingest import idempotency, uploads
 from services.ingest.auth import authenticate
-from services.ingest.validation import Submission, check_article
+from services.ingest.validation import EDITABLE, Submission, check_article
 from services.ingest.views.common import article_json, enqueue, links, load_for, read_json
 from shared import articles, keys
 from shared.articles import ArticleDraft, Conn, ImageDraft
@@ -20,18 +20,6 @@ from shared.web import media_key, pool_key, redis_key, settings_key
 from workers.app import ARTICLE_CHANGED, PROCESS_ARTICLE
 
 log = logging.getLogger(__name__)
-EDITABLE = (
-    "title",
-    "category",
-    "summary",
-    "body",
-    "body_format",
-    "author",
-    "unit",
-    "published_at",
-    "tags",
-    "gallery_title",
-)
 
 
 async def create_article(request: web.Request) -> web.Response:
