@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.ingest.validation import FORMATS, LIMITS, MAX_TAGS, ROLES
+from services.ingest.validation import EDITABLE, FORMATS, LIMITS, MAX_TAGS, ROLES
 from services.ingest.views.site import BLOCK_TITLE, LINK_TITLE, MAX_BLOCKS, MAX_LINKS, URL_LENGTH
 from shared.models import STATUSES
 
@@ -57,6 +57,23 @@ def _text(limit: int, description: str = "") -> dict[str, Any]:
         doc["description"] = description
     return doc
 
+
+ARTICLE_FIELDS: dict[str, Any] = {
+    "title": _text(LIMITS["title"]),
+    "category": {"type": "string", "description": "a category slug"},
+    "summary": _text(LIMITS["summary"], "the lead, plain text"),
+    "body": _text(LIMITS["body"], 'photos are placed with <img src="cid:PART">'),
+    "body_format": {"type": "string", "enum": list(FORMATS), "default": "html"},
+    "author": _text(LIMITS["author"]),
+    "unit": _text(LIMITS["unit"]),
+    "published_at": {
+        "type": ["string", "null"],
+        "format": "date-time",
+        "description": "with a UTC offset; in the future: scheduled",
+    },
+    "tags": {"type": "array", "maxItems": MAX_TAGS, "items": _text(LIMITS["tag"])},
+    "gallery_title": _text(LIMITS["gallery_title"]),
+}
 
 SCHEMAS: dict[str, Any] = {
     "Problem": {
@@ -116,20 +133,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["title", "category", "body"],
         "additionalProperties": False,
         "properties": {
-            "title": _text(LIMITS["title"]),
-            "category": {"type": "string", "description": "a category slug"},
-            "summary": _text(LIMITS["summary"], "the lead, plain text"),
-            "body": _text(LIMITS["body"], 'photos are placed with <img src="cid:PART">'),
-            "body_format": {"type": "string", "enum": list(FORMATS), "default": "html"},
-            "author": _text(LIMITS["author"]),
-            "unit": _text(LIMITS["unit"]),
-            "published_at": {
-                "type": ["string", "null"],
-                "format": "date-time",
-                "description": "with a UTC offset; in the future: scheduled",
-            },
-            "tags": {"type": "array", "maxItems": MAX_TAGS, "items": _text(LIMITS["tag"])},
-            "gallery_title": _text(LIMITS["gallery_title"]),
+            **ARTICLE_FIELDS,
             "images": {
                 "type": "array",
                 "items": _ref("ImageInput"),
@@ -141,21 +145,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "description": "the fields to change; photos cannot be changed by PATCH",
-        "properties": {
-            k: v
-            for k, v in {
-                "title": _text(LIMITS["title"]),
-                "category": {"type": "string"},
-                "summary": _text(LIMITS["summary"]),
-                "body": _text(LIMITS["body"]),
-                "body_format": {"type": "string", "enum": list(FORMATS)},
-                "author": _text(LIMITS["author"]),
-                "unit": _text(LIMITS["unit"]),
-                "published_at": {"type": ["string", "null"], "format": "date-time"},
-                "tags": {"type": "array", "items": {"type": "string"}},
-                "gallery_title": _text(LIMITS["gallery_title"]),
-            }.items()
-        },
+        "properties": {name: ARTICLE_FIELDS[name] for name in EDITABLE},
     },
     "Links": {
         "type": "object",
