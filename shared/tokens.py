@@ -45,15 +45,31 @@ async def create(
     return secret
 
 
+# Last use is recorded at most this often: writing it on every request would make every API
+# call a write (and a disk flush), and concurrent requests with one token would queue on its row.
+LAST_USE_RESOLUTION = 60
+
+
 async def authenticate(conn: AsyncConnection[Any], secret: str) -> Token | None:
-    """The live token with this secret (recording its use), or None."""
+    """The live token with this secret, or None. Revocation takes effect at once: nothing is
+    cached between requests."""
     cur = await conn.execute(
-        "UPDATE tokens SET last_used_at = now() WHERE token_hash = %s AND revoked_at IS NULL"
-        " RETURNING id, name, role, created_at, last_used_at, revoked_at",
-        (digest(secret),),
+        "SELECT id, name, role, created_at, last_used_at, revoked_at,"
+        " last_used_at IS NULL OR last_used_at < now() - make_interval(secs => %s) AS stale"
+        " FROM tokens WHERE token_hash = %s AND revoked_at IS NULL",
+        (LAST_USE_RESOLUTION, digest(secret)),
     )
     row = await cur.fetchone()
-    return Token(**row) if row else None
+    if row is None:
+        return None
+    if row.pop("stale"):
+        # SKIP LOCKED: if another request is recording it right now, that one will do.
+        await conn.execute(
+            "UPDATE tokens SET last_used_at = now() WHERE id = ("
+            " SELECT id FROM tokens WHERE id = %s FOR UPDATE SKIP LOCKED)",
+            (row["id"],),
+        )
+    return Token(**row)
 
 
 async def list_all(conn: AsyncConnection[Any]) -> list[Token]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import jinja2
 from aiohttp import web
 
-from services.publisher import hits, views
+from services.publisher import feeds, hits, views
 from services.publisher.cache import PageCache
 from services.publisher.routes import setup_routes
 from shared.metrics import ServiceMetrics
@@ -54,6 +54,7 @@ def create_app(settings: Settings) -> web.Application:
         yield
 
     app.cleanup_ctx.append(page_cache)
+    app.cleanup_ctx.append(feeds.stored_feeds_ctx)
     # After the clients: its exit (the final flush of page views) runs while Redis is open.
     app.cleanup_ctx.append(hits.recorder_ctx)
     setup_routes(app, settings)

@@ -8,6 +8,7 @@ answer needs one Redis round trip for the version and the live statistics.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from redis.asyncio import Redis
 from shared import keys
 
 ONLINE_WINDOW = 300  # seconds: "online" means seen in the last five minutes
+LIVE_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,14 +36,37 @@ class PageCache:
         self.local: OrderedDict[str, bytes] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self._live: Live | None = None
+        self._live_at = 0.0
+        self._refresh: asyncio.Future[Live] | None = None
 
-    async def live(self) -> Live:
+    async def live(self, *, fresh: bool = False) -> Live:
+        """The site version and statistics, shared by this process's requests for up to
+        LIVE_SECONDS: one Redis round trip a second instead of one per request. A publication
+        shows within that second, and the statistics are never older than that."""
+        if fresh:
+            return await self._fetch_live()
+        now = time.monotonic()
+        if self._live is not None and now - self._live_at < LIVE_SECONDS:
+            return self._live
+        if self._refresh is None:
+            self._refresh = asyncio.ensure_future(self._fetch_live())
+        refresh = self._refresh
+        try:
+            return await asyncio.shield(refresh)
+        finally:
+            if self._refresh is refresh and refresh.done():
+                self._refresh = None
+
+    async def _fetch_live(self) -> Live:
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(keys.SITE_VERSION)
         pipe.get(keys.TOTAL)
         pipe.zcount(keys.ONLINE, time.time() - ONLINE_WINDOW, "+inf")
         version, total, online = await pipe.execute()
-        return Live(int(version or 0), int(online or 0), int(total or 0))
+        self._live = Live(int(version or 0), int(online or 0), int(total or 0))
+        self._live_at = time.monotonic()
+        return self._live
 
     async def get(self, version: int, path: str) -> bytes | None:
         key = keys.page(version, path)

@@ -8,7 +8,9 @@ its gzip and brotli forms, so serving it is a Redis read and a write to the sock
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+import time
+from collections.abc import AsyncIterator
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -18,6 +20,41 @@ from shared.feedrender import FORMATS
 from shared.web import not_modified, pool_key, redis_key, settings_key
 
 ENCODINGS = (("br", "br"), ("gzip", "gzip"))
+FRESH_SECONDS = 1.0
+
+
+class StoredFeeds:
+    """Page 1 of every feed, kept in this process and checked against Redis at most once a
+    second (by ETag alone, a few bytes), so a busy feed costs neither a Redis round trip nor a
+    copy of its bodies per request. A feed changes at most about once a second anyway."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        self.local: dict[tuple[str, str], tuple[float, dict[bytes, bytes]]] = {}
+
+    async def get(self, scope: str, fmt: str) -> dict[bytes, bytes]:
+        now = time.monotonic()
+        held = self.local.get((scope, fmt))
+        if held is not None and now - held[0] < FRESH_SECONDS:
+            return held[1]
+        key = keys.feed(scope, fmt)
+        if held is not None and await self.redis.hget(key, "etag") == held[1][b"etag"]:
+            self.local[(scope, fmt)] = (now, held[1])
+            return held[1]
+        stored = cast(dict[bytes, bytes], await self.redis.hgetall(key))
+        if stored:
+            self.local[(scope, fmt)] = (now, stored)
+        else:
+            self.local.pop((scope, fmt), None)
+        return stored
+
+
+stored_key = web.AppKey("stored_feeds", StoredFeeds)
+
+
+async def stored_feeds_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[stored_key] = StoredFeeds(app[redis_key])
+    yield
 
 
 async def feed(request: web.Request, cache_key: web.AppKey[PageCache]) -> web.StreamResponse:
@@ -25,9 +62,8 @@ async def feed(request: web.Request, cache_key: web.AppKey[PageCache]) -> web.St
     if fmt not in FORMATS:
         raise web.HTTPNotFound(text=f"Feeds come as {', '.join(FORMATS)}.")
     page = _page(request)
-    redis = request.app[redis_key]
     if page == 1:
-        stored = cast(dict[bytes, bytes], await redis.hgetall(keys.feed(scope, fmt)))
+        stored = await request.app[stored_key].get(scope, fmt)
         if not stored:
             await _known(request, scope)
             # Being built (first start, or Redis was emptied); the sweep rebuilds it.

@@ -103,6 +103,10 @@ class HitRecorder:
         self.flush_at = FLUSH_AT
         self.dropped = 0
         self.enabled = settings.count_views
+        self._bots: dict[str, bool] = {}
+        self._today = ""
+        self._day_ends = 0.0  # the day string is recomputed once a minute, not per view
+        self._cookie_tail = f"; Max-Age={COOKIE_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax"
         self._buffer: list[Hit] = []
         # Batches not known to be in Redis yet, oldest first: (token, flattened fields).
         self._batches: deque[tuple[str, list[str]]] = deque()
@@ -121,20 +125,22 @@ class HitRecorder:
         if not self.enabled or request.method != "GET" or _prefetch(request):
             return
         agent = request.headers.get("User-Agent", "")
-        bot = is_bot(agent)
+        bot = self._bots.get(agent)
+        if bot is None:
+            if len(self._bots) > 10_000:
+                self._bots.clear()
+            bot = self._bots[agent] = is_bot(agent)
         now = time.time()
-        today = datetime.fromtimestamp(now, self.zone).strftime("%Y%m%d")
-        visitor, cookie = self._identify(request, agent, today)
+        if now >= self._day_ends:
+            moment = datetime.fromtimestamp(now, self.zone)
+            self._today = moment.strftime("%Y%m%d")
+            self._day_ends = now + 60 - moment.second - moment.microsecond / 1e6
+        visitor, cookie = self._identify(request, agent, self._today)
         if cookie is not None and not bot:
-            response.set_cookie(
-                COOKIE,
-                cookie,
-                max_age=COOKIE_MAX_AGE,
-                path="/",
-                httponly=True,
-                samesite="Lax",
-                secure=self.https or request.secure,
-            )
+            # Written directly: http.cookies' Morsel machinery costs more than the rest of the
+            # recording together, and this value needs no quoting (URL-safe characters, dots).
+            secure = "; Secure" if self.https or request.secure else ""
+            response.headers.add("Set-Cookie", f"{COOKIE}={cookie}{self._cookie_tail}{secure}")
         self.add((visitor, request.path, str(article_id or ""), str(int(now)), "1" if bot else "0"))
 
     def add(self, hit: Hit) -> None:
