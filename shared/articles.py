@@ -93,13 +93,15 @@ async def create_category(conn: Conn, slug: str, name: str) -> Category:
 
 # --- articles ---------------------------------------------------------------------------------
 
-_ARTICLE_COLUMNS = """
+# For queries elsewhere that return articles (the publisher's listings, related news, search):
+# select ARTICLE_COLUMNS from ARTICLE_FROM, then pass the rows to with_images().
+ARTICLE_COLUMNS = """
     a.id, a.uuid, a.slug, a.title, a.summary, a.body_html, a.body_format, a.author, a.unit,
     a.status, a.published_at, a.created_at, a.updated_at, a.version, a.gallery_title, a.tags,
     a.submitted_by, a.error,
     c.id AS category_id, c.slug AS category_slug, c.name AS category_name
 """
-_ARTICLE_FROM = "articles a JOIN categories c ON c.id = a.category_id"
+ARTICLE_FROM = "articles a JOIN categories c ON c.id = a.category_id"
 
 
 async def insert_article(conn: Conn, draft: ArticleDraft, submitted_by: int | None) -> int:
@@ -189,12 +191,12 @@ async def body_source(conn: Conn, article_id: int) -> str:
 
 async def get_article(conn: Conn, article_id: int) -> Article:
     cur = await conn.execute(
-        f"SELECT {_ARTICLE_COLUMNS} FROM {_ARTICLE_FROM} WHERE a.id = %s", (article_id,)
+        f"SELECT {ARTICLE_COLUMNS} FROM {ARTICLE_FROM} WHERE a.id = %s", (article_id,)
     )
     row = await cur.fetchone()
     if row is None:
         raise NotFound(article_id)
-    return (await _with_images(conn, [row]))[0]
+    return (await with_images(conn, [row]))[0]
 
 
 async def latest_published(
@@ -208,11 +210,11 @@ async def latest_published(
         where += " AND a.category_id = %s"
         params.append(category_id)
     cur = await conn.execute(
-        f"SELECT {_ARTICLE_COLUMNS} FROM {_ARTICLE_FROM} WHERE {where}"
+        f"SELECT {ARTICLE_COLUMNS} FROM {ARTICLE_FROM} WHERE {where}"
         " ORDER BY a.published_at DESC, a.id DESC LIMIT %s OFFSET %s",
         (*params, limit, offset),
     )
-    return await _with_images(conn, await cur.fetchall())
+    return await with_images(conn, await cur.fetchall())
 
 
 async def mark(
@@ -259,7 +261,7 @@ async def pending_ids(conn: Conn, *, stuck_after_seconds: int) -> tuple[list[int
     )
 
 
-async def _with_images(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[Article]:
+async def with_images(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[Article]:
     if not rows:
         return []
     ids = [row["id"] for row in rows]

@@ -224,10 +224,14 @@ def test_up_publish_and_stop(stack: Stack) -> None:
         assert newest.link == accepted["links"]["page"]
 
     # A part that dies is restarted by the supervisor, and the site answers again.
-    publisher = next(p for p in psutil.Process(stack.proc.pid).children()
-                     if "bantin.cli publisher" in " ".join(p.cmdline()))
+    publisher = next(
+        p
+        for p in psutil.Process(stack.proc.pid).children()
+        if "bantin.cli publisher" in " ".join(p.cmdline())
+    )
     publisher.kill()
     publisher.wait(10)
+
     def answers() -> bool:
         try:
             return fetch(site + "/healthz")[0] == 200
@@ -235,9 +239,11 @@ def test_up_publish_and_stop(stack: Stack) -> None:
             return False
 
     until(answers, "the publisher to be restarted")
-    assert any("publisher exited with code -9; restarting it" in line
-               for line in (stack.home / "logs" / "publisher.log").read_text().splitlines()
-               + stack.stderr_lines())
+    assert any(
+        "publisher exited with code -9; restarting it" in line
+        for line in (stack.home / "logs" / "publisher.log").read_text().splitlines()
+        + stack.stderr_lines()
+    )
 
     # SIGTERM stops every part, embedded servers included.
     tree = psutil.Process(stack.proc.pid).children(recursive=True)

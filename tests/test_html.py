@@ -9,7 +9,7 @@ import pytest
 from shared.html import cid_parts, sanitize, to_html
 
 HOSTILE = [
-    ('<p>a<script>alert(1)</script>b</p>', "<script"),
+    ("<p>a<script>alert(1)</script>b</p>", "<script"),
     ('<p style="color:red">x</p><style>p{}</style>', "style"),
     ('<p onclick="steal()">x</p><img src="cid:a" onerror="x()">', "on"),
     ('<iframe src="https://evil.example"></iframe>', "iframe"),
@@ -19,9 +19,9 @@ HOSTILE = [
     ('<img src="data:image/png;base64,AAAA">', "data:"),
     ('<object data="x.swf"></object><embed src="x.swf">', "swf"),
     ('<form action="/x"><input name="q"></form>', "<form"),
-    ('<svg><script>alert(1)</script></svg>', "<svg"),
+    ("<svg><script>alert(1)</script></svg>", "<svg"),
     ('<meta http-equiv="refresh" content="0;url=https://evil.example">', "refresh"),
-    ('<!-- a comment -->', "comment"),
+    ("<!-- a comment -->", "comment"),
 ]
 
 
@@ -31,8 +31,11 @@ def test_hostile_html_is_removed(fragment: str, forbidden: str) -> None:
 
 
 def test_own_photos_kept_others_dropped() -> None:
-    cleaned = sanitize('<figure><img src="cid:anh-1" alt="x"><figcaption>c</figcaption>'
-                       '</figure><img src="cid:khac">', {"anh-1"})
+    cleaned = sanitize(
+        '<figure><img src="cid:anh-1" alt="x"><figcaption>c</figcaption>'
+        '</figure><img src="cid:khac">',
+        {"anh-1"},
+    )
     assert '<img src="cid:anh-1" alt="x">' in cleaned
     assert "cid:khac" not in cleaned and "<figcaption>c</figcaption>" in cleaned
 
@@ -63,12 +66,16 @@ async def test_api_stores_the_sanitized_body(api: object, admin: str) -> None:
     # (cid: references to photos the request does not carry are refused outright: 422.)
     hostile = [(f, bad) for f, bad in HOSTILE if "cid:" not in f]
     body = "".join(fragment for fragment, _ in hostile) + "<p>Nội dung\u200b thật\x00</p>"
-    article = {**text_only(demo_seed()["article"]), "body": body,
-               "title": "Tiêu đề\x07 có\u00a0ký tự lạ"}
+    article = {
+        **text_only(demo_seed()["article"]),
+        "body": body,
+        "title": "Tiêu đề\x07 có\u00a0ký tự lạ",
+    }
     response = await client.post("/api/v1/articles", json=article, headers=bearer(admin))
     assert response.status == 202, await response.text()
-    stored = await (await client.get(f"/api/v1/articles/{(await response.json())['id']}",
-                                     headers=bearer(admin))).json()
+    stored = await (
+        await client.get(f"/api/v1/articles/{(await response.json())['id']}", headers=bearer(admin))
+    ).json()
     for _, forbidden in hostile:
         assert forbidden.lower() not in stored["body"].lower()
     assert "<p>Nội dung thật</p>" in stored["body"]

@@ -278,8 +278,12 @@ def test_compose_roles_scale_as_processes(compose_roles: Roles) -> None:
 def test_only_one_beat_runs(tmp_path: Path, base_env: dict[str, str]) -> None:
     """A second beat stands by while the first holds the schedule, and takes over when it
     stops: periodic tasks are never sent twice."""
-    env = {**os.environ, **base_env, "BANTIN_HOME": str(tmp_path),
-           "BANTIN_REDIS_URL": other_redis_db(base_env["BANTIN_REDIS_URL"])}
+    env = {
+        **os.environ,
+        **base_env,
+        "BANTIN_HOME": str(tmp_path),
+        "BANTIN_REDIS_URL": other_redis_db(base_env["BANTIN_REDIS_URL"]),
+    }
     import redis as redis_lib
 
     from shared import keys
@@ -300,8 +304,7 @@ def test_only_one_beat_runs(tmp_path: Path, base_env: dict[str, str]) -> None:
         r.close()
 
 
-def until_logged(log: Path, text: str, proc: subprocess.Popen[bytes],
-                 timeout: float = 30) -> None:
+def until_logged(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while text not in (log.read_text() if log.exists() else ""):
         assert proc.poll() is None, log.read_text()

@@ -91,9 +91,11 @@ async def test_truncated_photo_fails_its_article_with_the_reason(api: Client, ad
     await create_category(api, admin)
     whole = jpeg(1200, 900)
     article = {**text_only(SEED["article"]), "images": [{"part": "a", "caption": "Ảnh"}]}
-    response = await api.post("/api/v1/articles",
-                              data=multipart(article, {"a": whole[: len(whole) // 2]}),
-                              headers=bearer(admin))
+    response = await api.post(
+        "/api/v1/articles",
+        data=multipart(article, {"a": whole[: len(whole) // 2]}),
+        headers=bearer(admin),
+    )
     assert response.status == 202, await response.text()
     body = await wait_status(api, admin, (await response.json())["id"], "failed")
     assert "truncated" in body["images"][0]["error"].lower()

@@ -598,3 +598,52 @@ def test_stylesheet_is_self_contained() -> None:
     assert "http" not in css
     assert ":focus-visible" in css
     assert "@media (min-width" in css
+
+
+def test_search_result_title_may_carry_highlighting() -> None:
+    ctx = search_context()
+    ctx["results"][0]["title_html"] = "VKSND <mark>tổng kết</mark> &lt;năm&gt;"
+    ctx["results"][1]["title"] = XSS  # no title_html: the plain title, escaped
+    html = render("search.html", ctx)
+    doc = parse_html(html)
+    titles = list(doc.find(".//main").iter("h2"))
+    assert [m.text for m in titles[0].iter("mark")] == ["tổng kết"]
+    assert text_of(titles[0]) == "VKSND tổng kết <năm>"
+    assert text_of(titles[1]) == XSS and XSS not in html
+
+
+def test_publisher_context_renders_with_link_blocks() -> None:
+    """The context the publisher builds (pages.base_context) fits the templates: the admins'
+    link blocks reach the sidebar, escaped."""
+    from services.publisher import pages
+    from shared.models import Category
+    from shared.settings import Settings
+    from shared.site import Link, LinkBlock
+
+    settings = Settings.from_env({"BANTIN_PUBLIC_URL": SITE_URL})
+    blocks = (
+        LinkBlock("Liên kết website", (Link("VKSND tối cao", "https://vksndtc.gov.vn"),)),
+        LinkBlock("Phần mềm quản lý", (Link(XSS, 'https://a.vn/?q="x"'),)),
+    )
+    ctx = pages.base_context(
+        settings,
+        [Category(1, "tin-hoat-dong", "Tin hoạt động")],
+        title="Trang chủ",
+        canonical="/",
+        link_blocks=blocks,
+    )
+    ctx.update(sections=[])
+    html = render("home.html", ctx)
+    doc = parse_html(html)
+    aside = doc.find(".//aside")
+    assert [text_of(h) for h in aside.iter("h2")] == [
+        "Liên kết website",
+        "Phần mềm quản lý",
+        LABELS["stats_title"],
+    ]
+    assert [a.get("href") for a in aside.iter("a")] == [
+        "https://vksndtc.gov.vn",
+        'https://a.vn/?q="x"',
+    ]
+    assert XSS not in html
+    assert f'<span class="stat-online">{pages.ONLINE_MARK}</span>' in html

@@ -1,28 +1,39 @@
-"""Handlers of the readers' site: pages from the cache, feeds as stored bytes, statistics."""
+"""Handlers of the readers' site: pages from the cache, feeds as stored bytes, statistics.
+
+A page is rendered once per site version and kept in the page cache (Redis, with an in-process
+layer in front); each answer substitutes the live statistics into the cached bytes. The ETag
+names the site version, the page and those statistics, so a reader's browser revalidates with
+one Redis round trip and gets a 304 while nothing it shows has changed.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable
-from email.utils import parsedate_to_datetime
-from typing import Any, cast
+from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 from aiohttp import web
 
-from services.publisher import pages
-from services.publisher.cache import PageCache
+from services.publisher import hits, pages, queries
+from services.publisher.cache import Live, PageCache
 from services.publisher.labels import LABELS
-from shared import articles, keys
+from shared import articles, site
 from shared.models import Article
 from shared.settings import Settings
-from shared.text import search_text
-from shared.web import pool_key, redis_key, settings_key
+from shared.text import clean_text, nfc, search_text
+from shared.web import not_modified, pool_key, redis_key, settings_key
 
 templates_key = web.AppKey("templates", jinja2.Environment)
 cache_key = web.AppKey("cache", PageCache)
 
 HTML = "text/html"
 FEED_FORMATS = ("rss", "atom", "json")
+HOME_PER_CATEGORY = 5
+RELATED = 5
+MAX_ID = 2**63 - 1
+MAX_QUERY = 200  # characters of a search query
 
 Render = Callable[[], Awaitable[tuple[int, bytes]]]
 
@@ -31,49 +42,61 @@ async def home(request: web.Request) -> web.StreamResponse:
     async def render() -> tuple[int, bytes]:
         settings = request.app[settings_key]
         async with request.app[pool_key].connection() as conn:
-            categories = await articles.list_categories(conn)
-            sections = []
-            for category in categories:
-                latest = await articles.latest_published(conn, category_id=category.id, limit=5)
-                if latest:
-                    sections.append(
-                        {
-                            "category": {"name": category.name, "url": category.path},
-                            "cards": [pages.card(a, settings.zone) for a in latest],
-                        }
-                    )
-        ctx = pages.base_context(settings, categories, title=settings.site_name, canonical="/")
+            chrome = await site.chrome(conn)
+            latest = await queries.home_sections(conn, HOME_PER_CATEGORY)
+        by_category: dict[int, list[Article]] = {}
+        for article in latest:
+            by_category.setdefault(article.category.id, []).append(article)
+        sections = [
+            {
+                "category": {"name": c.name, "url": c.path},
+                "cards": [pages.card(a, settings.zone) for a in by_category[c.id]],
+            }
+            for c in chrome.categories
+            if c.id in by_category
+        ]
+        ctx = pages.base_context(
+            settings,
+            chrome.categories,
+            title=settings.site_name,
+            canonical="/",
+            link_blocks=chrome.link_blocks,
+        )
         ctx.update(sections=sections, is_home=True)
         return 200, _render(request, "home.html", ctx)
 
-    return await cached_page(request, render)
+    return await serve_page(request, render, key="/")
 
 
 async def category_page(request: web.Request) -> web.StreamResponse:
     slug = request.match_info["category"]
     page_no = _page_number(request)
+    path = f"/{slug}/"
 
     async def render() -> tuple[int, bytes]:
         settings = request.app[settings_key]
         async with request.app[pool_key].connection() as conn:
-            categories = await articles.list_categories(conn)
-            category = next((c for c in categories if c.slug == slug), None)
+            chrome = await site.chrome(conn)
+            category = next((c for c in chrome.categories if c.slug == slug), None)
             if category is None:
-                return await error_page(request, 404, categories)
+                return await error_page(request, 404, chrome)
             found = await articles.latest_published(
                 conn,
                 category_id=category.id,
                 limit=settings.page_size + 1,
                 offset=(page_no - 1) * settings.page_size,
             )
+        if page_no > 1 and not found:
+            return await error_page(request, 404, chrome)  # past the last page
         more = len(found) > settings.page_size
         ctx = pages.base_context(
             settings,
-            categories,
+            chrome.categories,
             title=f"{category.name} - {settings.site_name}",
-            canonical=category.path + (f"?page={page_no}" if page_no > 1 else ""),
+            canonical=_page_url(category.path, page_no),
             scope=category.slug,
             scope_name=category.name,
+            link_blocks=chrome.link_blocks,
         )
         ctx.update(
             category={"name": category.name, "url": category.path},
@@ -87,7 +110,7 @@ async def category_page(request: web.Request) -> web.StreamResponse:
         )
         return 200, _render(request, "category.html", ctx)
 
-    return await cached_page(request, render)
+    return await serve_page(request, render, key=_page_url(path, page_no))
 
 
 async def article_page(request: web.Request) -> web.StreamResponse:
@@ -97,147 +120,156 @@ async def article_page(request: web.Request) -> web.StreamResponse:
     async def render() -> tuple[int, bytes]:
         settings = request.app[settings_key]
         async with request.app[pool_key].connection() as conn:
-            categories = await articles.list_categories(conn)
+            chrome = await site.chrome(conn)
             try:
+                if article_id > MAX_ID:
+                    raise articles.NotFound(article_id)
                 article = await articles.get_article(conn, article_id)
             except articles.NotFound:
-                return await error_page(request, 404, categories)
+                return await error_page(request, 404, chrome)
             if article.status == "unpublished":
-                return await error_page(request, 410, categories)
+                return await error_page(request, 410, chrome)
             if article.status != "published":
-                return await error_page(request, 404, categories)
+                return await error_page(request, 404, chrome)
             if request.path != article.path:
                 return 301, article.path.encode()
-            related = await related_articles(conn, article)
-        ctx = pages.article_context(settings, categories, article, related)
+            related = await queries.related(
+                conn, article, pages.related_tsquery(article.title), RELATED
+            )
+        ctx = pages.article_context(
+            settings, chrome.categories, article, related, chrome.link_blocks
+        )
         return 200, _render(request, "article.html", ctx)
 
-    return await cached_page(request, render)
-
-
-async def related_articles(conn: Any, article: Article, limit: int = 5) -> list[Article]:
-    """Same category first, then by shared words (full text over the folded text), recent first
-    among equals; never the article itself."""
-    cur = await conn.execute(
-        "SELECT a.id FROM articles a, to_tsvector('simple', %s) q"
-        " WHERE a.status = 'published' AND a.id <> %s"
-        " ORDER BY (a.category_id = %s) DESC,"
-        " ts_rank(to_tsvector('simple', a.search_text),"
-        "   to_tsquery('simple', array_to_string(tsvector_to_array(q), ' | '))) DESC,"
-        " a.published_at DESC LIMIT %s",
-        (search_text(article.title), article.id, article.category.id, limit),
-    )
-    ids = [row["id"] for row in await cur.fetchall()]
-    return [await articles.get_article(conn, i) for i in ids]
+    return await serve_page(request, render, key=request.path, article_id=article_id)
 
 
 async def search(request: web.Request) -> web.StreamResponse:
-    settings = request.app[settings_key]
-    q = request.query.get("q", "").strip()[:200]
+    """Matches on the folded text (any tone-placement habit, with or without diacritics, NFC
+    or NFD input); highlights on the original text. Not stored in the page cache (readers'
+    queries are endless), but answered 304 while the site and the statistics are unchanged."""
+    q = clean_text(request.query.get("q", ""))[:MAX_QUERY]
     page_no = _page_number(request)
-    folded = search_text(q)
-    async with request.app[pool_key].connection() as conn:
-        categories = await articles.list_categories(conn)
-        results: list[Article] = []
-        total = 0
-        if folded:
-            cur = await conn.execute(
-                "SELECT a.id, count(*) OVER () AS total FROM articles a,"
-                " plainto_tsquery('simple', %s) q WHERE a.status = 'published'"
-                " AND to_tsvector('simple', a.search_text) @@ q"
-                " ORDER BY ts_rank(to_tsvector('simple', a.search_text), q) DESC,"
-                " a.published_at DESC LIMIT %s OFFSET %s",
-                (folded, settings.page_size, (page_no - 1) * settings.page_size),
-            )
-            rows = await cur.fetchall()
-            total = rows[0]["total"] if rows else 0
-            results = [await articles.get_article(conn, row["id"]) for row in rows]
-    ctx = pages.base_context(
-        settings, categories, title=f"{LABELS['search']}: {q}", canonical="/search"
-    )
-    ctx["page"]["noindex"] = True
-    more = page_no * settings.page_size < total
-    ctx.update(
-        q=q,
-        total=total,
-        results=[pages.card(a, settings.zone) for a in results],
-        pagination={
-            "page": page_no,
-            "prev_url": f"/search?q={q}&page={page_no - 1}" if page_no > 1 else None,
-            "next_url": f"/search?q={q}&page={page_no + 1}" if more else None,
-        },
-    )
-    live = await request.app[cache_key].live()
-    return _html(200, _with_stats(_render(request, "search.html", ctx), live))
+    terms = pages.query_terms(q)
+    key = "/search?" + urlencode({"q": nfc(q), "page": page_no})
 
-
-async def feed(request: web.Request) -> web.StreamResponse:
-    scope, fmt = request.match_info["scope"], request.match_info["fmt"]
-    if fmt not in FEED_FORMATS:
-        raise web.HTTPNotFound(text=f"Feeds come as {', '.join(FEED_FORMATS)}.")
-    stored = cast(dict[bytes, bytes], await request.app[redis_key].hgetall(keys.feed(scope, fmt)))
-    if not stored:
+    async def render() -> tuple[int, bytes]:
+        settings = request.app[settings_key]
+        size = settings.page_size
         async with request.app[pool_key].connection() as conn:
-            known = scope == "all" or scope in {
-                c.slug for c in await articles.list_categories(conn)
-            }
-        if not known:
-            raise web.HTTPNotFound(text=f"There is no category {scope!r}.")
-        # The feed is being built (first start, or Redis was emptied); the sweep rebuilds it.
-        raise web.HTTPServiceUnavailable(
-            text="This feed is being built; try again shortly.", headers={"Retry-After": "5"}
+            chrome = await site.chrome(conn)
+            found = queries.Found([], 0)
+            if terms:
+                found = await queries.search(
+                    conn, search_text(q), limit=size, offset=(page_no - 1) * size
+                )
+        ctx = pages.base_context(
+            settings,
+            chrome.categories,
+            title=f"{LABELS['search']}: {q} - {settings.site_name}"
+            if q
+            else f"{LABELS['search']} - {settings.site_name}",
+            canonical="/search",
+            link_blocks=chrome.link_blocks,
         )
-    etag = stored[b"etag"].decode()
-    last_modified = stored[b"last_modified"].decode()
-    headers = {
-        "ETag": etag,
-        "Last-Modified": last_modified,
-        "Cache-Control": "public, max-age=60",
-        "Vary": "Accept-Encoding",
-    }
-    if _not_modified(request, etag, last_modified):
-        return web.Response(status=304, headers=headers)
-    response = web.Response(body=stored[b"body"], headers=headers)
-    response.headers["Content-Type"] = stored[b"content_type"].decode()
-    response.enable_compression()
-    return response
+        ctx["page"]["noindex"] = True
+        more = page_no * size < found.total
+        ctx.update(
+            q=q,
+            total=found.total,
+            results=[pages.search_card(a, settings.zone, terms) for a in found.articles],
+            pagination={
+                "page": page_no,
+                "prev_url": _search_url(q, page_no - 1) if page_no > 1 else None,
+                "next_url": _search_url(q, page_no + 1) if more else None,
+            },
+        )
+        return 200, _render(request, "search.html", ctx)
+
+    return await serve_page(request, render, key=key, store=False)
 
 
 async def stats(request: web.Request) -> web.Response:
-    live = await request.app[cache_key].live()
+    live = await request.app[cache_key].live(fresh=True)  # an API for exact numbers
+    views, visitors = await hits.today(request.app[redis_key], request.app[settings_key].zone)
     return web.json_response(
-        {"online": live.online, "total": live.total}, headers={"Cache-Control": "no-store"}
+        {
+            "online": live.online,
+            "total": live.total,
+            "today_views": views,
+            "today_visitors": visitors,
+        },
+        headers={"Cache-Control": "no-store"},
     )
 
 
-async def cached_page(request: web.Request, render: Render) -> web.StreamResponse:
+async def serve_page(
+    request: web.Request,
+    render: Render,
+    *,
+    key: str,
+    article_id: int | None = None,
+    store: bool = True,
+) -> web.StreamResponse:
+    """Every page answered 200 or 304 here is a page view (hits.py says what else counts).
+
+    `key` names the page (its path and the query parameters that change it), so that other
+    query strings neither miss the cache nor fill it. With `store=False` (search) the page is
+    rendered on every 200, and a matching If-None-Match is answered without rendering: such a
+    page is always a 200, and only the site version and the statistics can change it.
+    """
     cache = request.app[cache_key]
     live = await cache.live()
-    key = request.path_qs
-    body = await cache.get(live.version, key)
+    etag = page_etag(live, key)
+    body = await cache.get(live.version, key) if store else None
     if body is None:
+        if not store and not_modified(request, etag):
+            return _not_modified(request, etag, article_id)
         status, body = await render()
         if status == 301:
             raise web.HTTPMovedPermanently(location=body.decode())
         if status != 200:
             return _html(status, _with_stats(body, live))
-        await cache.put(live.version, key, body)
-    return _html(200, _with_stats(body, live))
+        if store:
+            await cache.put(live.version, key, body)
+    # Only a page known to be a 200 at this version is ever answered 304.
+    if not_modified(request, etag):
+        return _not_modified(request, etag, article_id)
+    response = _html(200, _with_stats(body, live), etag)
+    hits.record(request, response, article_id)
+    return response
+
+
+def page_etag(live: Live, key: str) -> str:
+    """Weak: the bytes are the same, but a cached copy is "equivalent" only as long as the
+    statistics block (part of the page) shows the same numbers."""
+    digest = hashlib.blake2b(key.encode("utf-8", "replace"), digest_size=8).hexdigest()
+    return f'W/"{live.version}-{digest}-{live.online}-{live.total}"'
+
+
+def _not_modified(request: web.Request, etag: str, article_id: int | None) -> web.Response:
+    response = web.Response(status=304, headers={"ETag": etag, "Cache-Control": "no-cache"})
+    hits.record(request, response, article_id)  # the reader saw the page: it counts
+    return response
 
 
 async def error_page(
-    request: web.Request, status: int, categories: Any = None
+    request: web.Request, status: int, chrome: site.Chrome | None = None
 ) -> tuple[int, bytes]:
     settings: Settings = request.app[settings_key]
-    if categories is None:
+    if chrome is None:
         async with request.app[pool_key].connection() as conn:
-            categories = await articles.list_categories(conn)
+            chrome = await site.chrome(conn)
     title, message = {
         404: (LABELS["not_found_title"], LABELS["not_found_message"]),
         410: (LABELS["gone_title"], LABELS["gone_message"]),
     }.get(status, (LABELS["error_title"], ""))
     ctx = pages.base_context(
-        settings, categories, title=f"{title} - {settings.site_name}", canonical=request.path
+        settings,
+        chrome.categories,
+        title=f"{title} - {settings.site_name}",
+        canonical=request.path,
+        link_blocks=chrome.link_blocks,
     )
     ctx["page"]["noindex"] = True
     ctx.update(status=status, title=title, message=message)
@@ -255,25 +287,24 @@ def _render(request: web.Request, template: str, ctx: dict[str, Any]) -> bytes:
     return request.app[templates_key].get_template(template).render(ctx).encode()
 
 
-def _with_stats(body: bytes, live: Any) -> bytes:
+def _with_stats(body: bytes, live: Live) -> bytes:
     return body.replace(pages.ONLINE_MARK.encode(), str(live.online).encode()).replace(
         pages.TOTAL_MARK.encode(), str(live.total).encode()
     )
 
 
-def _html(status: int, body: bytes) -> web.Response:
+def _html(status: int, body: bytes, etag: str | None = None) -> web.Response:
+    headers = {"Cache-Control": "no-cache"}
+    if etag:
+        headers["ETag"] = etag
     return web.Response(
-        status=status,
-        body=body,
-        content_type=HTML,
-        charset="utf-8",
-        headers={"Cache-Control": "no-cache"},
+        status=status, body=body, content_type=HTML, charset="utf-8", headers=headers
     )
 
 
 def _page_number(request: web.Request) -> int:
     raw = request.query.get("page", "1")
-    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 10_000:
         raise web.HTTPBadRequest(text="page must be a whole number from 1 to 10000")
     return int(raw)
 
@@ -282,15 +313,8 @@ def _page_url(path: str, page_no: int) -> str:
     return path if page_no == 1 else f"{path}?page={page_no}"
 
 
-def _not_modified(request: web.Request, etag: str, last_modified: str) -> bool:
-    """RFC 9110 section 13.1: If-None-Match wins over If-Modified-Since when both are sent."""
-    inm = request.headers.get("If-None-Match")
-    if inm is not None:
-        return etag in {t.strip() for t in inm.split(",")} or inm.strip() == "*"
-    ims = request.headers.get("If-Modified-Since")
-    if ims:
-        try:
-            return parsedate_to_datetime(last_modified) <= parsedate_to_datetime(ims)
-        except (TypeError, ValueError):
-            return False
-    return False
+def _search_url(q: str, page_no: int) -> str:
+    params: dict[str, Any] = {"q": q}
+    if page_no > 1:
+        params["page"] = page_no
+    return "/search?" + urlencode(params)

@@ -1,0 +1,176 @@
+"""The readers' site's own queries: the home page's sections, related news, search, sitemaps.
+
+Each page costs a fixed number of round trips whatever it lists: articles come with their
+photos in one more query (never one per article), and every query is bounded (LIMIT, or a
+candidate set of at most a few thousand rows for ranking).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+# The article columns and the photo loader of the shared data layer: the pages need the same
+# Article records that `articles.latest_published` gives. (A public `articles.by_ids()` would
+# be the tidy way; these two names are the only private ones used.)
+from shared.articles import ARTICLE_COLUMNS, ARTICLE_FROM, Conn, with_images
+from shared.db import AsyncPool
+from shared.models import Article
+
+# Related news ranks at most this many recent candidates per group (same category, others):
+# ranking reads each candidate's stored tsvector, so this bounds the work on a big site.
+RELATED_CANDIDATES = 2000
+
+
+async def home_sections(conn: Conn, per_category: int) -> list[Article]:
+    """The latest `per_category` published articles of every category, in navigation order:
+    one query (a LATERAL join, each branch served by the category's partial index)."""
+    cur = await conn.execute(
+        f"SELECT {ARTICLE_COLUMNS} FROM categories c CROSS JOIN LATERAL ("
+        "  SELECT * FROM articles x WHERE x.category_id = c.id AND x.status = 'published'"
+        "  ORDER BY x.published_at DESC, x.id DESC LIMIT %s) a"
+        " ORDER BY c.position, c.id, a.published_at DESC, a.id DESC",
+        (per_category,),
+    )
+    return await with_images(conn, await cur.fetchall())
+
+
+async def related(conn: Conn, article: Article, tsquery: str | None, limit: int) -> list[Article]:
+    """Same category first; within each group by textual similarity to the article's title
+    (`tsquery`, see pages.related_tsquery), recent first among equals; never the article.
+    Articles that share no word still fill the list (same category first, newest first)."""
+    cur = await conn.execute(
+        "WITH q AS (SELECT CASE WHEN %(q)s <> '' THEN to_tsquery('simple', %(q)s) END AS q),"
+        " candidates AS ("
+        "  (SELECT a.id, a.published_at, true AS same, a.search_vector FROM articles a, q"
+        "   WHERE a.status = 'published' AND a.category_id = %(cat)s AND a.id <> %(id)s"
+        "   AND a.search_vector @@ q.q ORDER BY a.published_at DESC LIMIT %(n)s)"
+        "  UNION ALL"
+        "  (SELECT a.id, a.published_at, false, a.search_vector FROM articles a, q"
+        "   WHERE a.status = 'published' AND a.category_id <> %(cat)s"
+        "   AND a.search_vector @@ q.q ORDER BY a.published_at DESC LIMIT %(n)s)"
+        "  UNION ALL"
+        "  (SELECT a.id, a.published_at, true, NULL FROM articles a"
+        "   WHERE a.status = 'published' AND a.category_id = %(cat)s AND a.id <> %(id)s"
+        "   ORDER BY a.published_at DESC, a.id DESC LIMIT %(limit)s)"
+        " ),"
+        " ranked AS ("
+        "  SELECT DISTINCT ON (c.id) c.id, c.same,"
+        "   coalesce(ts_rank_cd(c.search_vector, q.q), 0) AS score"
+        "  FROM candidates c, q ORDER BY c.id, score DESC"
+        " )"
+        f" SELECT {ARTICLE_COLUMNS}, r.same, r.score FROM ranked r"
+        f" JOIN {ARTICLE_FROM} ON a.id = r.id"
+        " ORDER BY r.same DESC, r.score DESC, a.published_at DESC, a.id DESC LIMIT %(limit)s",
+        {
+            # An empty query (a title of stop words only) matches nothing: only the fill-up.
+            "q": tsquery or "",
+            "cat": article.category.id,
+            "id": article.id,
+            "n": RELATED_CANDIDATES,
+            "limit": limit,
+        },
+    )
+    return await with_images(conn, await cur.fetchall())
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    articles: list[Article]
+    total: int
+
+
+async def search(conn: Conn, folded: str, *, limit: int, offset: int) -> Found:
+    """Published articles whose folded text has every word of the folded query, best first
+    (cover density: the words close together rank higher), then newest."""
+    cur = await conn.execute(
+        f"SELECT {ARTICLE_COLUMNS}, count(*) OVER () AS total"
+        f" FROM {ARTICLE_FROM}, plainto_tsquery('simple', %s) q"
+        " WHERE a.status = 'published' AND a.search_vector @@ q"
+        " ORDER BY ts_rank_cd(a.search_vector, q) DESC, a.published_at DESC, a.id DESC"
+        " LIMIT %s OFFSET %s",
+        (folded, limit, offset),
+    )
+    rows = await cur.fetchall()
+    if not rows and offset:
+        # Past the last page: say how many there are.
+        cur = await conn.execute(
+            "SELECT count(*) AS total FROM articles a, plainto_tsquery('simple', %s) q"
+            " WHERE a.status = 'published' AND a.search_vector @@ q",
+            (folded,),
+        )
+        row = await cur.fetchone()
+        return Found([], int(row["total"]) if row else 0)
+    return Found(await with_images(conn, rows), int(rows[0]["total"]) if rows else 0)
+
+
+# --- sitemaps ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SitemapEntry:
+    path: str
+    lastmod: datetime
+
+
+async def more_published_than(conn: Conn, n: int) -> bool:
+    """Whether more than `n` articles are published (reads at most n + 1 index entries)."""
+    cur = await conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM articles WHERE status = 'published'"
+        " ORDER BY published_at DESC, id DESC OFFSET %s) AS more",
+        (n,),
+    )
+    row = await cur.fetchone()
+    return bool(row and row["more"])
+
+
+async def sitemap_parts(conn: Conn, part_size: int) -> list[tuple[int, datetime]]:
+    """(part, last modification) of every id range of `part_size` that has published
+    articles: part k holds the ids ((k-1)*part_size, k*part_size], so an article stays in its
+    sitemap for ever and each sitemap changes only when its own articles do."""
+    cur = await conn.execute(
+        "SELECT (id - 1) / %s + 1 AS part, max(updated_at) AS lastmod FROM articles"
+        " WHERE status = 'published' GROUP BY 1 ORDER BY 1",
+        (part_size,),
+    )
+    return [(int(row["part"]), row["lastmod"]) for row in await cur.fetchall()]
+
+
+async def sitemap_entries(
+    pool: AsyncPool, *, id_range: tuple[int, int] | None = None, batch: int = 5000
+) -> AsyncIterator[list[SitemapEntry]]:
+    """Published articles in batches, all of them newest first, or those of one id range in
+    id order. Keyset pagination, one short query per batch: a slow crawler never holds a
+    database connection while it reads, and memory stays bounded by `batch`."""
+    after: tuple[Any, ...] | None = None
+    while True:
+        if id_range is None:
+            where = "a.status = 'published'"
+            params: list[Any] = []
+            if after is not None:
+                where += " AND (a.published_at, a.id) < (%s, %s)"
+                params = list(after)
+            order = "a.published_at DESC, a.id DESC"
+        else:
+            where = "a.status = 'published' AND a.id > %s AND a.id <= %s"
+            params = [after[0] if after else id_range[0], id_range[1]]
+            order = "a.id"
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT a.id, a.slug, c.slug AS category, a.updated_at, a.published_at"
+                f" FROM articles a JOIN categories c ON c.id = a.category_id"
+                f" WHERE {where} ORDER BY {order} LIMIT %s",
+                (*params, batch),
+            )
+            rows = await cur.fetchall()
+        if not rows:
+            return
+        yield [
+            SitemapEntry(f"/{r['category']}/{r['slug']}-{r['id']}", r["updated_at"]) for r in rows
+        ]
+        if len(rows) < batch:
+            return
+        last = rows[-1]
+        after = (last["id"],) if id_range is not None else (last["published_at"], last["id"])
