@@ -234,3 +234,19 @@ async def test_future_article_is_scheduled(api: Any, site: Any, admin: str) -> N
     await wait_status(api, admin, accepted["id"], "scheduled")
     path = accepted["links"]["page"].removeprefix("http://bantin.test")
     assert (await site.get(path)).status == 404
+
+
+async def test_token_last_use_is_recorded(api: Any, submitter: str, clean: Any) -> None:
+    import psycopg
+
+    def last_used() -> Any:
+        with psycopg.connect(clean.database_url) as conn:
+            row = conn.execute("SELECT last_used_at FROM tokens WHERE name = 'test submitter'")
+            return row.fetchone()[0]
+
+    assert last_used() is None
+    await api.get("/api/v1/articles/1", headers=bearer(submitter))
+    first = last_used()
+    assert first is not None
+    await api.get("/api/v1/articles/1", headers=bearer(submitter))
+    assert last_used() == first  # written at most once a minute, not on every call
