@@ -398,3 +398,17 @@ def test_search_text_joins_parts() -> None:
         == "vien kiem sat tinh thai binh nam 2022"
     )
     assert search_text() == ""
+
+
+def test_fast_fold_equals_the_general_fold_for_every_code_point() -> None:
+    """fold() takes a table-driven fast path; it must give exactly what the general
+    decompose-and-strip path gives, for every character, alone and among Vietnamese."""
+    from shared.text import _fold_marks
+
+    for cp in range(0x20, 0x30000):
+        if 0xD800 <= cp < 0xE000:
+            continue
+        ch = chr(cp)
+        assert fold(ch) == _fold_marks(ch), hex(cp)
+        sample = f"Ủy {ch.upper()}ệ"
+        assert fold(sample) == _fold_marks(sample), hex(cp)
