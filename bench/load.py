@@ -22,8 +22,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -63,8 +64,12 @@ async def load(
     json_body: Any = None,
     ok_statuses: tuple[int, ...] = (200,),
     request_timeout: float = 10.0,
+    make_body: Callable[[int], bytes | None] | None = None,
 ) -> LoadResult:
-    """Send requests from `concurrency` clients until `max_requests` or `duration` seconds."""
+    """Send requests from `concurrency` clients until `max_requests` or `duration` seconds.
+
+    `make_body(n)`, if given, makes the body of the n-th request (1, 2, ...) instead of `body`:
+    a unique body per request (a fresh title, say)."""
     require_loopback(url)
     if concurrency < 1 or max_requests < 1 or duration <= 0:
         raise ValueError("concurrency, max_requests and duration must be positive")
@@ -92,10 +97,11 @@ async def load(
                 if time.perf_counter() >= deadline:
                     return
                 sent += 1
+                data = body if make_body is None else make_body(sent)
                 t0 = time.perf_counter()
                 try:
                     async with session.request(
-                        method, url, data=body, json=json_body, allow_redirects=False
+                        method, url, data=data, json=json_body, allow_redirects=False
                     ) as response:
                         payload = await response.read()
                         status = response.status
@@ -141,14 +147,30 @@ def run_load(url: str, **options: Any) -> LoadResult:
 
 
 @contextlib.contextmanager
-def with_bare_server(body_bytes: int = 2, ready_timeout: float = 30.0) -> Iterator[str]:
+def with_bare_server(
+    body_bytes: int = 2,
+    ready_timeout: float = 30.0,
+    *,
+    body_file: Path | None = None,
+    content_type: str | None = None,
+    etag: str | None = None,
+) -> Iterator[str]:
     """A bare aiohttp server (`python -m bench.baseline_server`) on 127.0.0.1; yields its base
-    URL. GET / answers `body_bytes` bytes, POST / reads the body and answers 202 with JSON:
-    the floor any bantin handler is compared with. Stopped with SIGTERM on exit."""
+    URL. GET / answers `body_bytes` bytes (or the bytes of `body_file`, as `content_type`; with
+    `etag`, 304 to a matching If-None-Match), POST / reads the body and answers 202 with JSON,
+    POST /json parses it as JSON first: the floor any bantin handler is compared with. Stopped
+    with SIGTERM on exit."""
     port = free_port()
     argv = [sys.executable, "-m", "bench.baseline_server", "--port", str(port)]
+    argv += ["--body-bytes", str(body_bytes)]
+    if body_file is not None:
+        argv += ["--body-file", str(body_file)]
+    if content_type is not None:
+        argv += ["--content-type", content_type]
+    if etag is not None:
+        argv += ["--etag", etag]
     proc = subprocess.Popen(
-        [*argv, "--body-bytes", str(body_bytes)],
+        argv,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         text=True,
