@@ -61,12 +61,16 @@ async def load_for(conn: Conn, article_id: int, token: Token) -> Article:
     return article
 
 
-def links(request: web.Request, article: Article) -> dict[str, str]:
+def links(request: web.Request, article_id: int, path: str) -> dict[str, str]:
+    """Absolute links to the article in the API and on the site. Behind a TLS-terminating
+    proxy a request arrives as http: its forwarded scheme is trusted for the link (it only
+    shapes a URL handed back; it grants nothing)."""
+    origin = request.url.origin()
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip()
+    if proto in ("http", "https"):
+        origin = origin.with_scheme(proto)
     site = request.app[settings_key].site_url()
-    return {
-        "self": f"{request.url.origin()}/api/v1/articles/{article.id}",
-        "page": site + article.path,
-    }
+    return {"self": f"{origin}/api/v1/articles/{article_id}", "page": site + path}
 
 
 def article_json(request: web.Request, article: Article, views: int) -> dict[str, Any]:
@@ -105,5 +109,5 @@ def article_json(request: web.Request, article: Article, views: int) -> dict[str
             }
             for image in article.images
         ],
-        "links": links(request, article),
+        "links": links(request, article.id, article.path),
     }
