@@ -235,7 +235,7 @@ async def serve_page(
     # Only a page known to be a 200 at this version is ever answered 304.
     if not_modified(request, etag):
         return _not_modified(request, etag, article_id)
-    response = _html(200, _with_stats(body, live), etag)
+    response = _html(200, cache.filled(key, body, live, _with_stats), etag)
     hits.record(request, response, article_id)
     return response
 
