@@ -70,7 +70,6 @@ def rebuild_feeds() -> list[str]:
                 r.sadd(keys.FEEDS_DIRTY, scope)  # not lost: the next rebuild retries it
                 raise
     if scopes:
-        r.hincrby(keys.FEEDS_STATS, "rebuilds", len(scopes))
         log.info("rebuilt feeds %s", ", ".join(scopes))
     if changed and settings().websub_hub:
         app.send_task(WEBSUB_PING, args=[changed])
@@ -126,6 +125,8 @@ async def _rebuild(scope: str) -> list[str]:
             r.delete(*(keys.feed(scope, fmt) for fmt in FORMATS))
             return []
     changed = []
+    # Counted before the new feed is visible, so whoever sees it sees the count too.
+    r.hincrby(keys.FEEDS_STATS, "rebuilds", 1)
     for fmt in FORMATS:
         rendered = feeds.render(s, scope, fmt, category, latest, more=more)
         key = keys.feed(scope, fmt)
