@@ -37,6 +37,14 @@ def _json(
     return doc
 
 
+# What any JSON body can be refused for (services/ingest/views/common.py: read_json and the
+# app's size cap, then validation).
+JSON_BODY_ERRORS = {
+    "400": _problem("malformed JSON"),
+    "413": _problem("the body is too large"),
+    "415": _problem("not JSON"),
+    "422": _problem("invalid fields"),
+}
 AUTH_ERRORS = {
     "401": _problem("No token, a malformed Authorization header, or an unknown/revoked token"),
     "429": _problem("Too many requests for this token; see Retry-After"),
@@ -321,12 +329,9 @@ DOCUMENT: dict[str, Any] = {
                 },
                 "responses": {
                     "201": _json("created", _ref("Category")),
-                    "400": _problem("malformed JSON"),
+                    **JSON_BODY_ERRORS,
                     "403": _problem("the token is not an admin's"),
                     "409": _problem("the slug exists"),
-                    "413": _problem("the body is too large"),
-                    "415": _problem("not JSON"),
-                    "422": _problem("invalid fields"),
                     **AUTH_ERRORS,
                 },
             },
@@ -355,12 +360,9 @@ DOCUMENT: dict[str, Any] = {
                 },
                 "responses": {
                     "200": _json("saved", _ref("Site"), SITE_ETAG),
-                    "400": _problem("malformed JSON"),
+                    **JSON_BODY_ERRORS,
                     "403": _problem("the token is not an admin's"),
                     "412": _problem("the link blocks changed since the ETag was read"),
-                    "413": _problem("the body is too large"),
-                    "415": _problem("not JSON"),
-                    "422": _problem("invalid fields"),
                     "503": _problem("saved, but cached pages could not be refreshed; retry"),
                     **AUTH_ERRORS,
                 },
@@ -442,12 +444,9 @@ DOCUMENT: dict[str, Any] = {
                 },
                 "responses": {
                     "200": _json("the edited article", _ref("Article"), ETAG),
-                    "400": _problem("malformed JSON"),
+                    **JSON_BODY_ERRORS,
                     "404": _problem("no such article for this token"),
                     "412": _problem("the article changed since the ETag was read"),
-                    "413": _problem("the body is too large"),
-                    "415": _problem("not JSON"),
-                    "422": _problem("invalid fields"),
                     "428": _problem("If-Match is missing"),
                     **AUTH_ERRORS,
                 },
