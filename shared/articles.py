@@ -104,29 +104,35 @@ ARTICLE_COLUMNS = """
 ARTICLE_FROM = "articles a JOIN categories c ON c.id = a.category_id"
 
 
+# The columns an article's text is written to, in one list for the insert and the update.
+_TEXT_COLUMNS = (
+    "slug",
+    "category_id",
+    "title",
+    "summary",
+    "body_source",
+    "body_format",
+    "body_html",
+    "author",
+    "unit",
+    "tags",
+    "gallery_title",
+    "published_at",
+    "search_text",
+)
+
+
+def _text_values(draft: ArticleDraft) -> list[Any]:
+    return [list(draft.tags) if c == "tags" else getattr(draft, c) for c in _TEXT_COLUMNS]
+
+
 async def insert_article(conn: Conn, draft: ArticleDraft, submitted_by: int | None) -> int:
     """Insert the article and its photos (status `processing`); returns the new id."""
+    columns = ("uuid", *_TEXT_COLUMNS, "submitted_by")
     cur = await conn.execute(
-        "INSERT INTO articles (uuid, slug, category_id, title, summary, body_source, body_format,"
-        " body_html, author, unit, tags, gallery_title, published_at, search_text, submitted_by)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-        (
-            uuid.uuid4(),
-            draft.slug,
-            draft.category_id,
-            draft.title,
-            draft.summary,
-            draft.body_source,
-            draft.body_format,
-            draft.body_html,
-            draft.author,
-            draft.unit,
-            list(draft.tags),
-            draft.gallery_title,
-            draft.published_at,
-            draft.search_text,
-            submitted_by,
-        ),
+        f"INSERT INTO articles ({', '.join(columns)})"
+        f" VALUES ({', '.join(['%s'] * len(columns))}) RETURNING id",
+        (uuid.uuid4(), *_text_values(draft), submitted_by),
     )
     row = await cur.fetchone()
     assert row is not None
@@ -154,28 +160,11 @@ async def insert_article(conn: Conn, draft: ArticleDraft, submitted_by: int | No
 async def update_article(conn: Conn, article_id: int, version: int, draft: ArticleDraft) -> bool:
     """Replace the article's text fields if it is still at `version` (optimistic concurrency:
     two editors never overwrite each other silently). Photos are kept."""
+    assignments = ", ".join(f"{c} = %s" for c in _TEXT_COLUMNS)
     cur = await conn.execute(
-        "UPDATE articles SET slug = %s, category_id = %s, title = %s, summary = %s,"
-        " body_source = %s, body_format = %s, body_html = %s, author = %s, unit = %s,"
-        " tags = %s, gallery_title = %s, published_at = %s, search_text = %s,"
-        " updated_at = now(), version = version + 1 WHERE id = %s AND version = %s",
-        (
-            draft.slug,
-            draft.category_id,
-            draft.title,
-            draft.summary,
-            draft.body_source,
-            draft.body_format,
-            draft.body_html,
-            draft.author,
-            draft.unit,
-            list(draft.tags),
-            draft.gallery_title,
-            draft.published_at,
-            draft.search_text,
-            article_id,
-            version,
-        ),
+        f"UPDATE articles SET {assignments}, updated_at = now(), version = version + 1"
+        " WHERE id = %s AND version = %s",
+        (*_text_values(draft), article_id, version),
     )
     return cur.rowcount == 1
 
