@@ -8,39 +8,75 @@ whole site whichever replica answers.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
+from bisect import bisect_left
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 from shared import keys
-from shared.logs import new_request_id, request_id
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 QUEUES = ("default", "images", "feeds", "counters")
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
+class RequestStats:
+    """Requests answered and their latencies, by route: plain integers, read at scrape time.
+
+    prometheus_client's Counter and Histogram take a lock on every update; every request of a
+    service updates these on the event loop's thread alone, so plain lists will do, and the
+    collector turns them into the same metric families when /metrics is read.
+    """
+
+    def __init__(self) -> None:
+        # Keyed by the route's resource (None: no route matched), named only at scrape time.
+        self.counts: dict[tuple[Any, str, int], list[int]] = {}  # -> [count]
+        self.buckets: dict[Any, list[float]] = {}  # -> per-bucket counts, then the sum
+
+    def observe(self, route: Any, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        count = self.counts.get(key)
+        if count is None:
+            count = self.counts[key] = [0]
+        count[0] += 1
+        held = self.buckets.get(route)
+        if held is None:
+            held = self.buckets[route] = [0.0] * (len(BUCKETS) + 2)
+        held[bisect_left(BUCKETS, seconds)] += 1
+        held[-1] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "bantin_http_requests", "HTTP requests answered", labels=["route", "method", "status"]
+        )
+        for (route, method, status), count in self.counts.items():
+            requests.add_metric([_name(route), method, str(status)], count[0])
+        yield requests
+        latency = HistogramMetricFamily(
+            "bantin_http_request_duration_seconds",
+            "Time to answer an HTTP request",
+            labels=["route"],
+        )
+        for route, held in self.buckets.items():
+            cumulative, running = [], 0.0
+            for bound, n in zip((*BUCKETS, float("inf")), held, strict=False):
+                running += n
+                cumulative.append((floatToGoString(bound), running))
+            latency.add_metric([_name(route)], cumulative, held[-1])
+        yield latency
+
+
 class ServiceMetrics:
     def __init__(self, service: str) -> None:
         self.service = service
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "bantin_http_requests",
-            "HTTP requests answered",
-            ["route", "method", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "bantin_http_request_duration_seconds",
-            "Time to answer an HTTP request",
-            ["route"],
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
+        self.http = RequestStats()
+        self.registry.register(self.http)
         self.queue = Gauge(
             "bantin_queue_length",
             "Tasks waiting in a Celery queue",
@@ -65,44 +101,11 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.extra: list[Callable[[], None]] = []
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def gauge(self, name: str, doc: str, read: Callable[[], float]) -> None:
         """A value this process knows (cache hits, buffered views), read at scrape time."""
         gauge = Gauge(name, doc, registry=self.registry)
         self.extra.append(lambda: gauge.set(read()))
-
-    def middleware(self) -> Any:
-        @web.middleware
-        async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
-            rid = request.headers.get("X-Request-ID", "")[:64] or new_request_id()
-            token = request_id.set(rid)
-            started = time.perf_counter()
-            status = 500
-            try:
-                response = await handler(request)
-                status = response.status
-                response.headers["X-Request-ID"] = rid
-                return response
-            except web.HTTPException as exc:
-                status = exc.status
-                raise
-            finally:
-                route = _route(request)
-                # Label children are memoised: .labels() takes a lock and builds its key on
-                # every call, which showed in profiles of the hot routes.
-                key = (route, request.method, status)
-                child = self._children.get(key)
-                if child is None:
-                    child = self._children[key] = (
-                        self.requests.labels(route, request.method, str(status)),
-                        self.latency.labels(route),
-                    )
-                child[0].inc()
-                child[1].observe(time.perf_counter() - started)
-                request_id.reset(token)
-
-        return measure
 
     async def render(self, redis: Any) -> bytes:
         pipe = redis.pipeline(transaction=False)
@@ -125,10 +128,17 @@ class ServiceMetrics:
         return generate_latest(self.registry)
 
 
-def _route(request: web.Request) -> str:
-    """The route's pattern (/{category}/{tail}), never the raw path: bounded label values."""
-    info = request.match_info.route.resource if request.match_info.route else None
-    return info.canonical if info is not None else "unmatched"
+def route_of(request: web.Request) -> Any:
+    """What RequestStats keys a request by: its route's resource (None when none matched)."""
+    return request.match_info.route.resource
+
+
+def _name(resource: Any) -> str:
+    """The route's pattern (/{category}/{tail}), never the raw path: bounded label values.
+    Routes given as plain strings (the tests') are their own names."""
+    if isinstance(resource, str):
+        return resource
+    return resource.canonical if resource is not None else "unmatched"
 
 
 def handler(metrics: ServiceMetrics, redis_key: web.AppKey[Any]) -> Handler:

@@ -1,6 +1,6 @@
 """RFC 9457 problem details: the one shape every bantin error answer takes.
 
-Views raise `Problem`; the middleware from `problem_middleware()` turns it, aiohttp's own HTTP
+Views raise `Problem`; the services' middleware (shared/metrics.py) turns it, aiohttp's own HTTP
 errors and anything unexpected into `application/problem+json`, so no client ever sees a bare
 500 page or a traceback.
 """
@@ -89,38 +89,28 @@ def field_error(field: str, message: str) -> dict[str, str]:
     return {"field": field, "pointer": "/" + field.replace(".", "/"), "message": message}
 
 
-def problem_middleware(
+async def http_error(
+    request: web.Request,
+    exc: web.HTTPException,
     html_errors: Callable[[web.Request, int], Awaitable[web.StreamResponse] | None] | None = None,
-) -> Any:
-    """Turn every error into problem+json (or, for readers' pages, into an HTML page)."""
+) -> web.StreamResponse:
+    """aiohttp's own HTTP errors (404, 405, 413...) as problem details, or, where `html_errors`
+    gives one, as a page for readers."""
+    if html_errors is not None:
+        page = html_errors(request, exc.status)
+        if page is not None:
+            return await page
+    return Problem(
+        exc.status, exc.reason, _detail(exc), kind=f"http-{exc.status}", headers=_keep_headers(exc)
+    ).response(request.path)
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except Problem as problem:
-            return problem.response(request.path)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            if html_errors is not None:
-                page = html_errors(request, exc.status)
-                if page is not None:
-                    return await page
-            return Problem(
-                exc.status,
-                exc.reason,
-                _detail(exc),
-                kind=f"http-{exc.status}",
-                headers=_keep_headers(exc),
-            ).response(request.path)
-        except Exception:
-            log.exception("unexpected error on %s %s", request.method, request.path)
-            return Problem(
-                500, "Internal error", "The error was logged; please try again.", kind="internal"
-            ).response(request.path)
 
-    return middleware
+def internal_error(request: web.Request, err: BaseException) -> web.Response:
+    """Anything unexpected: logged with its traceback, answered without it."""
+    log.error("unexpected error on %s %s", request.method, request.path, exc_info=err)
+    return Problem(
+        500, "Internal error", "The error was logged; please try again.", kind="internal"
+    ).response(request.path)
 
 
 def _detail(exc: web.HTTPException) -> str:

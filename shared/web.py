@@ -1,17 +1,24 @@
-"""What both aiohttp services share: typed app keys, client lifecycles, health checks."""
+"""What both aiohttp services share: typed app keys, client lifecycles, their middleware,
+health checks."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from shared import db
+from shared import db, problems
+from shared.logs import new_request_id, request_id
 from shared.media import MediaStore
+from shared.metrics import Handler, ServiceMetrics, route_of
 from shared.settings import Settings
+
+HtmlErrors = Callable[[web.Request, int], Awaitable[web.StreamResponse] | None]
 
 settings_key = web.AppKey("settings", Settings)
 media_key = web.AppKey("media", MediaStore)
@@ -39,6 +46,41 @@ def install_clients(app: web.Application, settings: Settings, *, pool_size: int 
             await pool.close()
 
     app.cleanup_ctx.append(clients)
+
+
+def service_middleware(metrics: ServiceMetrics, html_errors: HtmlErrors | None = None) -> Any:
+    """The services' one middleware: a request id for the logs, every error answered as
+    problem details (or, through `html_errors`, as a page for readers), and the request
+    counted and timed. One layer, not three: each costs a call per request."""
+    stats = metrics.http
+
+    @web.middleware
+    async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
+        rid = request.headers.get("X-Request-ID", "")[:64] or new_request_id()
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                stats.observe(
+                    route_of(request), request.method, exc.status, time.perf_counter() - started
+                )
+                raise
+            response = await problems.http_error(request, exc, html_errors)
+        except problems.Problem as problem:
+            response = problem.response(request.path)
+        except Exception as err:
+            response = problems.internal_error(request, err)
+        finally:
+            request_id.reset(token)
+        response.headers["X-Request-ID"] = rid
+        stats.observe(
+            route_of(request), request.method, response.status, time.perf_counter() - started
+        )
+        return response
+
+    return serve
 
 
 async def healthz(request: web.Request) -> web.Response:

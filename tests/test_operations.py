@@ -20,10 +20,12 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.exposition import generate_latest
 
 from bantin.bootstrap import demo_seed, text_only
 from bantin.embedded import free_port
 from shared.logs import JsonFormatter, RequestIdFilter, request_id
+from shared.metrics import ServiceMetrics
 from shared.settings import Settings
 from tests.conftest import ADMIN_TOKEN, reset
 from tests.photos import jpeg, multipart
@@ -49,6 +51,29 @@ async def test_metrics_of_both_services(api: Any, site: Any) -> None:
         assert "bantin_hits_stream_lag" in text
     text = await (await site.get("/metrics")).text()
     assert "bantin_page_cache_hit_ratio" in text and "bantin_page_views_buffered" in text
+
+
+def test_request_histogram_is_cumulative() -> None:
+    """The request statistics are kept as plain counts; what /metrics shows must still be a
+    Prometheus histogram: cumulative buckets, the +Inf bucket equal to the count, the sum."""
+    metrics = ServiceMetrics("test")
+    for seconds in (0.0005, 0.001, 0.003, 0.2, 30.0):
+        metrics.http.observe("/a", "GET", 200, seconds)
+    metrics.http.observe("/a", "POST", 422, 0.002)
+    text = generate_latest(metrics.registry).decode()
+    assert 'bantin_http_requests_total{method="GET",route="/a",status="200"} 5.0' in text
+    assert 'bantin_http_requests_total{method="POST",route="/a",status="422"} 1.0' in text
+    buckets = dict(
+        re.findall(
+            r'bantin_http_request_duration_seconds_bucket\{le="([^"]+)",route="/a"\} (\S+)', text
+        )
+    )
+    assert buckets["0.001"] == "2.0"  # le: 0.001 itself falls in its bucket
+    assert buckets["0.0025"] == "3.0" and buckets["0.005"] == "4.0"
+    assert buckets["0.25"] == "5.0" and buckets["10.0"] == "5.0" and buckets["+Inf"] == "6.0"
+    assert 'bantin_http_request_duration_seconds_count{route="/a"} 6.0' in text
+    sums = re.search(r'bantin_http_request_duration_seconds_sum\{route="/a"\} (\S+)', text)
+    assert sums is not None and float(sums.group(1)) == pytest.approx(30.2065)
 
 
 @pytest.mark.usefixtures("worker")

@@ -7,9 +7,8 @@ from aiohttp import web
 from services.ingest.routes import setup_routes
 from shared.metrics import ServiceMetrics
 from shared.metrics import handler as metrics_handler
-from shared.problems import problem_middleware
 from shared.settings import Settings
-from shared.web import install_clients, redis_key
+from shared.web import install_clients, redis_key, service_middleware
 from workers.app import configure as configure_celery
 
 
@@ -18,7 +17,7 @@ def create_app(settings: Settings) -> web.Application:
     metrics = ServiceMetrics("ingest")
     app = web.Application(
         client_max_size=settings.max_json_bytes,
-        middlewares=[metrics.middleware(), problem_middleware()],
+        middlewares=[service_middleware(metrics)],
     )
     app.router.add_get("/metrics", metrics_handler(metrics, redis_key))
     install_clients(app, settings)

@@ -13,9 +13,8 @@ from services.publisher.cache import PageCache
 from services.publisher.routes import setup_routes
 from shared.metrics import ServiceMetrics
 from shared.metrics import handler as metrics_handler
-from shared.problems import problem_middleware
 from shared.settings import Settings
-from shared.web import install_clients, redis_key
+from shared.web import install_clients, redis_key, service_middleware
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -28,7 +27,7 @@ def html_errors(request: web.Request, status: int) -> Awaitable[web.StreamRespon
 
 def create_app(settings: Settings) -> web.Application:
     metrics = ServiceMetrics("publisher")
-    app = web.Application(middlewares=[metrics.middleware(), problem_middleware(html_errors)])
+    app = web.Application(middlewares=[service_middleware(metrics, html_errors)])
     install_clients(app, settings)
     metrics.gauge(
         "bantin_page_cache_hit_ratio",
