@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from multidict import CIMultiDict, CIMultiDictProxy
 from redis.asyncio import Redis
 
 from shared import keys
 
+HTML_TYPE = "text/html; charset=utf-8"
 ONLINE_WINDOW = 300  # seconds: "online" means seen in the last five minutes
 LIVE_SECONDS = 1.0
 
@@ -27,6 +28,16 @@ class Live:
     version: int
     online: int
     total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """A page's answer, ready to send while `live` holds."""
+
+    live: Live
+    data: bytes
+    etag: str
+    headers: CIMultiDictProxy[str]  # copied into each response (which adds its own)
 
 
 class PageCache:
@@ -40,7 +51,7 @@ class PageCache:
         self._live: Live | None = None
         self._live_at = 0.0
         self._refresh: asyncio.Future[Live] | None = None
-        self._filled: OrderedDict[str, tuple[bytes, Live, bytes]] = OrderedDict()
+        self._ready: OrderedDict[str, Ready] = OrderedDict()
 
     async def live(self, *, fresh: bool = False) -> Live:
         """The site version and statistics, shared by this process's requests for up to
@@ -70,20 +81,36 @@ class PageCache:
         self._live_at = time.monotonic()
         return self._live
 
-    def filled(
-        self, key: str, body: bytes, live: Live, fill: Callable[[bytes, Live], bytes]
-    ) -> bytes:
-        """`fill(body, live)` (the page with the live statistics written in), kept while the
-        page and the statistics stay the same: substituting them into every answer cost more
-        than everything else the handler does."""
-        held = self._filled.get(key)
-        if held is not None and held[0] is body and held[1] == live:
-            return held[2]
-        data = fill(body, live)
-        self._filled[key] = (body, live, data)
-        while len(self._filled) > self.local_size:
-            self._filled.popitem(last=False)
-        return data
+    def current(self) -> Live | None:
+        """The snapshot `live()` would return without waiting, or None when it is due for a
+        refresh: the common case costs no coroutine."""
+        if self._live is not None and time.monotonic() - self._live_at < LIVE_SECONDS:
+            return self._live
+        return None
+
+    def ready(self, key: str, live: Live) -> Ready | None:
+        """The answer prepared for page `key` at this snapshot (site version and statistics),
+        if this process has one: the page's bytes with the statistics written in, its ETag and
+        headers. Made once per page and snapshot (at most once a second), it turns a cached
+        page's answer into a dictionary lookup."""
+        held = self._ready.get(key)
+        if held is not None and (held.live is live or held.live == live):
+            self.hits += 1
+            return held
+        return None
+
+    def prepare(self, key: str, live: Live, data: bytes, etag: str) -> Ready:
+        headers = CIMultiDict(
+            {"Content-Type": HTML_TYPE, "Cache-Control": "no-cache", "ETag": etag}
+        )
+        held = Ready(live, data, etag, CIMultiDictProxy(headers))
+        if not self.ttl:
+            return held  # the page cache is off: every answer renders
+        self._ready[key] = held
+        self._ready.move_to_end(key)
+        while len(self._ready) > self.local_size:
+            self._ready.popitem(last=False)
+        return held
 
     async def get(self, version: int, path: str) -> bytes | None:
         key = keys.page(version, path)

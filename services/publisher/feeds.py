@@ -10,17 +10,57 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, cast
 
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.publisher.cache import PageCache
 from shared import articles, feeds, keys
 from shared.feedrender import FORMATS
+from shared.settings import Settings
 from shared.web import not_modified, pool_key, redis_key, settings_key
 
-ENCODINGS = (("br", "br"), ("gzip", "gzip"))
+ENCODINGS = ("br", "gzip")  # stored variants, in order of preference
 FRESH_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A stored feed, ready to answer: its bodies and the headers of each answer, built once
+    per version of the feed rather than once per request."""
+
+    etag: str
+    last_modified: str
+    bodies: dict[str, bytes]  # "" (identity), "gzip", "br"
+    headers: dict[str, CIMultiDictProxy[str]]  # the same keys, for a 200
+    not_modified: CIMultiDictProxy[str]  # for a 304
+
+    @classmethod
+    def of(cls, stored: dict[bytes, bytes], links: str) -> Prepared:
+        etag, last_modified = stored[b"etag"].decode(), stored[b"last_modified"].decode()
+        # RFC 9110 section 15.4.5: a 304 carries the fields a cache needs to update what it
+        # holds (ETag, Cache-Control, Vary), not the representation's metadata.
+        common = {"ETag": etag, "Cache-Control": "public, max-age=60", "Vary": "Accept-Encoding"}
+        full = {**common, "Last-Modified": last_modified, "Link": links}
+        full["Content-Type"] = stored[b"content_type"].decode()
+        bodies = {"": stored[b"body"]}
+        headers = {"": CIMultiDictProxy(CIMultiDict(full))}
+        for name in ENCODINGS:
+            if name.encode() in stored:
+                bodies[name] = stored[name.encode()]
+                headers[name] = CIMultiDictProxy(CIMultiDict({**full, "Content-Encoding": name}))
+        return cls(etag, last_modified, bodies, headers, CIMultiDictProxy(CIMultiDict(common)))
+
+    def answer(self, request: web.Request) -> web.Response:
+        if not_modified(request, self.etag, self.last_modified):
+            return web.Response(status=304, headers=self.not_modified.copy())
+        accepted = request.headers.get("Accept-Encoding", "").lower()
+        for name in ENCODINGS:
+            if name in accepted and name in self.bodies:
+                return web.Response(body=self.bodies[name], headers=self.headers[name].copy())
+        return web.Response(body=self.bodies[""], headers=self.headers[""].copy())
 
 
 class StoredFeeds:
@@ -28,43 +68,64 @@ class StoredFeeds:
     second (by ETag alone, a few bytes), so a busy feed costs neither a Redis round trip nor a
     copy of its bodies per request. A feed changes at most about once a second anyway."""
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: Any, settings: Settings) -> None:
         self.redis = redis
-        self.local: dict[tuple[str, str], tuple[float, dict[bytes, bytes]]] = {}
+        self.settings = settings
+        self.local: dict[tuple[str, str], tuple[float, Prepared]] = {}
 
-    async def get(self, scope: str, fmt: str) -> dict[bytes, bytes]:
+    def current(self, scope: str, fmt: str) -> Prepared | None:
+        """The feed as held, while it is fresh; None when Redis must be asked."""
+        held = self.local.get((scope, fmt))
+        if held is not None and time.monotonic() - held[0] < FRESH_SECONDS:
+            return held[1]
+        return None
+
+    async def get(self, scope: str, fmt: str) -> Prepared | None:
         now = time.monotonic()
         held = self.local.get((scope, fmt))
         if held is not None and now - held[0] < FRESH_SECONDS:
             return held[1]
         key = keys.feed(scope, fmt)
-        if held is not None and await self.redis.hget(key, "etag") == held[1][b"etag"]:
+        if held is not None and await self.redis.hget(key, "etag") == held[1].etag.encode():
             self.local[(scope, fmt)] = (now, held[1])
             return held[1]
         stored = cast(dict[bytes, bytes], await self.redis.hgetall(key))
-        if stored:
-            self.local[(scope, fmt)] = (now, stored)
-        else:
+        if not stored:
             self.local.pop((scope, fmt), None)
-        return stored
+            return None
+        prepared = Prepared.of(stored, self.links(scope, fmt))
+        self.local[(scope, fmt)] = (now, prepared)
+        return prepared
+
+    def links(self, scope: str, fmt: str) -> str:
+        """The Link header: the feed itself, and the WebSub hub (WebSub section 4)."""
+        links = [f'<{self.settings.site_url()}/feeds/{scope}.{fmt}>; rel="self"']
+        if self.settings.websub_hub:
+            links.insert(0, f'<{self.settings.websub_hub}>; rel="hub"')
+        return ", ".join(links)
 
 
 stored_key = web.AppKey("stored_feeds", StoredFeeds)
 
 
 async def stored_feeds_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[stored_key] = StoredFeeds(app[redis_key])
+    app[stored_key] = StoredFeeds(app[redis_key], app[settings_key])
     yield
 
 
 async def feed(request: web.Request, cache_key: web.AppKey[PageCache]) -> web.StreamResponse:
     scope, fmt = request.match_info["scope"], request.match_info["fmt"]
+    feeds_held = request.app[stored_key]
+    if not request.query_string:  # page 1, the one readers poll
+        prepared = feeds_held.current(scope, fmt)
+        if prepared is not None:
+            return prepared.answer(request)
     if fmt not in FORMATS:
         raise web.HTTPNotFound(text=f"Feeds come as {', '.join(FORMATS)}.")
     page = _page(request)
     if page == 1:
-        stored = await request.app[stored_key].get(scope, fmt)
-        if not stored:
+        prepared = await feeds_held.get(scope, fmt)
+        if prepared is None:
             await _known(request, scope)
             # Being built (first start, or Redis was emptied); the sweep rebuilds it.
             raise web.HTTPServiceUnavailable(
@@ -72,31 +133,8 @@ async def feed(request: web.Request, cache_key: web.AppKey[PageCache]) -> web.St
             )
     else:
         stored = await _older_page(request, cache_key, scope, fmt, page)
-    etag, last_modified = stored[b"etag"].decode(), stored[b"last_modified"].decode()
-    settings = request.app[settings_key]
-    self_url = f"{settings.site_url()}/feeds/{scope}.{fmt}"
-    links = [f'<{self_url}>; rel="self"']
-    if settings.websub_hub:
-        links.insert(0, f'<{settings.websub_hub}>; rel="hub"')  # WebSub section 4
-    headers = {
-        "ETag": etag,
-        "Last-Modified": last_modified,
-        "Link": ", ".join(links),
-        "Cache-Control": "public, max-age=60",
-        "Vary": "Accept-Encoding",
-    }
-    if not_modified(request, etag, last_modified):
-        return web.Response(status=304, headers=headers)
-    body = stored[b"body"]
-    accepted = request.headers.get("Accept-Encoding", "").lower()
-    for name, field in ENCODINGS:
-        if name in accepted and field.encode() in stored:
-            body = stored[field.encode()]
-            headers["Content-Encoding"] = name
-            break
-    response = web.Response(body=body, headers=headers)
-    response.headers["Content-Type"] = stored[b"content_type"].decode()
-    return response
+        prepared = Prepared.of(stored, feeds_held.links(scope, fmt))
+    return prepared.answer(request)
 
 
 async def _older_page(

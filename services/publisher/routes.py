@@ -14,6 +14,9 @@ STATIC = Path(__file__).parent / "static"
 
 def setup_routes(app: web.Application, settings: Settings) -> None:
     add_health_routes(app)
+    # aiohttp tries the patterns under "/" in the order they were added: articles, the pages
+    # read most, first. No other route's addresses match this pattern.
+    app.router.add_get(r"/{category:[a-z0-9-]+}/{tail:[a-z0-9-]*-\d+}", views.article_page)
     app.router.add_get("/api/v1/stats", views.stats)
     app.router.add_get(
         r"/feeds/{scope:[a-z0-9-]+}.{fmt:[a-z]+}", partial(feeds.feed, cache_key=views.cache_key)
@@ -26,4 +29,3 @@ def setup_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/media/{path:.+}", media.serve)
     app.router.add_get("/", views.home)
     app.router.add_get(r"/{category:[a-z0-9-]+}/", views.category_page)
-    app.router.add_get(r"/{category:[a-z0-9-]+}/{tail:[a-z0-9-]*-\d+}", views.article_page)

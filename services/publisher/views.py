@@ -219,23 +219,30 @@ async def serve_page(
     page is always a 200, and only the site version and the statistics can change it.
     """
     cache = request.app[cache_key]
-    live = await cache.live()
-    etag = page_etag(live, key)
-    body = await cache.get(live.version, key) if store else None
-    if body is None:
-        if not store and not_modified(request, etag):
-            return _not_modified(request, etag, article_id)
-        status, body = await render()
-        if status == 301:
-            raise web.HTTPMovedPermanently(location=body.decode())
-        if status != 200:
-            return _html(status, _with_stats(body, live))
-        if store:
-            await cache.put(live.version, key, body)
+    live = cache.current() or await cache.live()
+    ready = cache.ready(key, live) if store else None
+    if ready is None:
+        etag = page_etag(live, key)
+        body = await cache.get(live.version, key) if store else None
+        if body is None:
+            if not store and not_modified(request, etag):
+                return _not_modified(request, etag, article_id)
+            status, body = await render()
+            if status == 301:
+                raise web.HTTPMovedPermanently(location=body.decode())
+            if status != 200:
+                return _html(status, _with_stats(body, live))
+            if store:
+                await cache.put(live.version, key, body)
+        if not store:
+            response = _html(200, _with_stats(body, live), etag)
+            hits.record(request, response, article_id)
+            return response
+        ready = cache.prepare(key, live, _with_stats(body, live), etag)
     # Only a page known to be a 200 at this version is ever answered 304.
-    if not_modified(request, etag):
-        return _not_modified(request, etag, article_id)
-    response = _html(200, cache.filled(key, body, live, _with_stats), etag)
+    if not_modified(request, ready.etag):
+        return _not_modified(request, ready.etag, article_id)
+    response = web.Response(body=ready.data, headers=ready.headers.copy())
     hits.record(request, response, article_id)
     return response
 
