@@ -148,8 +148,23 @@ def test_big_jpegs_are_shrunk_on_load(
     monkeypatch.setattr(images, "_resizable", spy)
     do_render(save(tmp_path, quadrants((6000, 4000)), "JPEG", name="a"), store)
     do_render(save(tmp_path, quadrants((6000, 4000)), "PNG", name="b"), store)
-    # libjpeg decodes at 1/2 scale (still above 2560 wide); PNG has no such thing.
-    assert decoded == [(3000, 2000), (6000, 4000)]
+    # One decode per scale, as libvips' thumbnail picks it: 2560, 1600 and 1024 wide from 1/2
+    # (full size would be over DECODE_PIXELS), 640 from 1/4, 320 from 1/8; PNG decodes once.
+    assert decoded == [(3000, 2000), (1500, 1000), (750, 500), (6000, 4000)]
+
+
+def test_each_size_is_decoded_at_the_scale_libvips_thumbnail_picks() -> None:
+    sizes = [(2560, 1920), (1600, 1200), (1024, 768), (640, 480), (320, 240)]
+    assert images._decode_plan("jpeg", (4000, 3000), sizes, 1) == [
+        (1, [(2560, 1920), (1600, 1200), (1024, 768)]),
+        (2, [(640, 480)]),
+        (4, [(320, 240)]),
+    ]
+    # Stored sideways (orientation 6): the same factors.
+    assert images._decode_plan("jpeg", (3000, 4000), sizes, 6) == images._decode_plan(
+        "jpeg", (4000, 3000), sizes, 1
+    )
+    assert images._decode_plan("png", (4000, 3000), sizes, 1) == [(1, sizes)]
 
 
 # Orientation -------------------------------------------------------------------------------

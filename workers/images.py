@@ -1,11 +1,13 @@
 """Photo renditions: small, upright, sRGB, metadata-free copies of an uploaded original.
 
-`render()` is a pure function of the original's bytes: it decodes the photo once (JPEG with
-shrink-on-load), reduces it to the capped original (longest side at most 2560), applies the
-EXIF orientation, converts to 8-bit sRGB, then makes each smaller width from the previous one
-and encodes every size as JPEG (PNG when the photo has transparency), WebP and, when Pillow has
-it, AVIF. Files go to the content-addressed `MediaStore`, so running it again on the same
-original gives the same paths and writes nothing.
+`render()` is a pure function of the original's bytes. It makes the capped original (longest
+side at most 2560) and each smaller width the way libvips' `thumbnail` does (the benchmark
+reference), each straight from a decode of the original, never from another size: a JPEG is
+decoded at 1/8, 1/4 or 1/2 scale when the size is at least 16, 8 or 4 times smaller (one decode
+per scale; see `_decode_plan`), then reduced with Lanczos-3, vertically then horizontally. Each
+size gets the EXIF orientation and 8-bit sRGB, and is encoded as JPEG (PNG when the photo has
+transparency), WebP and, when Pillow has it, AVIF. Files go to the content-addressed
+`MediaStore`, so running it again on the same original gives the same paths and writes nothing.
 
 Safety, in the order it is applied:
 - the format is sniffed from the bytes and must be in `shared.imaging.ALLOWED`; only that one
@@ -13,6 +15,8 @@ Safety, in the order it is applied:
 - `shared.imaging.probe` checks the pixel count from the header before anything is decoded
   (decompression bombs are refused there, with the size in the message);
 - truncated or corrupt data is refused (`ImageFile.LOAD_TRUNCATED_IMAGES` stays off);
+- a JPEG is decoded at a smaller scale than libvips would use rather than decode more than
+  DECODE_PIXELS at once, which bounds the memory a 50 MP photo needs;
 - `time_limit` is checked between steps (decode, each resize, each encode); one step itself
   cannot be interrupted from Python, so the Celery task that calls this must also have a hard
   `time_limit` (which kills the worker child) a little above the soft one here;
@@ -24,8 +28,10 @@ All failures that are the file's fault raise `shared.imaging.ImageRefused` subcl
 Encoder settings follow libvips' defaults (the benchmark reference), so that sizes are
 comparable: JPEG quality 75 with 4:2:0 chroma and Huffman optimisation off, WebP quality 75
 effort 4, PNG zlib level 6, and AVIF quality 50 at libaom speed 5 (vips' effort 4; libheif and
-libavif map quality to the same quantizer) for the small sizes. Larger AVIFs use speed 6 at
-quality 46-47: a fifth of the CPU time for the same bytes and SSIM (see AVIF_OPTIONS).
+libavif map quality to the same quantizer; libavif's default tuning, "iq", gives vips' bytes
+within 1%) up to 1024 wide.
+Larger AVIFs use speed 6 at quality 47: a fifth of the CPU time for about the same bytes and
+SSIM (see AVIF_OPTIONS).
 """
 
 from __future__ import annotations
@@ -45,27 +51,28 @@ from shared.imaging import (
     ImageRefused,
     Undecodable,
     open_image,
-    orientation,
     probe,
-    upright,
 )
 from shared.media import MediaStore
 
 WIDTHS = (320, 640, 1024, 1600)
 MAX_SIDE = 2560  # the capped original: longest side at most this many pixels
+# At most this many pixels are decoded at once (4 bytes each in Pillow): a JPEG is decoded at
+# a smaller scale than libvips would pick rather than pass it (peak RSS at 50 MP).
+DECODE_PIXELS = 16_000_000
 
 JPEG_OPTIONS: dict[str, Any] = {"quality": 75, "subsampling": "4:2:0", "optimize": False}
 PNG_OPTIONS: dict[str, Any] = {"compress_level": 6}
 WEBP_OPTIONS: dict[str, Any] = {"quality": 75, "method": 4}
 # AVIF, by the rendition's pixel count: vips' defaults (quality 50, effort 4 = libaom speed 5)
-# for small sizes; larger ones use speed 6, a fifth of the CPU time, which spends more bytes at
-# the same quantizer (more so the larger the picture), so its quality is lowered to give the
-# same bytes and SSIM as vips on photos. One encoder thread: a worker runs one photo per CPU,
-# and threads only add CPU time.
+# up to about 1024 x 1269; larger ones use speed 6, a fifth of the CPU time, which spends more
+# bytes at the same quantizer, so their quality is lowered to 47 (quantizer 33 instead of 32):
+# within 3% of vips' bytes and at SSIM 0.976-0.984 against vips' outputs on the benchmark photo.
+# (At 1024 x 768, speed 6 gives either 10% more bytes at quality 50 or SSIM 0.966 at 47.)
+# One encoder thread: a worker runs one photo per CPU, and threads only add CPU time.
 AVIF_OPTIONS: tuple[tuple[int, dict[str, Any]], ...] = (
-    (600_000, {"quality": 50, "speed": 5, "max_threads": 1}),  # up to 640 x 853
-    (1_300_000, {"quality": 47, "speed": 6, "max_threads": 1}),  # up to 1024 x 1269
-    (2**62, {"quality": 46, "speed": 6, "max_threads": 1}),
+    (1_300_000, {"quality": 50, "speed": 5, "max_threads": 1}),
+    (2**62, {"quality": 47, "speed": 6, "max_threads": 1}),
 )
 
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError)
@@ -112,58 +119,89 @@ def render(
     """Make and store the renditions of `original`; see the module docstring."""
     clock = _Clock(time_limit)
     info = probe(original, max_pixels=max_pixels)
-    # The capped original, in stored orientation (capping the longest side does not care).
-    scale = min(1.0, MAX_SIDE / max(info.width, info.height))
-    capped = (max(1, round(info.width * scale)), max(1, round(info.height * scale)))
-
-    base, icc, orient = _decode(original, info.format, capped)
-    clock.check("decoding")
-    if orient in _TRANSPOSE:
-        base = base.transpose(_TRANSPOSE[orient])
-    base = _to_srgb(base, icc)
-    base.info = {}  # no EXIF, XMP, ICC, comment or anything else reaches the outputs
-    transparent = base.mode == "RGBA"
-    clock.check("colour conversion")
-
-    upright_width, upright_height = upright((info.width, info.height), orient)
-    sizes = [base.size] + [
-        (w, max(1, round(upright_height * w / upright_width)))
+    orient = info.orientation
+    # The capped original, in upright orientation, then each smaller width.
+    scale = min(1.0, MAX_SIDE / max(info.upright_width, info.upright_height))
+    capped = (max(1, round(info.upright_width * scale)), max(1, round(info.upright_height * scale)))
+    sizes = [capped] + [
+        (w, max(1, round(info.upright_height * w / info.upright_width)))
         for w in sorted(WIDTHS, reverse=True)
-        if w < base.width
+        if w < capped[0]
     ]
     renditions: list[RenditionOut] = []
-    current = base
-    for size in sizes:
-        current = _resize(current, size)
-        clock.check(f"resizing to {size[0]} x {size[1]}")
-        for fmt in output_formats(transparent):
-            data = encode(current, fmt)
-            renditions.append(
-                RenditionOut(store.put_public(data, fmt), *current.size, fmt, len(data))
-            )
-            clock.check(f"encoding {size[0]} x {size[1]} {NAMES[fmt]}")
+    smallest: Image.Image | None = None
+    # One decode per shrink-on-load factor (JPEG; other formats decode once at full size),
+    # largest first; every size is resized from its decode, never from another size. The
+    # decode is freed before the sizes made from it are encoded.
+    for factor, group in _decode_plan(info.format, (info.width, info.height), sizes, orient):
+        source, icc = _decode(original, info.format, factor)
+        clock.check("decoding")
+        made: list[Image.Image] = []
+        for size in group:
+            im = _resize(source, (size[1], size[0]) if orient >= 5 else size)
+            if orient in _TRANSPOSE:
+                im = im.transpose(_TRANSPOSE[orient])
+            im = _to_srgb(im, icc)
+            im.info = {}  # no EXIF, XMP, ICC, comment or anything else reaches the outputs
+            made.append(im)
+            clock.check(f"resizing to {size[0]} x {size[1]}")
+        del source
+        for im in made:
+            for fmt in output_formats(im.mode == "RGBA"):
+                data = encode(im, fmt)
+                path = store.put_public(data, fmt)
+                renditions.append(RenditionOut(path, *im.size, fmt, len(data)))
+                clock.check(f"encoding {im.width} x {im.height} {NAMES[fmt]}")
+            smallest = im
+        del made
+    assert smallest is not None
     renditions.sort(key=lambda r: r.width)  # stable: formats keep their order per size
-    return Rendered(upright_width, upright_height, placeholder(current), renditions)
+    return Rendered(info.upright_width, info.upright_height, placeholder(smallest), renditions)
 
 
-def _decode(
-    original: Path, fmt: str, capped: tuple[int, int]
-) -> tuple[Image.Image, bytes | None, int]:
-    """The first frame reduced to `capped` (stored orientation, a mode from `_resizable`), its
-    ICC profile and its EXIF orientation. The full-size pixels are freed on return."""
+def _decode_plan(
+    fmt: str, stored: tuple[int, int], sizes: list[tuple[int, int]], orient: int
+) -> list[tuple[int, list[tuple[int, int]]]]:
+    """[(JPEG shrink-on-load factor, the upright sizes made from that decode)], largest
+    decode first. The factor is the one libvips' `thumbnail` picks (8, 4 or 2 when the photo is
+    at least 16, 8 or 4 times the size, so that at least a factor of two is left to the
+    Lanczos filter), raised while the decoded pixels would pass DECODE_PIXELS."""
+    plan: dict[int, list[tuple[int, int]]] = {}
+    width, height = stored
+    for size in sizes:
+        w, h = (size[1], size[0]) if orient >= 5 else size
+        if fmt != "jpeg":
+            factor = 1
+        else:
+            shrink = min(width / w, height / h)
+            factor = next((f for f in (8, 4, 2) if shrink >= 2 * f), 1)
+            while (
+                factor < 8
+                and (width // factor) * (height // factor) > DECODE_PIXELS
+                and width // (factor * 2) >= w
+                and height // (factor * 2) >= h
+            ):
+                factor *= 2
+        plan.setdefault(factor, []).append(size)
+    return sorted(plan.items())
+
+
+def _decode(original: Path, fmt: str, factor: int) -> tuple[Image.Image, bytes | None]:
+    """The first frame (stored orientation, a mode from `_resizable`; JPEG decoded at
+    1/`factor` scale) and its ICC profile."""
     with original.open("rb") as fp, open_image(fp, fmt) as im:
-        if fmt == "jpeg":
-            # Shrink-on-load: libjpeg decodes at 1/2, 1/4 or 1/8 scale, never below `capped`.
-            im.draft("RGB", capped)
+        if fmt == "jpeg" and factor > 1:
+            # Shrink-on-load: libjpeg decodes at 1/2, 1/4 or 1/8 scale.
+            im.draft("RGB", (im.width // factor, im.height // factor))
         try:
             im.load()
         except _DECODE_ERRORS as e:
             raise _undecodable(NAMES[fmt], e) from None
         icc = im.info.get("icc_profile")
-        base = _resize(_resizable(im), capped)
+        base = _resizable(im)
         if base is im:
             base = im.copy()  # a plain image, independent of the file
-        return base, icc if isinstance(icc, bytes) and icc else None, orientation(im)
+        return base, icc if isinstance(icc, bytes) and icc else None
 
 
 def encode(im: Image.Image, fmt: str) -> bytes:
@@ -235,9 +273,16 @@ def _opaque(im: Image.Image) -> bool:
 
 
 def _resize(im: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`im` resized to `size` as libvips' `thumbnail` does it: Lanczos-3, the vertical pass
+    first, then the horizontal one (each rounds to 8 bits, so the order shows), with a box
+    pre-shrink by whole factors only where more than twice that is left (libvips' `gap` 2)."""
     if im.size == size:
         return im
-    return im.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if im.height != size[1]:
+        im = im.resize((im.width, size[1]), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    if im.width != size[0]:
+        im = im.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+    return im
 
 
 _SRGB = ImageCms.createProfile("sRGB")
