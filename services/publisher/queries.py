@@ -22,7 +22,7 @@ from shared.models import Article
 # Related news looks for shared words among this many of the most recent articles of each group
 # (same category, others): the work is bounded whatever the size of the site, and news a reader
 # calls related is recent news anyway.
-RELATED_CANDIDATES = 500
+RELATED_CANDIDATES = 300
 
 
 async def home_sections(conn: Conn, per_category: int) -> list[Article]:
@@ -67,13 +67,19 @@ async def related(conn: Conn, article: Article, tsquery: str | None, limit: int)
         "   ORDER BY a.published_at DESC, a.id DESC LIMIT %(limit)s)"
         " ),"
         " ranked AS ("
-        "  SELECT DISTINCT ON (c.id) c.id, c.same,"
+        "  SELECT DISTINCT ON (c.id) c.id, c.same, c.published_at,"
         "   coalesce(ts_rank(c.search_vector, q.q), 0) AS score"
         "  FROM candidates c, q ORDER BY c.id, score DESC"
+        " ),"
+        # The few chosen before the join: joining every candidate to its whole article row and
+        # category first cost a third of the query.
+        " top AS ("
+        "  SELECT * FROM ranked"
+        "  ORDER BY same DESC, score DESC, published_at DESC, id DESC LIMIT %(limit)s"
         " )"
-        f" SELECT {ARTICLE_COLUMNS}, r.same, r.score FROM ranked r"
+        f" SELECT {ARTICLE_COLUMNS}, r.same, r.score FROM top r"
         f" JOIN {ARTICLE_FROM} ON a.id = r.id"
-        " ORDER BY r.same DESC, r.score DESC, a.published_at DESC, a.id DESC LIMIT %(limit)s",
+        " ORDER BY r.same DESC, r.score DESC, a.published_at DESC, a.id DESC",
         {
             # An empty query (a title of stop words only) matches nothing: only the fill-up.
             "q": tsquery or "",
