@@ -227,17 +227,22 @@ async def test_old_malformed_and_repeated_entries(
     site: Any, r: redis_lib.Redis, clean: Settings
 ) -> None:
     """A view older than five minutes counts but is not online; a malformed entry is
-    acknowledged, never counted; a batch sent again with the same token is not appended twice."""
+    acknowledged, never counted; a batch sent again with the same token is not appended twice.
+    The old view is in the stream's earlier format (five fields), which still counts."""
     now = int(time.time())
     r.xadd(keys.HITS_STREAM, {"v": "c-old", "p": "/", "a": "", "t": now - 600, "b": "0"})
     r.xadd(keys.HITS_STREAM, {"p": "/", "t": "yesterday"})
+    r.xadd(keys.HITS_STREAM, {"h": f"{now} 0 12 "})  # no visitor
+    r.xadd(keys.HITS_STREAM, {"h": "yesterday 0 12 c-bad /"})
+    r.xadd(keys.HITS_STREAM, {"h": f"{10**20} 0 12 c-far /"})  # no date
+    r.xadd(keys.HITS_STREAM, {"v": "c-far", "p": "/", "a": "", "t": -(10**20), "b": "0"})
     recorder = site.server.app[hits_key]
-    flat = ["c-new", "/", "", str(now), "0"]
+    packed = [f"{now} 0  c-new /"]
     for _ in range(2):  # an answer lost after Redis applied the batch: the retry is a no-op
-        recorder._batches.append(("same-token", list(flat)))
+        recorder._batches.append(("same-token", list(packed)))
         recorder._held += 1
         await recorder.flush()
-    assert r.xlen(keys.HITS_STREAM) == 3
+    assert r.xlen(keys.HITS_STREAM) == 7
     await drained(r)
     body = await stats(site)
     old_is_today = (
@@ -246,6 +251,32 @@ async def test_old_malformed_and_repeated_entries(
     today = 1 + old_is_today
     assert (body["total"], body["online"]) == (2, 1)
     assert (body["today_views"], body["today_visitors"]) == (today, today)
+    assert r.xpending(keys.HITS_STREAM, keys.HITS_GROUP)["pending"] == 0
+
+
+async def test_recorder_batches_in_the_stream(
+    site: Any, r: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch goes as one argument of newline-separated views: a path holding a newline is
+    sent percent-encoded and still counts once; the stream stays bounded (trimmed per batch)."""
+    from services.publisher import hits
+
+    recorder = site.server.app[hits_key]
+    now = int(time.time())
+    recorder.add(("c-newline", "/a\nb", "", str(now), "0"))
+    recorder.add(("c-plain", "/tin-tuc/", "", str(now), "0"))
+    assert await recorder.flush() == 2
+    packed = [fields[b"h"] for _, fields in r.xrange(keys.HITS_STREAM)]
+    assert packed == [f"{now} 0  c-newline /a%0Ab".encode(), f"{now} 0  c-plain /tin-tuc/".encode()]
+    await drained(r)
+    assert (await stats(site))["total"] == 2
+
+    monkeypatch.setattr(hits, "STREAM_MAXLEN", 10)
+    for i in range(1000):
+        recorder.add((f"c{i}", "/", "", str(now), "0"))
+    assert await recorder.flush() == 1000
+    # MAXLEN ~ trims whole nodes (100 entries each by default): far fewer than 1000 are left.
+    assert r.xlen(keys.HITS_STREAM) <= 200
 
 
 # --- crashes -------------------------------------------------------------------------------------
@@ -254,14 +285,15 @@ async def test_old_malformed_and_repeated_entries(
 async def test_batch_of_a_dead_consumer_is_claimed_and_counted_once(
     site: Any, r: redis_lib.Redis, clean: Settings
 ) -> None:
-    from workers.counters import apply, ensure_group
+    from workers.counters import drain, ensure_group
 
     article_id, path = article(clean)
     for _ in range(5):
         await view(site, path, vid=cookie())
     await flushed(site)
     ensure_group(r)
-    # A consumer reads the batch, then dies before its script runs: the batch stays pending.
+    # A consumer reads the batch, then dies before counting it (a worker of the version that
+    # read in Python, or one whose script failed): the batch stays pending on it.
     got = r.xreadgroup(keys.HITS_GROUP, "dead", {keys.HITS_STREAM: ">"}, count=1000)
     entries = got[0][1]
     assert len(entries) == 5
@@ -274,24 +306,60 @@ async def test_batch_of_a_dead_consumer_is_claimed_and_counted_once(
     assert int(r.get(keys.TOTAL) or 0) == 4
     assert int(r.get(keys.article_views(article_id)) or 0) == 4
 
-    # The dead consumer was only slow: it now applies the batch it read. Nothing changes.
-    tally = apply(r, entries, clean.zone, clean.require_backends()[0], consumer="dead")
-    assert tally["counted"] == 0 and tally["repeats"] == 5
+    # The dead consumer was only slow: it drains again. It holds nothing, and counts nothing.
+    database_url = clean.require_backends()[0]
+    tally = drain(r, clean.zone, database_url, consumer="dead", min_idle_ms=0)
+    assert not tally.get("counted")
     assert int(r.get(keys.TOTAL) or 0) == 4
     assert int(r.get(keys.article_views(article_id)) or 0) == 4
 
 
+async def test_newer_entries_drained_around_a_dead_consumers_batch(
+    site: Any, r: redis_lib.Redis, clean: Settings
+) -> None:
+    """New entries are read past a batch still pending on a dead consumer (not idle long enough
+    to be claimed yet): counting and deleting them must leave that batch in the stream, to be
+    claimed and counted later, once."""
+    from workers.counters import drain, ensure_group
+
+    database_url = clean.require_backends()[0]
+    for _ in range(3):
+        await view(site, "/", vid=cookie())
+    await flushed(site)
+    ensure_group(r)
+    got = r.xreadgroup(keys.HITS_GROUP, "dead", {keys.HITS_STREAM: ">"}, count=1000)
+    assert len(got[0][1]) == 3
+    for _ in range(4):
+        await view(site, "/", vid=cookie())
+    await flushed(site)
+
+    tally = drain(r, clean.zone, database_url, consumer="alive", min_idle_ms=60_000)
+    assert tally["counted"] == 4
+    assert r.xlen(keys.HITS_STREAM) == 3  # the dead consumer's batch, untouched
+    assert r.xpending(keys.HITS_STREAM, keys.HITS_GROUP)["pending"] == 3
+
+    tally = drain(r, clean.zone, database_url, consumer="alive", min_idle_ms=0)
+    assert tally["counted"] == 3
+    assert drain(r, clean.zone, database_url, consumer="alive", min_idle_ms=0) == {}
+    assert r.xlen(keys.HITS_STREAM) == 0
+    assert r.xpending(keys.HITS_STREAM, keys.HITS_GROUP)["pending"] == 0
+    assert (await stats(site))["total"] == 7
+
+
 async def test_process_killed_mid_batch(site: Any, r: redis_lib.Redis, clean: Settings) -> None:
-    """A real process reads a batch as a consumer and is SIGKILLed before applying it."""
+    """A real process reads a batch as a consumer (in Python, as workers before the drain
+    script read for themselves did) and is SIGKILLed before counting it."""
     for _ in range(7):
         await view(site, "/", vid=cookie())
     await flushed(site)
     code = (
         "import sys, time, redis\n"
-        "from workers.counters import ensure_group, read\n"
+        "from shared import keys\n"
+        "from workers.counters import ensure_group\n"
         "r = redis.Redis.from_url(sys.argv[1])\n"
         "ensure_group(r)\n"
-        "print(len(read(r, 'doomed')), flush=True)\n"
+        "got = r.xreadgroup(keys.HITS_GROUP, 'doomed', {keys.HITS_STREAM: '>'}, count=1000)\n"
+        "print(len(got[0][1]), flush=True)\n"
         "time.sleep(120)\n"
     )
     proc = subprocess.Popen(
@@ -321,6 +389,121 @@ async def test_process_killed_mid_batch(site: Any, r: redis_lib.Redis, clean: Se
     assert (body["total"], body["online"]) == (7, 7)
 
 
+async def test_drain_process_killed_while_draining(
+    site: Any, r: redis_lib.Redis, clean: Settings
+) -> None:
+    """A real drain, in a process of its own, is SIGKILLed while it works through a long
+    stream; what it counted stays counted, and the rest is counted once after it."""
+    from workers.counters import drain
+
+    article_id, _ = article(clean)
+    now, n = int(time.time()), 30_000
+    for start in range(0, n, 1000):
+        pipe = r.pipeline(transaction=False)
+        for i in range(start, start + 1000):
+            visitor = f"c{i % 700:015d}"
+            pipe.xadd(keys.HITS_STREAM, {"h": f"{now} {int(i % 10 == 0)} {article_id} {visitor} /"})
+        pipe.execute()
+    code = (
+        "import sys, redis\n"
+        "from shared.settings import Settings\n"
+        "from workers.counters import drain\n"
+        "s = Settings.from_env()\n"
+        "r = redis.Redis.from_url(sys.argv[1])\n"
+        "print('ready', flush=True)\n"
+        "while True:\n"
+        "    drain(r, s.zone, s.require_backends()[0], consumer='doomed', budget=0.8)\n"
+    )
+    r.set(keys.TOTAL, 0)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, clean.require_backends()[1]],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        env={**os.environ, **clean.to_env()},
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
+        assert line.strip() == b"ready"
+        await until(lambda: int(r.get(keys.TOTAL) or 0) > 0, "the drain started", 30)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(10) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    counted_before = int(r.get(keys.TOTAL) or 0)
+    assert 0 < counted_before < n - n // 10  # killed in the middle
+    database_url = clean.require_backends()[0]
+    while r.xlen(keys.HITS_STREAM):
+        drain(r, clean.zone, database_url, consumer="after", min_idle_ms=0)
+    humans = n - n // 10
+    assert int(r.get(keys.TOTAL) or 0) == humans
+    assert int(r.get(keys.BOTS) or 0) == n // 10
+    assert int(r.get(keys.article_views(article_id)) or 0) == humans
+    day = datetime.fromtimestamp(now, clean.zone).date().isoformat()
+    assert int(r.get(keys.day_views(day)) or 0) == humans
+    # 700 visitors, every tenth view a bot's: as i % 10 == (i % 700) % 10, 70 are only bots.
+    assert r.pfcount(keys.day_visitors(day)) == pytest.approx(630, rel=0.03)
+    assert r.zcard(keys.ONLINE) == 630
+    assert r.xpending(keys.HITS_STREAM, keys.HITS_GROUP)["pending"] == 0
+    assert r.sismember(keys.VIEWS_DIRTY, str(article_id))
+
+
+@pytest.mark.parametrize(
+    "zone",
+    [
+        "Asia/Ho_Chi_Minh",
+        "America/New_York",
+        "Australia/Lord_Howe",  # DST of half an hour
+        "Pacific/Chatham",  # +12:45 / +13:45
+        "Pacific/Kiritimati",  # +14
+        "Pacific/Pago_Pago",  # -11
+        "America/St_Johns",  # -3:30 / -2:30
+        "UTC",
+    ],
+)
+async def test_days_in_the_sites_time_zone(
+    site: Any, r: redis_lib.Redis, clean: Settings, zone: str
+) -> None:
+    """The drain script finds each view's day in the site's zone from the offsets the worker
+    passes: around every offset change, at local midnights, and at random, as Python does."""
+    import random
+    from zoneinfo import ZoneInfo
+
+    from workers.counters import drain, zone_offsets
+
+    tz = ZoneInfo(zone)
+    now = int(time.time())
+    offsets = zone_offsets(tz, now // 3600)
+    instants = [now - 600, now + 3600]
+    for change in offsets[1::2]:
+        instants += [change + d for d in (-3601, -1, 0, 1, 3599, 86399)]
+    for back in range(0, 400, 7):
+        midnight = datetime.fromtimestamp(now - back * 86400, tz).replace(
+            hour=0, minute=0, second=0, microsecond=0
+        )
+        at = int(midnight.timestamp())
+        instants += [at - 1, at, at + 1]
+    rng = random.Random(7)
+    instants += [rng.randrange(now - 399 * 86400, now + 86400) for _ in range(300)]
+    expected: dict[str, int] = {}
+    for i, at in enumerate(instants):
+        r.xadd(keys.HITS_STREAM, {"h": f"{at} 0  c{i:015d} /"})
+        day = datetime.fromtimestamp(at, tz).date().isoformat()
+        expected[day] = expected.get(day, 0) + 1
+    r.set(keys.TOTAL, 0)
+    drain(r, tz, clean.require_backends()[0], consumer="zones")
+    assert int(r.get(keys.TOTAL) or 0) == len(instants)
+    found = {
+        key.decode().split(":")[-2]: int(r.get(key) or 0)
+        for key in r.scan_iter(match=keys.day_views("*"), count=1000)
+    }
+    assert found == expected
+
+
 async def test_graceful_shutdown_loses_no_buffered_view(site: Any, r: redis_lib.Redis) -> None:
     recorder = site.server.app[hits_key]
     recorder.interval, recorder.flush_at = 3600.0, 10**9
@@ -333,6 +516,9 @@ async def test_graceful_shutdown_loses_no_buffered_view(site: Any, r: redis_lib.
     assert r.xlen(keys.HITS_STREAM) == 6
     fields = r.xrange(keys.HITS_STREAM, count=1)[0][1]
     assert sorted(fields) == sorted(f.encode() for f in FIELDS)
+    seen, bot, article_id, visitor, path = fields[b"h"].decode().split(" ")
+    assert (bot, article_id, visitor[0], path) == ("0", "", "c", "/")
+    assert abs(int(seen) - time.time()) < 60
 
 
 # --- persistence ---------------------------------------------------------------------------------

@@ -1,24 +1,32 @@
 """Visit counters: the page views the publishers append to a Redis stream, counted exactly once.
 
-Drain (every second, from beat): read the stream through the consumer group `keys.HITS_GROUP`
-in batches of BATCH and apply each batch with one Lua script, which also acknowledges it. The
-script acknowledges entry by entry (XACK of one id answers 1 only the first time) and counts
-only the entries it acknowledged itself; so a batch applied twice, by a consumer that died after
-reading it and by the one that later claims it (XAUTOCLAIM), still counts once, and a batch is
-never half counted: the script runs atomically. Counted entries are then deleted from the stream
-(XDEL), so the stream holds only what is not counted yet: its length is the lag, and its memory
-stays small while the drain keeps up.
+Drain (every second, from beat): one Lua script per batch reads BATCH entries through the
+consumer group `keys.HITS_GROUP` (XREADGROUP, or XAUTOCLAIM for entries a dead consumer left
+pending), counts them, acknowledges them (XACK) and deletes them (XDEL), all in one atomic step.
+The entries never travel to Python: an entry is delivered only inside a script that counts it
+before anything else can run, so it is counted once, and a batch is never half counted. Entries
+are pending on a consumer between two steps only if a consumer died between them (a worker of
+an older version read them in Python first, or the script failed): after CLAIM_IDLE_MS the next
+drain claims them inside its script and counts them then, once. Counted entries leave the
+stream, so it holds only what is not counted yet: its length is the lag, and its memory stays
+small while the drain keeps up.
+
+An entry is one field, `h`: "<unix seconds> <bot 0|1> <article id or nothing> <visitor> <path>"
+(see services/publisher/hits.py). Entries of the earlier format, five fields v, p, a, t, b, are
+counted too, so a stream written by publishers of either version drains whole.
 
 One batch updates: the total of human views, each article's views (the plain integer key the
 ingest API reads), the day's views and the day's unique visitors (a HyperLogLog) in the site's
 time zone, the visitors online (a sorted set visitor -> last seen, trimmed to the last five
-minutes), and the bots' counter.
+minutes), and the bots' counter. The script finds the day from the zone's UTC offsets, which the
+worker passes along with the instants they change at (see zone_offsets()).
 
 Persist (every minute): copy the total, the views of articles viewed since the last copy and the
 recent days to PostgreSQL. Restore: an empty Redis (no total key) is refilled from PostgreSQL
-before anything is counted; the drain script refuses to count while the total is missing, so no
-increment can land on an empty key and be overwritten, and SET NX makes concurrent restores
-harmless. What Redis counted after the last copy is lost with Redis (at most a minute).
+before anything is counted; the drain script refuses to count (and reads nothing) while the
+total is missing, so no increment can land on an empty key and be overwritten, and SET NX makes
+concurrent restores harmless. What Redis counted after the last copy is lost with Redis (at most
+a minute).
 """
 
 from __future__ import annotations
@@ -45,53 +53,136 @@ from workers.app import DRAIN_HITS, PERSIST_COUNTERS, app, pool, redis, run, set
 
 log = logging.getLogger(__name__)
 
-BATCH = 1000  # entries per XREADGROUP / XAUTOCLAIM and per script
+BATCH = 1000  # entries per script (one XREADGROUP or XAUTOCLAIM)
 DRAIN_BUDGET = 0.8  # seconds one drain may run: beat sends the next one a second later
 CLAIM_IDLE_MS = 10_000  # entries pending this long belong to a consumer that died
 DAY_TTL = 40 * 24 * 3600  # per-day keys in Redis; PostgreSQL keeps the history
 FORGET_CONSUMER_MS = 24 * 3600 * 1000  # consumers idle this long (and holding nothing) go
 TOTAL_KEY = "total"
+# The span of time zone offsets passed to the script, around now. A view outside it (a clock
+# years off) takes the offset at the nearest end: its day may then be off by the zone's DST
+# shift, its views, total and article count as any other.
+OFFSETS_BEFORE = 400 * 24 * 3600
+OFFSETS_AFTER = 2 * 24 * 3600
+_NEW = ">"  # XREADGROUP's "entries never delivered"; any other start is an XAUTOCLAIM cursor
 
-# KEYS: stream, total, bots, online, views-dirty, then the article and day keys the entries
-# point at by index. ARGV: group, online cutoff, day TTL, then 7 values per entry:
-# id, kind, visitor, seen (unix s), article key index (0: none), day views index, day visitors
-# index. Kinds: h human, b bot, m malformed (acknowledged, not counted), x an id whose entry
-# was trimmed away while pending (acknowledged only if it is really gone).
-_APPLY = """
-if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, 0, 0, 0} end
-local stream, group = KEYS[1], ARGV[1]
-local cutoff = tonumber(ARGV[2])
-local humans, bots, repeats, dropped = 0, 0, 0, 0
-local incr, visitors, days, online, articles, acked = {}, {}, {}, {}, {}, {}
-for i = 4, #ARGV, 7 do
-  local id, kind = ARGV[i], ARGV[i + 1]
-  if kind == 'x' and #redis.call('XRANGE', stream, id, id) > 0 then
-    repeats = repeats + 1
-  elseif redis.call('XACK', stream, group, id) == 1 then
-    acked[#acked + 1] = id
-    if kind == 'h' then
-      humans = humans + 1
-      local visitor, seen = ARGV[i + 2], tonumber(ARGV[i + 3])
-      local a, dv, du = tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), tonumber(ARGV[i + 6])
-      if a > 0 then
-        incr[a] = (incr[a] or 0) + 1
-        articles[a] = true
+# KEYS: stream, total, bots, online, views-dirty. ARGV: group, consumer, count, start (">" to
+# read new entries, else the XAUTOCLAIM cursor), claim min idle ms, online cutoff (unix s), day
+# TTL, article key prefix, day key prefix, day views suffix, day visitors suffix, then the zone's
+# UTC offsets: offset, then (unix s from which, offset) pairs in order. The article and day keys
+# are built here (keys.article_views(), keys.day_views(), keys.day_visitors()): they are only
+# known once the entries are read. Returns {humans, bots, dropped, entries read, next cursor},
+# or {-1, ...} without reading anything while the total is missing.
+#
+# Every entry the script sees is counted by it, once: XREADGROUP ">" delivers each entry once,
+# and reads it with NOACK (acknowledged on delivery: the script counts it before anything else
+# runs, so no pending-entries list, nor XCLAIM per entry in the AOF, is needed); XAUTOCLAIM
+# returns only pending entries, which no one counted (whoever counts an entry acknowledges it in
+# the same script), and the script acknowledges them. Counted entries are deleted. As before
+# (the earlier script acknowledged first, then counted), a script failing halfway would lose its
+# batch, so nothing after the read may fail: malformed entries are only tallied, no number read
+# from an entry is trusted before its pattern matched, and an out-of-memory Redis refuses the
+# script's first write, the read, before anything is acknowledged.
+_DRAIN = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, 0, 0, 0, '0-0'} end
+local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+local count, start = tonumber(ARGV[3]), ARGV[4]
+local entries, nxt, dropped = {}, '0-0', 0
+local ids = {}
+if start == '>' then
+  local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'NOACK',
+    'STREAMS', stream, '>')
+  if got then entries = got[1][2] end
+else
+  local got = redis.call('XAUTOCLAIM', stream, group, consumer, ARGV[5], start, 'COUNT', count)
+  nxt, entries = got[1], got[2]
+  if got[3] then dropped = #got[3] end -- 7.0: ids trimmed away while pending, out of the PEL
+  local present, gone = {}, false
+  for _, e in ipairs(entries) do
+    if e then present[e[1]] = true else gone = true end
+  end
+  if gone then
+    -- 6.2 claims an entry trimmed away while pending as a bare nil: find its id, still pending
+    -- on this consumer in the range just claimed (which holds at most 10 * count of the PEL),
+    -- and acknowledge it if it is really gone.
+    local last = nxt == '0-0' and '+' or '(' .. nxt
+    for _, p in ipairs(redis.call('XPENDING', stream, group, start, last, 10 * count, consumer)) do
+      local id = p[1]
+      if not present[id] and #redis.call('XRANGE', stream, id, id) == 0 then
+        dropped = dropped + redis.call('XACK', stream, group, id)
       end
-      incr[dv] = (incr[dv] or 0) + 1
-      days[dv] = true
-      days[du] = true
-      visitors[du] = visitors[du] or {}
-      table.insert(visitors[du], visitor)
-      if seen >= cutoff and (online[visitor] == nil or online[visitor] < seen) then
-        online[visitor] = seen
-      end
-    elseif kind == 'b' then
+    end
+  end
+end
+local cutoff = tonumber(ARGV[6])
+local article_prefix, day_prefix = ARGV[8], ARGV[9]
+local views_suffix, visitors_suffix = ARGV[10], ARGV[11]
+local offsets = {}
+for i = 12, #ARGV do offsets[#offsets + 1] = tonumber(ARGV[i]) end
+local function day_of(seen)
+  local offset = offsets[1]
+  for j = 2, #offsets, 2 do
+    if seen >= offsets[j] then offset = offsets[j + 1] else break end
+  end
+  -- the civil date of a day number (days since 1970-01-01): H. Hinnant's civil_from_days
+  local z = math.floor((seen + offset) / 86400) + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (m <= 2 and 1 or 0)
+  return string.format('%04d-%02d-%02d', y, m, d)
+end
+local humans, bots = 0, 0
+local articles, online = {}, {} -- article id -> views; visitor -> last seen
+local days = {} -- day name -> {views, visitors (a list, each once), visitors seen (a set)}
+local quarters = {} -- unix quarter hour -> its day (every offset is whole quarter hours)
+for _, e in ipairs(entries) do
+  if e then
+    ids[#ids + 1] = e[1]
+    local f = e[2]
+    local seen, bot, article, visitor
+    if f[1] == 'h' and f[3] == nil then
+      seen, bot, article, visitor = string.match(f[2], '^(%-?%d+) ([01]) 0*(%d*) ([^ ]+)')
+    else
+      local h = {}
+      for j = 1, #f, 2 do h[f[j]] = f[j + 1] end
+      visitor, seen = h.v, h.t and string.match(h.t, '^%-?%d+$')
+      bot, article = h.b == '1' and '1' or '0', string.match(h.a or '', '^0*(%d*)$')
+      if not visitor or visitor == '' or not article then seen = nil end
+    end
+    if seen == nil or #seen > 12 then -- (a time of more than 11 digits is no time either)
+      dropped = dropped + 1
+    elseif bot == '1' then
       bots = bots + 1
     else
-      dropped = dropped + 1
+      humans = humans + 1
+      local at = tonumber(seen)
+      local quarter = math.floor(at / 900)
+      local day = quarters[quarter]
+      if day == nil then
+        local name = day_of(at)
+        day = days[name]
+        if day == nil then
+          day = {0, {}, {}}
+          days[name] = day
+        end
+        quarters[quarter] = day
+      end
+      if article ~= '' then articles[article] = (articles[article] or 0) + 1 end
+      day[1] = day[1] + 1
+      if not day[3][visitor] then
+        day[3][visitor] = true
+        day[2][#day[2] + 1] = visitor
+      end
+      -- the time as it came (a string): ZADD would print a number back into one
+      local last = online[visitor]
+      if at >= cutoff and (last == nil or tonumber(last) < at) then online[visitor] = seen end
     end
-  else
-    repeats = repeats + 1
   end
 end
 local function chunked(cmd, key, list, opt)
@@ -103,21 +194,39 @@ local function chunked(cmd, key, list, opt)
 end
 if humans > 0 then redis.call('INCRBY', KEYS[2], humans) end
 if bots > 0 then redis.call('INCRBY', KEYS[3], bots) end
-for k, n in pairs(incr) do redis.call('INCRBY', KEYS[k], n) end
-for k, list in pairs(visitors) do chunked('PFADD', KEYS[k], list) end
-for k in pairs(days) do redis.call('EXPIRE', KEYS[k], ARGV[3]) end
+local dirty = {}
+for article, n in pairs(articles) do
+  redis.call('INCRBY', article_prefix .. article, n)
+  dirty[#dirty + 1] = article
+end
+chunked('SADD', KEYS[5], dirty)
+for name, day in pairs(days) do
+  local views, visitors = day_prefix .. name .. views_suffix, day_prefix .. name .. visitors_suffix
+  redis.call('INCRBY', views, day[1])
+  redis.call('EXPIRE', views, ARGV[7])
+  chunked('PFADD', visitors, day[2])
+  redis.call('EXPIRE', visitors, ARGV[7])
+end
 local pairs_ = {}
 for visitor, seen in pairs(online) do
   pairs_[#pairs_ + 1] = seen
   pairs_[#pairs_ + 1] = visitor
 end
 chunked('ZADD', KEYS[4], pairs_, 'GT')
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[2])
-local ids = {}
-for k in pairs(articles) do ids[#ids + 1] = string.match(KEYS[k], '(%d+)$') end
-chunked('SADD', KEYS[5], ids)
-chunked('XDEL', stream, acked)
-return {humans, bots, repeats, dropped}
+if #ids > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[6]) end
+if start == '>' and #ids > 0 and redis.call('XPENDING', stream, group)[1] == 0 then
+  -- Nothing pending: every entry below the last one read was delivered and counted, so one
+  -- XTRIM deletes the batch (whole listpack nodes at once, where XDEL seeks entry by entry).
+  redis.call('XTRIM', stream, 'MINID', ids[#ids])
+  redis.call('XDEL', stream, ids[#ids])
+else
+  for j = 1, #ids, 400 do
+    local part = {unpack(ids, j, math.min(j + 399, #ids))}
+    if start ~= '>' then redis.call('XACK', stream, group, unpack(part)) end
+    redis.call('XDEL', stream, unpack(part))
+  end
+end
+return {humans, bots, dropped, #entries, nxt}
 """
 
 # Forget an article's "not persisted" mark only if Redis still holds the value just written to
@@ -131,8 +240,6 @@ for i = 1, #ARGV, 2 do
 end
 return 0
 """
-
-Entry = tuple[bytes | None, dict[bytes, bytes] | None]
 
 
 class _QuietDrains(logging.Filter):
@@ -163,8 +270,8 @@ def consumer_name() -> str:
 
 @app.task(name=DRAIN_HITS, ignore_result=True)
 def drain_hits(budget: float = DRAIN_BUDGET, min_idle_ms: int = CLAIM_IDLE_MS) -> dict[str, int]:
-    """No retries nor acks_late: beat sends the next drain a second later, and an interrupted
-    drain leaves its entries pending, to be claimed by the next one."""
+    """No retries nor acks_late: beat sends the next drain a second later, and whatever an
+    interrupted drain left pending is claimed by a later one."""
     s = settings()
     database_url, _ = s.require_backends()
     return drain(
@@ -186,26 +293,63 @@ def drain(
     budget: float = DRAIN_BUDGET,
     min_idle_ms: int = CLAIM_IDLE_MS,
 ) -> dict[str, int]:
-    """Claim what dead consumers left, then read new entries until the stream is empty or the
-    budget is spent. Returns the tallies (counted, bots, repeats, dropped, batches)."""
+    """Claim what dead consumers left, then count new entries until the stream holds less than
+    a batch or the budget is spent. Returns the tallies (counted, bots, dropped, batches)."""
     deadline = time.monotonic() + budget
     ensure_group(r)
     tally: Counter[str] = Counter()
     cursor = "0-0"
-    while True:
-        cursor, entries = claim(r, consumer, cursor, min_idle_ms)
-        if entries:
-            tally.update(apply(r, entries, zone, database_url, consumer=consumer))
-        if cursor == "0-0" or time.monotonic() >= deadline:
-            break
-    while time.monotonic() < deadline:
-        entries = read(r, consumer)
-        if not entries:
-            break
-        tally.update(apply(r, entries, zone, database_url, consumer=consumer))
+    try:
+        while True:
+            read, cursor = step(r, zone, database_url, consumer, tally, cursor, min_idle_ms)
+            if cursor == "0-0" or time.monotonic() >= deadline:
+                break
+        while time.monotonic() < deadline:
+            read, _ = step(r, zone, database_url, consumer, tally)
+            if read < BATCH:
+                break
+    except ResponseError as err:
+        if "NOGROUP" not in str(err):
+            raise
+        ensure_group(r)  # the stream was deleted under us: nothing was read
+    if tally["dropped"]:
+        log.warning("%s: acknowledged %d malformed or trimmed entries", consumer, tally["dropped"])
     if tally["counted"] or tally["bots"]:
         log.debug("counted %d views, %d by bots", tally["counted"], tally["bots"])
     return dict(tally)
+
+
+def step(
+    r: Redis,
+    zone: ZoneInfo,
+    database_url: str,
+    consumer: str,
+    tally: Counter[str],
+    start: str = _NEW,
+    min_idle_ms: int = CLAIM_IDLE_MS,
+    count: int = BATCH,
+) -> tuple[int, str]:
+    """One script: read up to `count` new entries (start ">") or claim those idle for
+    min_idle_ms from the XAUTOCLAIM cursor `start`, count them, acknowledge and delete them.
+    Adds to `tally`; returns (entries read, the next XAUTOCLAIM cursor or "0-0")."""
+    now = int(time.time())
+    script_keys = [keys.HITS_STREAM, keys.TOTAL, keys.BOTS, keys.ONLINE, keys.VIEWS_DIRTY]
+    args: list[Any] = [keys.HITS_GROUP, consumer, count, start, min_idle_ms]
+    args += [now - ONLINE_WINDOW, DAY_TTL, *_key_parts(), *zone_offsets(zone, now // 3600)]
+    reply = _drain_script(r)(keys=script_keys, args=args)
+    if int(reply[0]) == -1:
+        # Redis lost its counters (the script read nothing): refill them first, then count.
+        restore(r, database_url, zone)
+        reply = _drain_script(r)(keys=script_keys, args=args)
+        if int(reply[0]) == -1:
+            raise RuntimeError("the total is still missing after a restore")
+    humans, bots, dropped, read = (int(x) for x in reply[:4])
+    raw_next = reply[4]
+    if read:
+        tally.update(counted=humans, bots=bots, dropped=dropped, batches=1)
+    elif dropped:
+        tally.update(dropped=dropped)
+    return read, raw_next.decode() if isinstance(raw_next, bytes) else str(raw_next)
 
 
 def ensure_group(r: Redis) -> None:
@@ -218,109 +362,55 @@ def ensure_group(r: Redis) -> None:
             raise
 
 
-def read(r: Redis, consumer: str, count: int = BATCH) -> list[Entry]:
-    """New entries for this consumer (they stay pending on it until a script acknowledges)."""
-    try:
-        got = r.xreadgroup(keys.HITS_GROUP, consumer, {keys.HITS_STREAM: ">"}, count=count)
-    except ResponseError as err:
-        if "NOGROUP" not in str(err):
-            raise
-        ensure_group(r)  # the stream was deleted under us
-        return []
-    if not got:
-        return []
-    return cast(list[Entry], cast(Any, got)[0][1])
+@lru_cache(maxsize=1)
+def _key_parts() -> tuple[str, str, str, str]:
+    """What the script builds the article and day keys from: the article key prefix, and the
+    day keys' prefix and two suffixes around the date (checked against shared.keys)."""
+    article_prefix = keys.article_views(0)[:-1]
+    marker = "0000-00-00"
+    day_prefix, views_suffix = keys.day_views(marker).split(marker)
+    visitors_prefix, visitors_suffix = keys.day_visitors(marker).split(marker)
+    assert keys.article_views(123) == article_prefix + "123"
+    assert visitors_prefix == day_prefix, "the script expects one prefix for both day keys"
+    return article_prefix, day_prefix, views_suffix, visitors_suffix
 
 
-def claim(r: Redis, consumer: str, cursor: str, min_idle_ms: int) -> tuple[str, list[Entry]]:
-    """Entries other consumers read and left pending for min_idle_ms: theirs to count no more.
-    Redis 6.2 answers an entry trimmed away meanwhile as nil; its id, still pending, is found
-    with XPENDING and passed on as kind x, so the PEL does not keep it for ever."""
-    reply = r.xautoclaim(
-        keys.HITS_STREAM, keys.HITS_GROUP, consumer, min_idle_ms, start_id=cursor, count=BATCH
-    )
-    raw_next, found = reply[0], reply[1]
-    next_id = raw_next.decode() if isinstance(raw_next, bytes) else str(raw_next)
-    entries = [e for e in cast(list[Entry], found) if e[0] is not None]
-    if len(entries) < len(found):
-        present = {e[0] for e in entries}
-        pending = r.xpending_range(
-            keys.HITS_STREAM, keys.HITS_GROUP, "-", "+", BATCH, consumername=consumer
-        )
-        entries += [
-            (p["message_id"], None) for p in cast(Any, pending) if p["message_id"] not in present
-        ]
-    return next_id, entries
+@lru_cache(maxsize=16)
+def zone_offsets(zone: ZoneInfo, hour: int) -> tuple[int, ...]:
+    """The zone's UTC offsets (seconds) from OFFSETS_BEFORE before the unix hour `hour` to
+    OFFSETS_AFTER after it, for the drain script: the first offset, then (unix second it starts
+    at, offset) for each change, in order. One pair a DST change; a zone without DST: one value.
+    Recomputed once an hour."""
 
+    def offset(at: int) -> int:
+        delta = datetime.fromtimestamp(at, zone).utcoffset()
+        return int(delta.total_seconds()) if delta is not None else 0
 
-def apply(
-    r: Redis, entries: list[Entry], zone: ZoneInfo, database_url: str, *, consumer: str = ""
-) -> Counter[str]:
-    """Count a batch and acknowledge it, atomically, in one script."""
-    script_keys, args = _script_args(entries, zone)
-    reply = _apply_script(r)(keys=script_keys, args=args)
-    if int(reply[0]) == -1:
-        # Redis lost its counters: refill them from PostgreSQL first, then count.
-        restore(r, database_url, zone)
-        reply = _apply_script(r)(keys=script_keys, args=args)
-        if int(reply[0]) == -1:
-            raise RuntimeError("the total is still missing after a restore")
-    humans, bots, repeats, dropped = (int(x) for x in reply)
-    if repeats:
-        log.info("%s: %d entries were counted already (claimed after a crash)", consumer, repeats)
-    if dropped:
-        log.warning("%s: acknowledged %d malformed or trimmed entries", consumer, dropped)
-    return Counter(counted=humans, bots=bots, repeats=repeats, dropped=dropped, batches=1)
-
-
-def _script_args(entries: list[Entry], zone: ZoneInfo) -> tuple[list[str], list[Any]]:
-    script_keys = [keys.HITS_STREAM, keys.TOTAL, keys.BOTS, keys.ONLINE, keys.VIEWS_DIRTY]
-    index: dict[str, int] = {}
-
-    def key(name: str) -> int:
-        if name not in index:
-            script_keys.append(name)
-            index[name] = len(script_keys)  # Lua indexes KEYS from 1
-        return index[name]
-
-    # Every zone's offset is a whole number of quarter hours, so a quarter hour is in one day.
-    days: dict[int, tuple[int, int]] = {}  # unix quarter hour -> (views key, visitors key)
-    args: list[Any] = [keys.HITS_GROUP, int(time.time()) - ONLINE_WINDOW, DAY_TTL]
-    for entry_id, fields in entries:
-        parsed = _parse(fields) if fields is not None else None
-        if parsed is None:
-            args += [entry_id, "x" if fields is None else "m", "", 0, 0, 0, 0]
-            continue
-        visitor, seen, article, bot = parsed
-        if bot:
-            args += [entry_id, "b", "", 0, 0, 0, 0]
-            continue
-        quarter = seen // 900
-        if quarter not in days:
-            day = datetime.fromtimestamp(seen, zone).date().isoformat()
-            days[quarter] = (key(keys.day_views(day)), key(keys.day_visitors(day)))
-        views_key, visitors_key = days[quarter]
-        article_key = key(keys.article_views(article)) if article else 0
-        args += [entry_id, "h", visitor, seen, article_key, views_key, visitors_key]
-    return script_keys, args
-
-
-def _parse(fields: dict[bytes, bytes]) -> tuple[str, int, int, bool] | None:
-    try:
-        visitor = fields[b"v"].decode()
-        seen = int(fields[b"t"])
-        raw_article = fields.get(b"a", b"")
-        article = int(raw_article) if raw_article else 0
-    except (KeyError, ValueError, UnicodeDecodeError):
-        return None
-    if not visitor or article < 0:
-        return None
-    return visitor, seen, article, fields.get(b"b") == b"1"
+    start, end = hour * 3600 - OFFSETS_BEFORE, hour * 3600 + OFFSETS_AFTER
+    stride = 6 * 3600  # no zone changes its offset twice in six hours
+    out = [offset(start)]
+    at, current = start, out[0]
+    while at < end:
+        later = min(at + stride, end)
+        if offset(later) != current:
+            low, high = at, later  # offset(low) == current != offset(high)
+            while high - low > 1:
+                middle = (low + high) // 2
+                if offset(middle) == current:
+                    low = middle
+                else:
+                    high = middle
+            current = offset(high)
+            out += [high, current]
+            at = high
+        else:
+            at = later
+    return tuple(out)
 
 
 @lru_cache(maxsize=8)
-def _apply_script(r: Redis) -> Script:
-    return r.register_script(_APPLY)
+def _drain_script(r: Redis) -> Script:
+    return r.register_script(_DRAIN)
 
 
 @lru_cache(maxsize=8)
