@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -48,6 +49,8 @@ class Settings:
     log_level: str
     log_format: str  # "text" or "json"
     count_views: bool  # record page views (off only to measure what counting costs)
+    # Reverse proxies whose X-Forwarded-For names the reader (addresses or networks).
+    trusted_proxies: tuple[str, ...]
     # Limits for what submitters send.
     max_photo_bytes: int
     max_photos: int
@@ -80,6 +83,7 @@ class Settings:
             ),
             log_format=_choice(env, "BANTIN_LOG_FORMAT", "text", ("text", "json")),
             count_views=_choice(env, "BANTIN_COUNT_VIEWS", "on", ("on", "off")) == "on",
+            trusted_proxies=_networks(env, "BANTIN_TRUSTED_PROXIES"),
             **{
                 field: _int(env, name, default, minimum)
                 for field, (name, default, minimum) in LIMITS.items()
@@ -112,6 +116,10 @@ class Settings:
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
+    @property
+    def proxy_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        return tuple(ip_network(n) for n in self.trusted_proxies)
+
     def to_env(self) -> dict[str, str]:
         """The environment that gives a child process these same settings."""
         env = {
@@ -122,6 +130,7 @@ class Settings:
             "BANTIN_LOG_LEVEL": self.log_level,
             "BANTIN_LOG_FORMAT": self.log_format,
             "BANTIN_COUNT_VIEWS": "on" if self.count_views else "off",
+            "BANTIN_TRUSTED_PROXIES": ",".join(self.trusted_proxies),
         }
         optional = {
             "BANTIN_DATABASE_URL": self.database_url,
@@ -172,6 +181,23 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     if value not in choices:
         raise SettingsError(f"{name}: {raw!r} is not one of {', '.join(choices)}")
     return value
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of addresses and networks (10.0.0.0/8, ::1), normalised."""
+    found = []
+    for raw in env.get(name, "").split(","):
+        if raw.strip():
+            found.append(
+                _checked(
+                    name,
+                    raw.strip(),
+                    lambda v: str(ip_network(v, strict=False)),
+                    bool,
+                    "an IP address or network (such as 10.0.0.0/8)",
+                )
+            )
+    return tuple(found)
 
 
 def _timezone(name: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import parsedate_to_datetime
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
 
 from aiohttp import web
@@ -109,6 +110,39 @@ async def readyz(request: web.Request) -> web.Response:
 def add_health_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+
+
+def client_address(
+    request: web.Request, proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+) -> str:
+    """The reader's address. Behind trusted reverse proxies (BANTIN_TRUSTED_PROXIES), the
+    nearest address in X-Forwarded-For that is not one of them: each proxy appends the address
+    it received from, so only the hops that trusted proxies added can be believed; anything to
+    the left of the first untrusted one may have been written by the client itself."""
+    peer = request.remote or ""
+    if not proxies or not _among(peer, proxies):
+        return peer
+    hops = [h.strip() for v in request.headers.getall("X-Forwarded-For", ()) for h in v.split(",")]
+    for hop in reversed(hops):
+        if not _among(hop, proxies):
+            return hop if _is_address(hop) else peer
+    return hops[0] if hops else peer
+
+
+def _among(address: str, networks: tuple[IPv4Network | IPv6Network, ...]) -> bool:
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in n for n in networks)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def not_modified(request: web.Request, etag: str, last_modified: str | None = None) -> bool:

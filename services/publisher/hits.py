@@ -16,7 +16,8 @@ no-op, so a flaky connection neither loses nor doubles views. A graceful shutdow
 left (the aiohttp cleanup context below runs after the last request has been answered).
 
 Visitors: a first-party cookie `bantin_vid`. A request without it is identified by a keyed hash
-of (client IP, User-Agent), and the cookie it receives carries that hash and the day: views on
+of (client IP, User-Agent), the IP behind trusted reverse proxies being the one they forwarded
+(`shared.web.client_address`), and the cookie it receives carries that hash and the day: views on
 the day the cookie was given keep counting under the hash, so a new reader's first view and the
 next ones are one visitor, not two; from the next day on the cookie's random part identifies the
 browser (readers behind one carrier NAT with the same phone are not merged for ever). Clients
@@ -47,7 +48,7 @@ from redis.exceptions import RedisError
 
 from shared import keys
 from shared.settings import Settings
-from shared.web import pool_key, redis_key, settings_key
+from shared.web import client_address, pool_key, redis_key, settings_key
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ class HitRecorder:
         self.flush_at = FLUSH_AT
         self.dropped = 0
         self.enabled = settings.count_views
+        self.proxies = settings.proxy_networks
         self._bots: dict[str, bool] = {}
         # The cookie's random part tells browsers apart; it guards nothing, so a generator
         # seeded from the OS will do (os.urandom per view showed in profiles).
@@ -193,7 +195,7 @@ class HitRecorder:
             random_part, day, first = found.groups()
             return ("h" + first if day == today else "c" + random_part), None
         digest = hashlib.blake2b(
-            f"{request.remote}\n{agent}".encode(),
+            f"{client_address(request, self.proxies)}\n{agent}".encode(),
             key=self.key,
             digest_size=8,
         ).hexdigest()
