@@ -521,6 +521,35 @@ async def test_graceful_shutdown_loses_no_buffered_view(site: Any, r: redis_lib.
     assert abs(int(seen) - time.time()) < 60
 
 
+async def test_shutdown_when_a_cancellation_would_be_swallowed(
+    site: Any, r: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flusher is stopped by a flag, not by cancelling it: a cancellation that lands in
+    the Redis client's call may come out as a connection error, and a flusher stopped by
+    cancellation then waited for ever, holding the shutdown (seen in the suite)."""
+    recorder = site.server.app[hits_key]
+    real_flush = recorder.flush
+    calls = 0
+
+    async def flush_like_a_client_that_swallows_cancellation() -> int:
+        nonlocal calls
+        calls += 1
+        try:
+            await asyncio.sleep(0.2)
+        except asyncio.CancelledError:
+            raise redis_lib.exceptions.ConnectionError("connection lost") from None
+        return await real_flush()
+
+    recorder.interval = 0.001  # the flusher is almost always inside flush()
+    monkeypatch.setattr(recorder, "flush", flush_like_a_client_that_swallows_cancellation)
+    await until(lambda: calls >= 3, "the flusher runs")
+    assert (await view(site, "/", vid=cookie())).status == 200
+    started = time.monotonic()
+    await asyncio.wait_for(site.close(), 5)  # the app's cleanup, flusher included
+    assert time.monotonic() - started < 2
+    assert r.xlen(keys.HITS_STREAM) == 1  # and the last flush still sent the view
+
+
 # --- persistence ---------------------------------------------------------------------------------
 
 
