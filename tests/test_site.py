@@ -337,6 +337,44 @@ async def test_search_ranks_highlights_escapes_and_pages(
     await page(site, "/search?q=x&page=0", 400)
 
 
+async def test_search_ranks_only_the_most_recent_matches(
+    site: Client, clean: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A word half the site contains costs no more than any other: only the most recent
+    matches are ranked and counted, and the page says there are more."""
+    with psycopg.connect(clean.require_backends()[0], autocommit=True) as conn:
+        category = conn.execute(
+            "INSERT INTO categories (slug, name) VALUES ('tin-tuc', 'Tin tức') RETURNING id"
+        ).fetchone()
+        assert category is not None
+        ids = []
+        # The oldest mentions the word most often: it would rank first if it were ranked.
+        for age, text in enumerate(["thuy loi " * 20, "thuy loi", "thuy loi", "thuy loi"][::-1]):
+            row = conn.execute(
+                "INSERT INTO articles (uuid, slug, category_id, title, status, published_at,"
+                " search_text) VALUES (gen_random_uuid(), %s, %s, %s, 'published',"
+                " now() - make_interval(hours => %s), %s) RETURNING id",
+                (f"bai-{age}", category[0], f"Bài {age}", age, text),
+            ).fetchone()
+            assert row is not None
+            ids.append(row[0])
+    async with site.server.app[pool_key].connection() as conn:
+        everything = await queries.search(conn, "thuy loi", limit=10, offset=0)
+        assert everything.articles[0].id == ids[-1]  # the oldest ranks first
+        assert (everything.total, everything.more) == (4, False)
+        bounded = await queries.search(conn, "thuy loi", limit=10, offset=0, candidates=3)
+        assert sorted(a.id for a in bounded.articles) == sorted(ids[:3])
+        assert (bounded.total, bounded.more) == (3, True)
+        past = await queries.search(conn, "thuy loi", limit=10, offset=10, candidates=3)
+        assert (past.articles, past.total, past.more) == ([], 3, True)
+        exact = await queries.search(conn, "thuy loi", limit=10, offset=0, candidates=4)
+        assert (exact.total, exact.more) == (4, False)
+    monkeypatch.setattr(queries, "SEARCH_CANDIDATES", 3)
+    _, html = await page(site, "/search", params={"q": "thủy lợi"})
+    assert "Tìm thấy hơn 3 kết quả cho từ khóa “thủy lợi”" in html
+    assert len(main_links(parse_html(html))) == 3
+
+
 def test_highlight_works_on_the_original_text() -> None:
     terms = pages.query_terms("uy vien")
     assert terms == {"uy", "vien"}

@@ -26,6 +26,8 @@ LABELS: Final[dict[str, str]] = {
     "search_submit": "Tìm",
     "search_hint": "Nhập từ khóa để tìm bài viết.",
     "search_results": "Tìm thấy %(total)s kết quả cho từ khóa “%(q)s”",
+    "search_results_more": "Tìm thấy hơn %(total)s kết quả cho từ khóa “%(q)s”; dưới đây là"
+    " %(total)s bài mới nhất, xếp theo mức độ phù hợp",
     "no_results": "Không tìm thấy kết quả phù hợp.",
     # Listings
     "read_more": "Xem tiếp",

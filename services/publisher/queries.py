@@ -23,6 +23,10 @@ from shared.models import Article
 # (same category, others): the work is bounded whatever the size of the site, and news a reader
 # calls related is recent news anyway.
 RELATED_CANDIDATES = 300
+# ... ranked by the title's words, then this many times the list's length by words and pairs.
+RELATED_SHORTLIST = 4
+# Search ranks at most this many matches, the most recent (50 pages of 20).
+SEARCH_CANDIDATES = 1000
 
 
 async def home_sections(conn: Conn, per_category: int) -> list[Article]:
@@ -41,9 +45,16 @@ async def home_sections(conn: Conn, per_category: int) -> list[Article]:
 async def related(conn: Conn, article: Article, tsquery: str | None, limit: int) -> list[Article]:
     """Same category first; within each group by textual similarity to the article's title
     (`tsquery`, see pages.related_tsquery), recent first among equals; never the article.
-    Articles that share no word still fill the list (same category first, newest first)."""
+    Articles that share no word still fill the list (same category first, newest first).
+
+    Ranked in two steps: every candidate by the title's words alone, then the best few by the
+    words and their pairs. ts_rank with the pairs costs twice as much a candidate as with the
+    words (a pair holds only where both words do, so the words find the same candidates)."""
+    words = " | ".join(t for t in (tsquery or "").split(" | ") if t and "<->" not in t)
     cur = await conn.execute(
-        "WITH q AS (SELECT CASE WHEN %(q)s <> '' THEN to_tsquery('simple', %(q)s) END AS q),"
+        "WITH q AS (SELECT"
+        "  CASE WHEN %(q)s <> '' THEN to_tsquery('simple', %(q)s) END AS q,"
+        "  CASE WHEN %(w)s <> '' THEN to_tsquery('simple', %(w)s) END AS w),"
         " candidates AS ("
         # ts_rank, not ts_rank_cd: with the title's word pairs in the query, cover density cost
         # 70 us a candidate (60 ms a page) where ts_rank costs 2 us, for the same order here.
@@ -54,28 +65,34 @@ async def related(conn: Conn, article: Article, tsquery: str | None, limit: int)
         "    SELECT a.id, a.published_at, a.search_vector FROM articles a"
         "    WHERE a.status = 'published' AND a.category_id = %(cat)s AND a.id <> %(id)s"
         "    ORDER BY a.published_at DESC, a.id DESC LIMIT %(n)s) r, q"
-        "   WHERE r.search_vector @@ q.q)"
+        "   WHERE r.search_vector @@ q.w)"
         "  UNION ALL"
         "  (SELECT r.id, r.published_at, false, r.search_vector FROM ("
         "    SELECT a.id, a.published_at, a.category_id, a.search_vector FROM articles a"
         "    WHERE a.status = 'published'"
         "    ORDER BY a.published_at DESC, a.id DESC LIMIT %(n)s) r, q"
-        "   WHERE r.category_id <> %(cat)s AND r.search_vector @@ q.q)"
+        "   WHERE r.category_id <> %(cat)s AND r.search_vector @@ q.w)"
         "  UNION ALL"
         "  (SELECT a.id, a.published_at, true, NULL FROM articles a"
         "   WHERE a.status = 'published' AND a.category_id = %(cat)s AND a.id <> %(id)s"
         "   ORDER BY a.published_at DESC, a.id DESC LIMIT %(limit)s)"
         " ),"
-        " ranked AS ("
-        "  SELECT DISTINCT ON (c.id) c.id, c.same, c.published_at,"
-        "   coalesce(ts_rank(c.search_vector, q.q), 0) AS score"
+        " by_words AS ("
+        "  SELECT DISTINCT ON (c.id) c.id, c.same, c.published_at, c.search_vector,"
+        "   coalesce(ts_rank(c.search_vector, q.w), 0) AS score"
         "  FROM candidates c, q ORDER BY c.id, score DESC"
+        " ),"
+        " shortlist AS ("
+        "  SELECT * FROM by_words"
+        "  ORDER BY same DESC, score DESC, published_at DESC, id DESC LIMIT %(short)s"
         " ),"
         # The few chosen before the join: joining every candidate to its whole article row and
         # category first cost a third of the query.
         " top AS ("
-        "  SELECT * FROM ranked"
-        "  ORDER BY same DESC, score DESC, published_at DESC, id DESC LIMIT %(limit)s"
+        "  SELECT s.id, s.same, s.published_at,"
+        "   coalesce(ts_rank(s.search_vector, q.q), 0) AS score"
+        "  FROM shortlist s, q"
+        "  ORDER BY s.same DESC, score DESC, s.published_at DESC, s.id DESC LIMIT %(limit)s"
         " )"
         f" SELECT {ARTICLE_COLUMNS}, r.same, r.score FROM top r"
         f" JOIN {ARTICLE_FROM} ON a.id = r.id"
@@ -83,9 +100,11 @@ async def related(conn: Conn, article: Article, tsquery: str | None, limit: int)
         {
             # An empty query (a title of stop words only) matches nothing: only the fill-up.
             "q": tsquery or "",
+            "w": words,
             "cat": article.category.id,
             "id": article.id,
             "n": RELATED_CANDIDATES,
+            "short": RELATED_SHORTLIST * limit,
             "limit": limit,
         },
     )
@@ -95,31 +114,55 @@ async def related(conn: Conn, article: Article, tsquery: str | None, limit: int)
 @dataclass(frozen=True, slots=True)
 class Found:
     articles: list[Article]
-    total: int
+    total: int  # at most SEARCH_CANDIDATES
+    more: bool = False  # older matches exist beyond those
 
 
-async def search(conn: Conn, folded: str, *, limit: int, offset: int) -> Found:
-    """Published articles whose folded text has every word of the folded query, best first
-    (cover density: the words close together rank higher), then newest."""
+async def search(
+    conn: Conn, folded: str, *, limit: int, offset: int, candidates: int | None = None
+) -> Found:
+    """Published articles whose folded text has every word of the folded query, best first,
+    then newest. Only the `candidates` (default SEARCH_CANDIDATES) most recent matches are
+    ranked and counted (`total` is at most that many; `more` says whether older ones exist),
+    so a query of a word that half the site contains costs the same as any other. PostgreSQL
+    finds them by walking the date index for common words, through the full-text index for
+    rare ones."""
+    if candidates is None:
+        candidates = SEARCH_CANDIDATES
     cur = await conn.execute(
-        f"SELECT {ARTICLE_COLUMNS}, count(*) OVER () AS total"
-        f" FROM {ARTICLE_FROM}, plainto_tsquery('simple', %s) q"
-        " WHERE a.status = 'published' AND a.search_vector @@ q"
-        " ORDER BY ts_rank(a.search_vector, q) DESC, a.published_at DESC, a.id DESC"
-        " LIMIT %s OFFSET %s",
-        (folded, limit, offset),
+        "WITH q AS (SELECT plainto_tsquery('simple', %(q)s) AS q),"
+        # One more than ranked, to know whether older matches exist.
+        " matches AS ("
+        "  SELECT a.id, a.published_at, a.search_vector,"
+        "   row_number() OVER (ORDER BY a.published_at DESC, a.id DESC) AS n"
+        "  FROM articles a, q"
+        "  WHERE a.status = 'published' AND a.search_vector @@ q.q"
+        "  ORDER BY a.published_at DESC, a.id DESC LIMIT %(n)s + 1"
+        " ),"
+        " ranked AS ("
+        "  SELECT m.id, ts_rank(m.search_vector, q.q) AS score FROM matches m, q"
+        "  WHERE m.n <= %(n)s"
+        "  ORDER BY score DESC, m.published_at DESC, m.id DESC LIMIT %(limit)s OFFSET %(offset)s"
+        " )"
+        f" SELECT {ARTICLE_COLUMNS}, (SELECT count(*) FROM matches) AS found"
+        f" FROM ranked r JOIN {ARTICLE_FROM} ON a.id = r.id"
+        " ORDER BY r.score DESC, a.published_at DESC, a.id DESC",
+        {"q": folded, "n": candidates, "limit": limit, "offset": offset},
     )
     rows = await cur.fetchall()
-    if not rows and offset:
-        # Past the last page: say how many there are.
+    if rows:
+        found = int(rows[0]["found"])
+    else:
+        # Past the last page (or nothing at all): say how many there are.
         cur = await conn.execute(
-            "SELECT count(*) AS total FROM articles a, plainto_tsquery('simple', %s) q"
-            " WHERE a.status = 'published' AND a.search_vector @@ q",
-            (folded,),
+            "SELECT count(*) AS found FROM ("
+            "  SELECT 1 FROM articles a, plainto_tsquery('simple', %s) q"
+            "  WHERE a.status = 'published' AND a.search_vector @@ q LIMIT %s) m",
+            (folded, candidates + 1),
         )
         row = await cur.fetchone()
-        return Found([], int(row["total"]) if row else 0)
-    return Found(await with_images(conn, rows), int(rows[0]["total"]) if rows else 0)
+        found = int(row["found"]) if row else 0
+    return Found(await with_images(conn, rows), min(found, candidates), found > candidates)
 
 
 # --- sitemaps ------------------------------------------------------------------------------

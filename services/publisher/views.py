@@ -177,6 +177,7 @@ async def search(request: web.Request) -> web.StreamResponse:
         ctx.update(
             q=q,
             total=found.total,
+            more_matches=found.more,
             results=[pages.search_card(a, settings.zone, terms) for a in found.articles],
             pagination={
                 "page": page_no,
