@@ -249,6 +249,7 @@ def search_context(q: str = "tổng kết") -> Ctx:
         make_card("Tập huấn nghiệp vụ năm 2022", "tap-huan", thumb=False),
     ]
     ctx["total"] = 2
+    ctx["more_matches"] = False
     ctx["pagination"] = {"page": 1, "prev_url": None, "next_url": None}
     return ctx
 
@@ -553,6 +554,10 @@ def test_search_page_with_results() -> None:
     assert "<mark>tổng kết</mark>" in html  # snippet_html is trusted markup
     # The card without a snippet falls back to its summary.
     assert "Tóm tắt: Tập huấn nghiệp vụ năm 2022" in text_of(main)
+    # More matches than are ranked: the summary says so.
+    ctx = {**search_context(), "total": 1000, "more_matches": True}
+    main = parse_html(render("search.html", ctx)).find(".//main")
+    assert "Tìm thấy hơn 1000 kết quả cho từ khóa “tổng kết”" in text_of(main)
 
 
 def test_search_page_no_results_and_empty_query() -> None:
