@@ -389,6 +389,29 @@ async def test_process_killed_mid_batch(site: Any, r: redis_lib.Redis, clean: Se
     assert (body["total"], body["online"]) == (7, 7)
 
 
+async def test_a_refused_write_costs_only_its_own_key(
+    site: Any, r: redis_lib.Redis, clean: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis keeps what a failed script wrote: an article counter that is not a number (a
+    hand edit, a bug) must not stop the batch half-way, with the total counted and the day,
+    the visitors and the stream left behind."""
+    from workers.counters import drain
+
+    article_id, _ = article(clean)
+    r.set(keys.article_views(article_id), "not a number")
+    for _ in range(5):
+        await view(site, f"/tin-tuc/bai-viet-{article_id}", vid=cookie())
+    await flushed(site)
+    with caplog.at_level("ERROR", logger="workers.counters"):
+        tally = drain(r, clean.zone, clean.require_backends()[0], consumer="test", budget=5)
+    assert tally["counted"] == 5 and tally["refused"] == 1
+    assert "Redis refused 1 of the writes counting 5 page views" in caplog.text
+    assert r.xlen(keys.HITS_STREAM) == 0
+    body = await stats(site)
+    assert (body["total"], body["today_views"], body["online"]) == (5, 5, 5)
+    assert r.get(keys.article_views(article_id)) == b"not a number"
+
+
 async def test_drain_process_killed_while_draining(
     site: Any, r: redis_lib.Redis, clean: Settings
 ) -> None:

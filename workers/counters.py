@@ -80,9 +80,11 @@ _NEW = ">"  # XREADGROUP's "entries never delivered"; any other start is an XAUT
 # returns only pending entries, which no one counted (whoever counts an entry acknowledges it in
 # the same script), and the script acknowledges them. Counted entries are deleted. As before
 # (the earlier script acknowledged first, then counted), a script failing halfway would lose its
-# batch, so nothing after the read may fail: malformed entries are only tallied, no number read
-# from an entry is trusted before its pattern matched, and an out-of-memory Redis refuses the
-# script's first write, the read, before anything is acknowledged.
+# batch, and Redis keeps what a failed script wrote, so nothing after the read may fail:
+# malformed entries are only tallied, no number read from an entry is trusted before its
+# pattern matched, and every counting write goes through redis.pcall, so that one key Redis
+# refuses (a wrong type, an overflow) costs that key's increment, not the batch's others. The
+# refused writes are returned, and the worker logs them.
 _DRAIN = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, 0, 0, 0, '0-0'} end
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
@@ -185,27 +187,32 @@ for _, e in ipairs(entries) do
     end
   end
 end
+local refused = 0
+local function write(...)
+  local ok = redis.pcall(...)
+  if type(ok) == 'table' and ok.err then refused = refused + 1 end
+end
 local function chunked(cmd, key, list, opt)
   for j = 1, #list, 400 do
     local part = {unpack(list, j, math.min(j + 399, #list))}
     if opt then table.insert(part, 1, opt) end
-    redis.call(cmd, key, unpack(part))
+    write(cmd, key, unpack(part))
   end
 end
-if humans > 0 then redis.call('INCRBY', KEYS[2], humans) end
-if bots > 0 then redis.call('INCRBY', KEYS[3], bots) end
+if humans > 0 then write('INCRBY', KEYS[2], humans) end
+if bots > 0 then write('INCRBY', KEYS[3], bots) end
 local dirty = {}
 for article, n in pairs(articles) do
-  redis.call('INCRBY', article_prefix .. article, n)
+  write('INCRBY', article_prefix .. article, n)
   dirty[#dirty + 1] = article
 end
 chunked('SADD', KEYS[5], dirty)
 for name, day in pairs(days) do
   local views, visitors = day_prefix .. name .. views_suffix, day_prefix .. name .. visitors_suffix
-  redis.call('INCRBY', views, day[1])
-  redis.call('EXPIRE', views, ARGV[7])
+  write('INCRBY', views, day[1])
+  write('EXPIRE', views, ARGV[7])
   chunked('PFADD', visitors, day[2])
-  redis.call('EXPIRE', visitors, ARGV[7])
+  write('EXPIRE', visitors, ARGV[7])
 end
 local pairs_ = {}
 for visitor, seen in pairs(online) do
@@ -213,7 +220,7 @@ for visitor, seen in pairs(online) do
   pairs_[#pairs_ + 1] = visitor
 end
 chunked('ZADD', KEYS[4], pairs_, 'GT')
-if #ids > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[6]) end
+if #ids > 0 then write('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[6]) end
 if start == '>' and #ids > 0 and redis.call('XPENDING', stream, group)[1] == 0 then
   -- Nothing pending: every entry below the last one read was delivered and counted, so one
   -- XTRIM deletes the batch (whole listpack nodes at once, where XDEL seeks entry by entry).
@@ -226,7 +233,7 @@ else
     redis.call('XDEL', stream, unpack(part))
   end
 end
-return {humans, bots, dropped, #entries, nxt}
+return {humans, bots, dropped, #entries, nxt, refused}
 """
 
 # Forget an article's "not persisted" mark only if Redis still holds the value just written to
@@ -345,6 +352,14 @@ def step(
             raise RuntimeError("the total is still missing after a restore")
     humans, bots, dropped, read = (int(x) for x in reply[:4])
     raw_next = reply[4]
+    if len(reply) > 5 and int(reply[5]):
+        log.error(
+            "Redis refused %d of the writes counting %d page views (a counter key of the"
+            " wrong type?); the rest were counted",
+            int(reply[5]),
+            read,
+        )
+        tally.update(refused=int(reply[5]))
     if read:
         tally.update(counted=humans, bots=bots, dropped=dropped, batches=1)
     elif dropped:
