@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import parsedate_to_datetime
-from ipaddress import IPv4Network, IPv6Network, ip_address
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +20,8 @@ from shared.metrics import Handler, ServiceMetrics, route_of
 from shared.settings import Settings
 
 HtmlErrors = Callable[[web.Request, int], Awaitable[web.StreamResponse] | None]
+# Methods counted by name; any other (a client may send anything) is counted as "other".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 settings_key = web.AppKey("settings", Settings)
 media_key = web.AppKey("media", MediaStore)
@@ -60,26 +62,29 @@ def service_middleware(metrics: ServiceMetrics, html_errors: HtmlErrors | None =
         rid = request.headers.get("X-Request-ID", "")[:64] or new_request_id()
         token = request_id.set(rid)
         started = time.perf_counter()
+        status = 499  # counted when no answer is made: the client went away (nginx's 499)
         try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                stats.observe(
-                    route_of(request), request.method, exc.status, time.perf_counter() - started
-                )
-                raise
-            response = await problems.http_error(request, exc, html_errors)
-        except problems.Problem as problem:
-            response = problem.response(request.path)
-        except Exception as err:
-            response = problems.internal_error(request, err)
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                if exc.status < 400:
+                    status = exc.status
+                    raise
+                try:
+                    response = await problems.http_error(request, exc, html_errors)
+                except Exception as err:  # the error page itself failed (database down)
+                    response = problems.internal_error(request, err)
+            except problems.Problem as problem:
+                response = problem.response(request.path)
+            except Exception as err:
+                response = problems.internal_error(request, err)
+            response.headers["X-Request-ID"] = rid
+            status = response.status
+            return response
         finally:
             request_id.reset(token)
-        response.headers["X-Request-ID"] = rid
-        stats.observe(
-            route_of(request), request.method, response.status, time.perf_counter() - started
-        )
-        return response
+            method = request.method if request.method in METHODS else "other"
+            stats.observe(route_of(request), method, status, time.perf_counter() - started)
 
     return serve
 
@@ -134,6 +139,8 @@ def _among(address: str, networks: tuple[IPv4Network | IPv6Network, ...]) -> boo
         ip = ip_address(address)
     except ValueError:
         return False
+    if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # a dual-stack listener's view of an IPv4 peer: ::ffff:10.0.0.2
     return any(ip in n for n in networks)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
 from prometheus_client.exposition import generate_latest
 
 from bantin.bootstrap import demo_seed, text_only
@@ -27,6 +28,7 @@ from bantin.embedded import free_port
 from shared.logs import JsonFormatter, RequestIdFilter, request_id
 from shared.metrics import ServiceMetrics
 from shared.settings import Settings
+from shared.web import service_middleware
 from tests.conftest import ADMIN_TOKEN, reset
 from tests.photos import jpeg, multipart
 from tests.test_api import bearer, create_category, wait_status
@@ -51,6 +53,34 @@ async def test_metrics_of_both_services(api: Any, site: Any) -> None:
         assert "bantin_hits_stream_lag" in text
     text = await (await site.get("/metrics")).text()
     assert "bantin_page_cache_hit_ratio" in text and "bantin_page_views_buffered" in text
+
+
+async def test_a_failing_error_page_is_still_a_problem_and_counted(aiohttp_client: Any) -> None:
+    """The readers' 404 page needs the database; when rendering it fails, the answer is still
+    problem details with a request id, and /metrics still counts it."""
+    metrics = ServiceMetrics("test")
+
+    def html_errors(request: web.Request, status: int) -> Any:
+        async def page() -> web.StreamResponse:
+            raise OSError("database down")
+
+        return page() if status == 404 else None
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="xin chào")
+
+    app = web.Application(middlewares=[service_middleware(metrics, html_errors)])
+    app.router.add_get("/", hello)
+    client = await aiohttp_client(app)
+    response = await client.get("/khong-co")
+    assert response.status == 500
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert re.fullmatch(r"[0-9a-f]{16}", response.headers["X-Request-ID"])
+    assert (await response.json())["title"] == "Internal error"
+    assert (await client.request("PROPFIND", "/")).status == 405
+    text = generate_latest(metrics.registry).decode()
+    assert 'bantin_http_requests_total{method="GET",route="unmatched",status="500"} 1.0' in text
+    assert 'bantin_http_requests_total{method="other",route="unmatched",status="405"} 1.0' in text
 
 
 def test_request_histogram_is_cumulative() -> None:
