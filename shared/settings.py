@@ -192,9 +192,9 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
                 _checked(
                     name,
                     raw.strip(),
-                    lambda v: str(ip_network(v, strict=False)),
+                    lambda v: str(ip_network(v)),
                     bool,
-                    "an IP address or network (such as 10.0.0.0/8)",
+                    "an IP address or network with no host bits set (such as 10.0.0.0/8)",
                 )
             )
     return tuple(found)

@@ -55,6 +55,9 @@ class _Transport:
         ("10.0.0.2", ("not-an-address",), "10.0.0.2"),
         # A trusted proxy that forwarded nothing.
         ("10.0.0.2", (), "10.0.0.2"),
+        # A dual-stack listener sees an IPv4 proxy as an IPv4-mapped IPv6 address.
+        ("::ffff:10.0.0.2", ("198.51.100.1",), "198.51.100.1"),
+        ("::ffff:203.0.113.9", ("198.51.100.1",), "::ffff:203.0.113.9"),
     ],
 )
 def test_client_address(peer: str, forwarded: tuple[str, ...], reader: str) -> None:
@@ -73,6 +76,9 @@ def test_trusted_proxies_setting() -> None:
     assert settings.to_env()["BANTIN_TRUSTED_PROXIES"] == "10.0.0.0/8,192.168.1.7/32,::1/128"
     with pytest.raises(SettingsError, match="BANTIN_TRUSTED_PROXIES: 'localhost' is not an IP"):
         Settings.from_env({"BANTIN_TRUSTED_PROXIES": "localhost"})
+    # A typo that would silently trust a whole /8 is refused, not widened.
+    with pytest.raises(SettingsError, match=r"'10\.0\.0\.5/8' is not an IP address or network"):
+        Settings.from_env({"BANTIN_TRUSTED_PROXIES": "10.0.0.5/8"})
 
 
 @pytest.fixture

@@ -285,6 +285,8 @@ class HitRecorder:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
+            elif not self._task.cancelled() and self._task.exception() is not None:
+                log.error("the page-view flusher had stopped", exc_info=self._task.exception())
             self._task = None
         for attempt in range(3):
             try:
