@@ -4,6 +4,7 @@ every HTML page view counted exactly once, through crashes, shutdowns and an emp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -121,6 +122,30 @@ async def until(check: Any, what: str, timeout: float = 10.0) -> None:
     while not check():
         assert time.monotonic() < deadline, what
         await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def python_child(
+    code: str, settings: Settings
+) -> AsyncIterator[tuple[subprocess.Popen[bytes], bytes]]:
+    """`code` run by a child Python (its argv[1]: the suite's Redis URL) with the suite's
+    settings, and the first line it prints; killed on the way out if still running."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, settings.require_backends()[1]],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        env={**os.environ, **settings.to_env()},
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
+        yield proc, line.strip()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def wipe_counters(r: redis_lib.Redis) -> None:
@@ -362,24 +387,10 @@ async def test_process_killed_mid_batch(site: Any, r: redis_lib.Redis, clean: Se
         "print(len(got[0][1]), flush=True)\n"
         "time.sleep(120)\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, clean.require_backends()[1]],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        env={**os.environ, **clean.to_env()},
-    )
-    try:
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
-        assert line.strip() == b"7"
+    async with python_child(code, clean) as (proc, line):
+        assert line == b"7"
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(10) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
     pending = r.xpending(keys.HITS_STREAM, keys.HITS_GROUP)
     assert pending["pending"] == 7 and pending["consumers"][0]["name"] == b"doomed"
 
@@ -438,25 +449,11 @@ async def test_drain_process_killed_while_draining(
         "    drain(r, s.zone, s.require_backends()[0], consumer='doomed', budget=0.8)\n"
     )
     r.set(keys.TOTAL, 0)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, clean.require_backends()[1]],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        env={**os.environ, **clean.to_env()},
-    )
-    try:
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
-        assert line.strip() == b"ready"
+    async with python_child(code, clean) as (proc, line):
+        assert line == b"ready"
         await until(lambda: int(r.get(keys.TOTAL) or 0) > 0, "the drain started", 30)
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(10) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
     counted_before = int(r.get(keys.TOTAL) or 0)
     assert 0 < counted_before < n - n // 10  # killed in the middle
     database_url = clean.require_backends()[0]
