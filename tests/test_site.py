@@ -328,6 +328,10 @@ async def test_search_ranks_highlights_escapes_and_pages(
     # Past the last page, and words nobody wrote: a page that says so.
     _, html3 = await page(site, "/search?q=kiểm+sát&page=3")
     assert main_links(parse_html(html3)) == []
+    # ... which says how many there are, and leads back to the first page.
+    assert "Trang này không có kết quả; từ khóa “kiểm sát” có 2 kết quả." in html3
+    back = parse_html(html3).find(".//main//p[@class='search-summary']/a")
+    assert back.get("href") == "/search?q=ki%E1%BB%83m%20s%C3%A1t"
     nothing, html4 = await search_ids(site, "xyzzy")
     assert nothing == [] and "Không tìm thấy kết quả phù hợp." in html4
     empty, html5 = await search_ids(site, "")

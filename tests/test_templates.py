@@ -568,6 +568,12 @@ def test_search_page_no_results_and_empty_query() -> None:
     doc = parse_html(html)
     assert LABELS["no_results"] in text_of(doc.find(".//main"))
     assert "<b>x</b>" not in html
+    # Past the last page: no cards, but the count and a link back to the first page.
+    ctx["total"] = 3
+    html = render("search.html", ctx)
+    summary = parse_html(html).find(".//main//p[@class='search-summary']")
+    assert "có 3 kết quả" in text_of(summary) and "<b>x</b>" not in html
+    assert summary.find("a").get("href") == "/search?q=%22%3E%3Cb%3Ex%3C/b%3E%20100%25"
 
     ctx = search_context(q="")
     ctx["results"] = []

@@ -29,6 +29,8 @@ LABELS: Final[dict[str, str]] = {
     "search_results_more": "Tìm thấy hơn %(total)s kết quả cho từ khóa “%(q)s”; dưới đây là"
     " %(total)s bài mới nhất, xếp theo mức độ phù hợp",
     "no_results": "Không tìm thấy kết quả phù hợp.",
+    "search_past_last": "Trang này không có kết quả; từ khóa “%(q)s” có %(total)s kết quả.",
+    "search_first_page": "Xem trang đầu",
     # Listings
     "read_more": "Xem tiếp",
     "category_empty": "Chuyên mục này chưa có bài viết.",
