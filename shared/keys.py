@@ -40,6 +40,7 @@ TASK_STATS = PREFIX + "tasks:stats"
 # Counters.
 HITS_STREAM = PREFIX + "hits"
 HITS_GROUP = "counters"
+HITS_WAITING = PREFIX + "hits:waiting"  # views in the stream not counted yet (its lag)
 TOTAL = PREFIX + "stats:total"
 ONLINE = PREFIX + "stats:online"  # sorted set: visitor -> last seen (unix seconds)
 BOTS = PREFIX + "stats:bots"  # views by known bots, kept out of TOTAL

@@ -111,12 +111,12 @@ class ServiceMetrics:
         pipe = redis.pipeline(transaction=False)
         for queue in QUEUES:
             pipe.llen(queue)
-        pipe.xlen(keys.HITS_STREAM)
+        pipe.get(keys.HITS_WAITING)  # see services/publisher/hits.py
         pipe.hgetall(keys.TASK_STATS)
         *lengths, lag, stats = await pipe.execute()
         for queue, length in zip(QUEUES, lengths, strict=True):
             self.queue.labels(queue).set(length)
-        self.stream_lag.set(lag)
+        self.stream_lag.set(max(0, int(lag or 0)))
         for field, value in stats.items():
             task, _, what = field.decode().rpartition(":")
             if what == "seconds":

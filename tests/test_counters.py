@@ -282,26 +282,48 @@ async def test_old_malformed_and_repeated_entries(
 async def test_recorder_batches_in_the_stream(
     site: Any, r: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A batch goes as one argument of newline-separated views: a path holding a newline is
-    sent percent-encoded and still counts once; the stream stays bounded (trimmed per batch)."""
+    """A batch is one stream entry of newline-separated views: a path holding a newline is
+    sent percent-encoded and still counts once. The views waiting are counted beside the
+    stream (its lag), and bound it: beyond STREAM_MAXLEN views the oldest batches go."""
     from services.publisher import hits
 
     recorder = site.server.app[hits_key]
+    redis = site.server.app[redis_key]
     now = int(time.time())
     recorder.add(("c-newline", "/a\nb", "", str(now), "0"))
     recorder.add(("c-plain", "/tin-tuc/", "", str(now), "0"))
     assert await recorder.flush() == 2
-    packed = [fields[b"h"] for _, fields in r.xrange(keys.HITS_STREAM)]
-    assert packed == [f"{now} 0  c-newline /a%0Ab".encode(), f"{now} 0  c-plain /tin-tuc/".encode()]
+    [(_, fields)] = r.xrange(keys.HITS_STREAM)
+    assert fields == {
+        b"n": b"2",
+        b"b": f"{now} 0  c-newline /a%0Ab\n{now} 0  c-plain /tin-tuc/".encode(),
+    }
+    assert await stream_lag(redis) == 2
     await drained(r)
     assert (await stats(site))["total"] == 2
+    assert await stream_lag(redis) == 0
 
-    monkeypatch.setattr(hits, "STREAM_MAXLEN", 10)
+    monkeypatch.setattr(hits, "STREAM_MAXLEN", 700)
     for i in range(1000):
         recorder.add((f"c{i}", "/", "", str(now), "0"))
-    assert await recorder.flush() == 1000
-    # MAXLEN ~ trims whole nodes (100 entries each by default): far fewer than 1000 are left.
-    assert r.xlen(keys.HITS_STREAM) <= 200
+    assert await recorder.flush() == 1000  # two batches of FLUSH_AT (500): the first goes
+    assert r.xlen(keys.HITS_STREAM) == 1
+    assert await stream_lag(redis) == 500
+    await drained(r)
+    assert (await stats(site))["total"] == 2 + 500
+    assert await stream_lag(redis) == 0
+
+    monkeypatch.setattr(hits, "STREAM_MAXLEN", 10)
+    for i in range(30):  # batches of one view: the newest ten stay
+        recorder.add((f"c{i}", "/", "", str(now), "0"))
+        await recorder.flush()
+    assert r.xlen(keys.HITS_STREAM) == 10
+    assert await stream_lag(redis) == 10
+    for i in range(30):  # a batch above the bound: it stays whole, alone
+        recorder.add((f"c{i}", "/", "", str(now), "0"))
+    await recorder.flush()
+    assert r.xlen(keys.HITS_STREAM) == 1
+    assert await stream_lag(redis) == 30
 
 
 # --- crashes -------------------------------------------------------------------------------------
@@ -313,16 +335,17 @@ async def test_batch_of_a_dead_consumer_is_claimed_and_counted_once(
     from workers.counters import drain, ensure_group
 
     article_id, path = article(clean)
-    for _ in range(5):
+    for _ in range(5):  # five batches of one view
         await view(site, path, vid=cookie())
-    await flushed(site)
+        await flushed(site)
     ensure_group(r)
-    # A consumer reads the batch, then dies before counting it (a worker of the version that
+    # A consumer reads the batches, then dies before counting it (a worker of the version that
     # read in Python, or one whose script failed): the batch stays pending on it.
     got = r.xreadgroup(keys.HITS_GROUP, "dead", {keys.HITS_STREAM: ">"}, count=1000)
     entries = got[0][1]
     assert len(entries) == 5
-    # One of them was trimmed away meanwhile (MAXLEN): its id must still leave the PEL.
+    # One of them was trimmed away meanwhile (the stream's bound): its id must still leave the
+    # PEL.
     r.xdel(keys.HITS_STREAM, entries[0][0])
     assert r.xpending(keys.HITS_STREAM, keys.HITS_GROUP)["pending"] == 5
 
@@ -348,9 +371,9 @@ async def test_newer_entries_drained_around_a_dead_consumers_batch(
     from workers.counters import drain, ensure_group
 
     database_url = clean.require_backends()[0]
-    for _ in range(3):
+    for _ in range(3):  # three batches of one view
         await view(site, "/", vid=cookie())
-    await flushed(site)
+        await flushed(site)
     ensure_group(r)
     got = r.xreadgroup(keys.HITS_GROUP, "dead", {keys.HITS_STREAM: ">"}, count=1000)
     assert len(got[0][1]) == 3
@@ -360,7 +383,8 @@ async def test_newer_entries_drained_around_a_dead_consumers_batch(
 
     tally = drain(r, clean.zone, database_url, consumer="alive", min_idle_ms=60_000)
     assert tally["counted"] == 4
-    assert r.xlen(keys.HITS_STREAM) == 3  # the dead consumer's batch, untouched
+    assert r.xlen(keys.HITS_STREAM) == 3  # the dead consumer's batches, untouched
+    assert await stream_lag(site.server.app[redis_key]) == 3
     assert r.xpending(keys.HITS_STREAM, keys.HITS_GROUP)["pending"] == 3
 
     tally = drain(r, clean.zone, database_url, consumer="alive", min_idle_ms=0)
@@ -368,15 +392,17 @@ async def test_newer_entries_drained_around_a_dead_consumers_batch(
     assert drain(r, clean.zone, database_url, consumer="alive", min_idle_ms=0) == {}
     assert r.xlen(keys.HITS_STREAM) == 0
     assert r.xpending(keys.HITS_STREAM, keys.HITS_GROUP)["pending"] == 0
+    assert await stream_lag(site.server.app[redis_key]) == 0
     assert (await stats(site))["total"] == 7
 
 
 async def test_process_killed_mid_batch(site: Any, r: redis_lib.Redis, clean: Settings) -> None:
     """A real process reads a batch as a consumer (in Python, as workers before the drain
     script read for themselves did) and is SIGKILLed before counting it."""
-    for _ in range(7):
-        await view(site, "/", vid=cookie())
-    await flushed(site)
+    for size in (1, 2, 4):  # seven views in three batches
+        for _ in range(size):
+            await view(site, "/", vid=cookie())
+        await flushed(site)
     code = (
         "import sys, time, redis\n"
         "from shared import keys\n"
@@ -388,11 +414,11 @@ async def test_process_killed_mid_batch(site: Any, r: redis_lib.Redis, clean: Se
         "time.sleep(120)\n"
     )
     async with python_child(code, clean) as (proc, line):
-        assert line == b"7"
+        assert line == b"3"
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(10) == -signal.SIGKILL
     pending = r.xpending(keys.HITS_STREAM, keys.HITS_GROUP)
-    assert pending["pending"] == 7 and pending["consumers"][0]["name"] == b"doomed"
+    assert pending["pending"] == 3 and pending["consumers"][0]["name"] == b"doomed"
 
     await drained(r, min_idle_ms=0)
     await drained(r, min_idle_ms=0)  # a second pass finds nothing more to count
@@ -431,22 +457,30 @@ async def test_drain_process_killed_while_draining(
     from workers.counters import drain
 
     article_id, _ = article(clean)
-    now, n = int(time.time()), 30_000
-    for start in range(0, n, 1000):
-        pipe = r.pipeline(transaction=False)
-        for i in range(start, start + 1000):
-            visitor = f"c{i % 700:015d}"
-            pipe.xadd(keys.HITS_STREAM, {"h": f"{now} {int(i % 10 == 0)} {article_id} {visitor} /"})
-        pipe.execute()
+    now, n, batch = int(time.time()), 100_000, 500
+    pipe = r.pipeline(transaction=False)
+    for start in range(0, n, batch):  # as the publishers append: one entry a batch
+        views = "\n".join(
+            f"{now} {int(i % 10 == 0)} {article_id} c{i % 700:015d} /"
+            for i in range(start, start + batch)
+        )
+        pipe.xadd(keys.HITS_STREAM, {"n": batch, "b": views})
+    pipe.incrby(keys.HITS_WAITING, n)
+    pipe.execute()
+    # The drain's own steps, slowed down a little so that the kill lands among them (each is
+    # one atomic script: a kill can only land between two).
     code = (
-        "import sys, redis\n"
+        "import sys, time, redis\n"
+        "from collections import Counter\n"
         "from shared.settings import Settings\n"
-        "from workers.counters import drain\n"
+        "from workers.counters import ensure_group, step\n"
         "s = Settings.from_env()\n"
         "r = redis.Redis.from_url(sys.argv[1])\n"
+        "ensure_group(r)\n"
         "print('ready', flush=True)\n"
         "while True:\n"
-        "    drain(r, s.zone, s.require_backends()[0], consumer='doomed', budget=0.8)\n"
+        "    step(r, s.zone, s.require_backends()[0], 'doomed', Counter())\n"
+        "    time.sleep(0.01)\n"
     )
     r.set(keys.TOTAL, 0)
     async with python_child(code, clean) as (proc, line):
@@ -470,6 +504,7 @@ async def test_drain_process_killed_while_draining(
     assert r.zcard(keys.ONLINE) == 630
     assert r.xpending(keys.HITS_STREAM, keys.HITS_GROUP)["pending"] == 0
     assert r.sismember(keys.VIEWS_DIRTY, str(article_id))
+    assert await stream_lag(site.server.app[redis_key]) == 0
 
 
 @pytest.mark.parametrize(
@@ -533,12 +568,16 @@ async def test_graceful_shutdown_loses_no_buffered_view(site: Any, r: redis_lib.
     assert r.xlen(keys.HITS_STREAM) == 0
     assert recorder.waiting == 6
     await site.close()  # the app's cleanup: stop the flusher, flush what is left
-    assert r.xlen(keys.HITS_STREAM) == 6
-    fields = r.xrange(keys.HITS_STREAM, count=1)[0][1]
+    [(_, fields)] = r.xrange(keys.HITS_STREAM)
     assert sorted(fields) == sorted(f.encode() for f in FIELDS)
-    seen, bot, article_id, visitor, path = fields[b"h"].decode().split(" ")
-    assert (bot, article_id, visitor[0], path) == ("0", "", "c", "/")
-    assert abs(int(seen) - time.time()) < 60
+    assert fields[b"n"] == b"6"
+    lines = fields[b"b"].decode().split("\n")
+    assert len(lines) == 6
+    for line in lines:
+        seen, bot, article_id, visitor, path = line.split(" ")
+        assert (bot, article_id, visitor[0], path) == ("0", "", "c", "/")
+        assert abs(int(seen) - time.time()) < 60
+    assert int(r.get(keys.HITS_WAITING) or 0) == 6
 
 
 async def test_shutdown_when_a_cancellation_would_be_swallowed(
@@ -567,7 +606,7 @@ async def test_shutdown_when_a_cancellation_would_be_swallowed(
     started = time.monotonic()
     await asyncio.wait_for(site.close(), 5)  # the app's cleanup, flusher included
     assert time.monotonic() - started < 2
-    assert r.xlen(keys.HITS_STREAM) == 1  # and the last flush still sent the view
+    assert int(r.get(keys.HITS_WAITING) or 0) == 1  # and the last flush still sent the view
 
 
 # --- persistence ---------------------------------------------------------------------------------

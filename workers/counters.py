@@ -1,6 +1,6 @@
 """Visit counters: the page views the publishers append to a Redis stream, counted exactly once.
 
-Drain (every second, from beat): one Lua script per batch reads BATCH entries through the
+Drain (every second, from beat): one Lua script per batch reads about BATCH views through the
 consumer group `keys.HITS_GROUP` (XREADGROUP, or XAUTOCLAIM for entries a dead consumer left
 pending), counts them, acknowledges them (XACK) and deletes them (XDEL), all in one atomic step.
 The entries never travel to Python: an entry is delivered only inside a script that counts it
@@ -8,12 +8,15 @@ before anything else can run, so it is counted once, and a batch is never half c
 are pending on a consumer between two steps only if a consumer died between them (a worker of
 an older version read them in Python first, or the script failed): after CLAIM_IDLE_MS the next
 drain claims them inside its script and counts them then, once. Counted entries leave the
-stream, so it holds only what is not counted yet: its length is the lag, and its memory stays
-small while the drain keeps up.
+stream, so it holds only what is not counted yet, and its memory stays small while the drain
+keeps up; the same script lowers the count of views waiting (`keys.HITS_WAITING`, the lag) by
+those it counted.
 
-An entry is one field, `h`: "<unix seconds> <bot 0|1> <article id or nothing> <visitor> <path>"
-(see services/publisher/hits.py). Entries of the earlier format, five fields v, p, a, t, b, are
-counted too, so a stream written by publishers of either version drains whole.
+An entry is one publisher's batch, two fields: `n`, its number of views, and `b`, its views one
+a line, "<unix seconds> <bot 0|1> <article id or nothing> <visitor> <path>" (see
+services/publisher/hits.py). Entries of the earlier formats, one view each (a field `h` holding
+one such line, or five fields v, p, a, t, b), are counted too, so a stream written by publishers
+of any version drains whole.
 
 One batch updates: the total of human views, each article's views (the plain integer key the
 ingest API reads), the day's views and the day's unique visitors (a HyperLogLog) in the site's
@@ -53,7 +56,9 @@ from workers.app import DRAIN_HITS, PERSIST_COUNTERS, app, pool, redis, run, set
 
 log = logging.getLogger(__name__)
 
-BATCH = 1000  # entries per script (one XREADGROUP or XAUTOCLAIM)
+BATCH = 1000  # views a script reads at least, when the stream holds them
+READ_ENTRIES = 4  # entries per XREADGROUP (a publisher's batch holds up to 500 views)
+CLAIM_ENTRIES = 100  # entries per XAUTOCLAIM
 DRAIN_BUDGET = 0.8  # seconds one drain may run: beat sends the next one a second later
 CLAIM_IDLE_MS = 10_000  # entries pending this long belong to a consumer that died
 DAY_TTL = 40 * 24 * 3600  # per-day keys in Redis; PostgreSQL keeps the history
@@ -66,13 +71,15 @@ OFFSETS_BEFORE = 400 * 24 * 3600
 OFFSETS_AFTER = 2 * 24 * 3600
 _NEW = ">"  # XREADGROUP's "entries never delivered"; any other start is an XAUTOCLAIM cursor
 
-# KEYS: stream, total, bots, online, views-dirty. ARGV: group, consumer, count, start (">" to
-# read new entries, else the XAUTOCLAIM cursor), claim min idle ms, online cutoff (unix s), day
-# TTL, article key prefix, day key prefix, day views suffix, day visitors suffix, then the zone's
-# UTC offsets: offset, then (unix s from which, offset) pairs in order. The article and day keys
-# are built here (keys.article_views(), keys.day_views(), keys.day_visitors()): they are only
-# known once the entries are read. Returns {humans, bots, dropped, entries read, next cursor},
-# or {-1, ...} without reading anything while the total is missing.
+# KEYS: stream, total, bots, online, views-dirty, views waiting. ARGV: group, consumer, count
+# (entries per read), start (">" to read new entries, else the XAUTOCLAIM cursor), claim min
+# idle ms, online cutoff (unix s), day TTL, article key prefix, day key prefix, day views suffix,
+# day visitors suffix, views to read (new entries are read `count` at a time until the batch
+# holds that many), then the zone's UTC offsets: offset, then (unix s from which, offset) pairs
+# in order. The article and day keys are built here (keys.article_views(), keys.day_views(),
+# keys.day_visitors()): they are only known once the entries are read. Returns {humans, bots,
+# dropped, entries read, next cursor, writes refused, 1 if the stream may hold more new entries
+# else 0}, or {-1, ...} without reading anything while the total is missing.
 #
 # Every entry the script sees is counted by it, once: XREADGROUP ">" delivers each entry once,
 # and reads it with NOACK (acknowledged on delivery: the script counts it before anything else
@@ -91,10 +98,21 @@ local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local count, start = tonumber(ARGV[3]), ARGV[4]
 local entries, nxt, dropped = {}, '0-0', 0
 local ids = {}
+local more = 0
 if start == '>' then
-  local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'NOACK',
-    'STREAMS', stream, '>')
-  if got then entries = got[1][2] end
+  -- whole reads of `count` entries until the batch holds `budget` views or the stream is dry
+  local budget, views = tonumber(ARGV[12]), 0
+  repeat
+    local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'NOACK',
+      'STREAMS', stream, '>')
+    local part = got and got[1][2] or {}
+    for _, e in ipairs(part) do
+      entries[#entries + 1] = e
+      local f = e[2]
+      views = views + (f[1] == 'n' and tonumber(f[2]) or 1)
+    end
+    more = #part == count and 1 or 0
+  until more == 0 or views >= budget
 else
   local got = redis.call('XAUTOCLAIM', stream, group, consumer, ARGV[5], start, 'COUNT', count)
   nxt, entries = got[1], got[2]
@@ -120,7 +138,7 @@ local cutoff = tonumber(ARGV[6])
 local article_prefix, day_prefix = ARGV[8], ARGV[9]
 local views_suffix, visitors_suffix = ARGV[10], ARGV[11]
 local offsets = {}
-for i = 12, #ARGV do offsets[#offsets + 1] = tonumber(ARGV[i]) end
+for i = 13, #ARGV do offsets[#offsets + 1] = tonumber(ARGV[i]) end
 local function day_of(seen)
   local offset = offsets[1]
   for j = 2, #offsets, 2 do
@@ -139,30 +157,20 @@ local function day_of(seen)
   local y = yoe + era * 400 + (m <= 2 and 1 or 0)
   return string.format('%04d-%02d-%02d', y, m, d)
 end
-local humans, bots = 0, 0
+local humans, bots, batched = 0, 0, 0
 local articles, online = {}, {} -- article id -> views; visitor -> last seen
 local days = {} -- day name -> {views, visitors (a list, each once), visitors seen (a set)}
 local quarters = {} -- unix quarter hour -> its day (every offset is whole quarter hours)
-for _, e in ipairs(entries) do
-  if e then
-    ids[#ids + 1] = e[1]
-    local f = e[2]
-    local seen, bot, article, visitor
-    if f[1] == 'h' and f[3] == nil then
-      seen, bot, article, visitor = string.match(f[2], '^(%-?%d+) ([01]) 0*(%d*) ([^ ]+)')
-    else
-      local h = {}
-      for j = 1, #f, 2 do h[f[j]] = f[j + 1] end
-      visitor, seen = h.v, h.t and string.match(h.t, '^%-?%d+$')
-      bot, article = h.b == '1' and '1' or '0', string.match(h.a or '', '^0*(%d*)$')
-      if not visitor or visitor == '' or not article then seen = nil end
-    end
-    if seen == nil or #seen > 12 then -- (a time of more than 11 digits is no time either)
-      dropped = dropped + 1
-    elseif bot == '1' then
-      bots = bots + 1
-    else
-      humans = humans + 1
+local times = {} -- a view's time as it came (a string) -> {unix seconds, its day, the string}
+local function view(seen, bot, article, visitor)
+  if seen == nil or #seen > 12 then -- (a time of more than 11 digits is no time either)
+    dropped = dropped + 1
+  elseif bot == '1' then
+    bots = bots + 1
+  else
+    humans = humans + 1
+    local t = times[seen]
+    if t == nil then
       local at = tonumber(seen)
       local quarter = math.floor(at / 900)
       local day = quarters[quarter]
@@ -175,15 +183,47 @@ for _, e in ipairs(entries) do
         end
         quarters[quarter] = day
       end
-      if article ~= '' then articles[article] = (articles[article] or 0) + 1 end
-      day[1] = day[1] + 1
-      if not day[3][visitor] then
-        day[3][visitor] = true
-        day[2][#day[2] + 1] = visitor
+      t = {at, day, seen}
+      times[seen] = t
+    end
+    local day = t[2]
+    if article ~= '' then articles[article] = (articles[article] or 0) + 1 end
+    day[1] = day[1] + 1
+    if not day[3][visitor] then
+      day[3][visitor] = true
+      day[2][#day[2] + 1] = visitor
+    end
+    local last = online[visitor]
+    if t[1] >= cutoff and (last == nil or last[1] < t[1]) then online[visitor] = t end
+  end
+end
+-- a view's line, matched where it starts in its entry (no copy of the line is made); its end
+-- is found by a plain search, much faster than a pattern going through the path
+local line = '^(%-?%d+) ([01]) 0*(%d*) ([^ \\n]+)'
+local single = '^(%-?%d+) ([01]) 0*(%d*) ([^ ]+)'
+for _, e in ipairs(entries) do
+  if e then
+    ids[#ids + 1] = e[1]
+    local f = e[2]
+    if f[1] == 'n' and f[3] == 'b' and f[5] == nil then
+      batched = batched + (tonumber(f[2]) or 0)
+      local views, from = f[4], 1
+      local size = #views
+      while from <= size do
+        view(string.match(views, line, from))
+        local nl = string.find(views, '\\n', from, true)
+        if nl == nil then break end
+        from = nl + 1
       end
-      -- the time as it came (a string): ZADD would print a number back into one
-      local last = online[visitor]
-      if at >= cutoff and (last == nil or tonumber(last) < at) then online[visitor] = seen end
+    elseif f[1] == 'h' and f[3] == nil then
+      view(string.match(f[2], single))
+    else
+      local h = {}
+      for j = 1, #f, 2 do h[f[j]] = f[j + 1] end
+      local visitor, seen = h.v, h.t and string.match(h.t, '^%-?%d+$')
+      local bot, article = h.b == '1' and '1' or '0', string.match(h.a or '', '^0*(%d*)$')
+      if not visitor or visitor == '' or not article then seen = nil end
+      view(seen, bot, article, visitor)
     end
   end
 end
@@ -200,6 +240,7 @@ local function chunked(cmd, key, list, opt)
   end
 end
 if humans > 0 then write('INCRBY', KEYS[2], humans) end
+if batched > 0 then write('DECRBY', KEYS[6], batched) end
 if bots > 0 then write('INCRBY', KEYS[3], bots) end
 local dirty = {}
 for article, n in pairs(articles) do
@@ -215,8 +256,9 @@ for name, day in pairs(days) do
   write('EXPIRE', visitors, ARGV[7])
 end
 local pairs_ = {}
-for visitor, seen in pairs(online) do
-  pairs_[#pairs_ + 1] = seen
+for visitor, t in pairs(online) do
+  -- the time as it came (a string): ZADD would print a number back into one
+  pairs_[#pairs_ + 1] = t[3]
   pairs_[#pairs_ + 1] = visitor
 end
 chunked('ZADD', KEYS[4], pairs_, 'GT')
@@ -233,7 +275,7 @@ else
     redis.call('XDEL', stream, unpack(part))
   end
 end
-return {humans, bots, dropped, #entries, nxt, refused}
+return {humans, bots, dropped, #entries, nxt, refused, more}
 """
 
 # Forget an article's "not persisted" mark only if Redis still holds the value just written to
@@ -308,12 +350,12 @@ def drain(
     cursor = "0-0"
     try:
         while True:
-            read, cursor = step(r, zone, database_url, consumer, tally, cursor, min_idle_ms)
+            _, cursor, _ = step(r, zone, database_url, consumer, tally, cursor, min_idle_ms)
             if cursor == "0-0" or time.monotonic() >= deadline:
                 break
         while time.monotonic() < deadline:
-            read, _ = step(r, zone, database_url, consumer, tally)
-            if read < BATCH:
+            _, _, more = step(r, zone, database_url, consumer, tally)
+            if not more:
                 break
     except ResponseError as err:
         if "NOGROUP" not in str(err):
@@ -334,15 +376,25 @@ def step(
     tally: Counter[str],
     start: str = _NEW,
     min_idle_ms: int = CLAIM_IDLE_MS,
-    count: int = BATCH,
-) -> tuple[int, str]:
-    """One script: read up to `count` new entries (start ">") or claim those idle for
-    min_idle_ms from the XAUTOCLAIM cursor `start`, count them, acknowledge and delete them.
-    Adds to `tally`; returns (entries read, the next XAUTOCLAIM cursor or "0-0")."""
+    views: int = BATCH,
+) -> tuple[int, str, bool]:
+    """One script: read new entries (start ">") until they hold `views` views, or claim up to
+    CLAIM_ENTRIES entries idle for min_idle_ms from the XAUTOCLAIM cursor `start`; count them,
+    acknowledge and delete them. Adds to `tally`; returns (entries read, the next XAUTOCLAIM
+    cursor or "0-0", whether the stream may hold more new entries)."""
     now = int(time.time())
-    script_keys = [keys.HITS_STREAM, keys.TOTAL, keys.BOTS, keys.ONLINE, keys.VIEWS_DIRTY]
+    script_keys = [
+        keys.HITS_STREAM,
+        keys.TOTAL,
+        keys.BOTS,
+        keys.ONLINE,
+        keys.VIEWS_DIRTY,
+        keys.HITS_WAITING,
+    ]
+    count = READ_ENTRIES if start == _NEW else CLAIM_ENTRIES
     args: list[Any] = [keys.HITS_GROUP, consumer, count, start, min_idle_ms]
-    args += [now - ONLINE_WINDOW, DAY_TTL, *_key_parts(), *zone_offsets(zone, now // 3600)]
+    args += [now - ONLINE_WINDOW, DAY_TTL, *_key_parts(), views]
+    args += zone_offsets(zone, now // 3600)
     reply = _drain_script(r)(keys=script_keys, args=args)
     if int(reply[0]) == -1:
         # Redis lost its counters (the script read nothing): refill them first, then count.
@@ -357,14 +409,15 @@ def step(
             "Redis refused %d of the writes counting %d page views (a counter key of the"
             " wrong type?); the rest were counted",
             int(reply[5]),
-            read,
+            humans + bots,
         )
         tally.update(refused=int(reply[5]))
     if read:
         tally.update(counted=humans, bots=bots, dropped=dropped, batches=1)
     elif dropped:
         tally.update(dropped=dropped)
-    return read, raw_next.decode() if isinstance(raw_next, bytes) else str(raw_next)
+    cursor = raw_next.decode() if isinstance(raw_next, bytes) else str(raw_next)
+    return read, cursor, len(reply) > 6 and bool(int(reply[6]))
 
 
 def ensure_group(r: Redis) -> None:

@@ -28,7 +28,6 @@ from bench.hits_drain import NO_DATABASE  # the total exists first: nothing is e
 from bench.registry import Context, Results, benchmark
 from bench.stats import ratio
 from bench.support import BROWSER, banner, fmt_ratio, reader_cookie, say, stop
-from services.publisher.hits import FIELDS
 from shared import keys
 from shared.settings import Settings
 
@@ -201,12 +200,11 @@ def _hit(i: int, now: int) -> tuple[str, str, str, str, str]:
 
 
 def _raw_xadd(redis_url: str, count: int) -> dict[str, Any]:
-    """The same entries as the recorder writes them (one field, packed as in
-    HitRecorder.flush, done before the clock starts), XADDed in pipelines of XADD_BATCH: the
-    floor of the stream's cost."""
+    """The plain use of a stream: one entry a view (the view's line, packed as in
+    HitRecorder.flush, done before the clock starts), XADDed in pipelines of XADD_BATCH."""
     now = int(time.time())
     entries = [f"{t} {b} {a} {v} {p}" for v, p, a, t, b in (_hit(i, now) for i in range(count))]
-    (field,) = FIELDS
+    field = "h"
     with Redis.from_url(redis_url) as r:
         r.delete(SCRATCH_STREAM)
         t0 = time.monotonic()

@@ -10,10 +10,16 @@ them out of the totals (they have a counter of their own).
 Each view costs an append to a list. A flusher task sends the list to the Redis stream
 `keys.HITS_STREAM` every FLUSH_INTERVAL, or sooner once FLUSH_AT views wait, in batches of at
 most FLUSH_AT through one Lua script per batch: the script first claims the batch's random token
-(SET NX with an expiry) and only then appends (XADD, MAXLEN ~ to bound the stream). A batch whose
+(SET NX with an expiry) and only then appends the whole batch as one stream entry. A batch whose
 answer is lost (a timeout after Redis applied it) is sent again with the same token and is then a
 no-op, so a flaky connection neither loses nor doubles views. A graceful shutdown flushes what is
 left (the aiohttp cleanup context below runs after the last request has been answered).
+
+One entry a batch, not one a view: an XADD, a delivery and a deletion per view were most of what
+counting cost Redis, which shares the machine with the publishers. The views waiting in the
+stream (its lag) are kept in a counter beside it, `keys.HITS_WAITING`, raised by the append and
+lowered by the counters worker in the scripts that add and count the entries; the stream is
+bounded by that count (STREAM_MAXLEN views), not by its number of entries.
 
 Visitors: a first-party cookie `bantin_vid`. A request without it is identified by a keyed hash
 of (client IP, User-Agent), the IP behind trusted reverse proxies being the one they forwarded
@@ -41,7 +47,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import istr
 from psycopg.types.json import Jsonb
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -56,10 +63,12 @@ COOKIE = "bantin_vid"
 COOKIE_MAX_AGE = 365 * 24 * 3600
 FLUSH_INTERVAL = 0.1  # seconds: the longest a view waits in the process
 FLUSH_AT = 500  # views that wake the flusher early; also the largest batch
-STREAM_MAXLEN = 1_000_000  # approximate bound of the stream (XADD MAXLEN ~)
+STREAM_MAXLEN = 1_000_000  # views the stream holds at most: beyond, the oldest batches go
 BATCH_TOKEN_TTL = 600  # seconds a batch's token guards against a repeated append
 CLOSE_WAIT = 10.0  # seconds the flusher has to stop on shutdown
 MAX_HELD = 200_000  # views kept while Redis is unreachable; beyond, the oldest are dropped
+MEMO_SIZE = 10_000  # User-Agents and Cookie headers remembered; beyond, forgotten at once
+_SEC_PURPOSE, _PURPOSE = istr("Sec-Purpose"), istr("Purpose")
 
 # Self-declared crawlers, link previewers, monitors and the HTTP tools browsers never send.
 # curl, wget and python-requests count as bots: uptime checks and scripts, not readers. aiohttp
@@ -76,29 +85,36 @@ _COOKIE_IN_HEADER = re.compile(
 )
 
 # One view: visitor, path, article id ("" when none), unix seconds, bot ("1"/"0"). In the
-# stream it is one field, `h`, packed as "<seconds> <bot> <article> <visitor> <path>": the
-# visitor (cookie characters or a hex hash) holds no space, and the path comes last, whatever it
-# holds (but a newline, sent as %0A). One field instead of five, and a batch sent as one
-# argument (its views joined by newlines, split by the script), cost Python and Redis far less
-# than five arguments a view; the counters worker reads this format and the earlier one (fields
-# v, p, a, t, b).
+# stream a view is one line, "<seconds> <bot> <article> <visitor> <path>": the visitor (cookie
+# characters or a hex hash) holds no space, and the path comes last, whatever it holds (but a
+# newline, sent as %0A). A batch is one entry of two fields: `n`, its number of views, and `b`,
+# its views joined by newlines. The counters worker reads this format and the earlier ones (one
+# view an entry: a field `h` holding one line, or five fields v, p, a, t, b).
 Hit = tuple[str, str, str, str, str]
-FIELDS = ("h",)
+FIELDS = ("n", "b")
 
-# KEYS: stream, the batch's token key. ARGV: stream bound, token TTL, the packed views joined
-# by newlines. The stream is trimmed (MAXLEN ~) once a batch, not at every XADD.
+# KEYS: stream, the batch's token key, the waiting counter. ARGV: stream bound (views), token
+# TTL, the number of views, the views joined by newlines. Beyond the bound (the counters worker
+# has been away for long), the oldest entries are deleted, with their views, to make room; an
+# entry of an earlier format holds one view.
 _APPEND = """
 if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return 0 end
-local views, n, from = ARGV[3], 0, 1
-while true do
-  local nl = string.find(views, '\\n', from, true)
-  redis.call('XADD', KEYS[1], '*', 'h', string.sub(views, from, (nl or 0) - 1))
-  n = n + 1
-  if nl == nil then break end
-  from = nl + 1
+local added = redis.call('XADD', KEYS[1], '*', 'n', ARGV[3], 'b', ARGV[4])
+local waiting = redis.call('INCRBY', KEYS[3], ARGV[3])
+local bound = tonumber(ARGV[1])
+while waiting > bound do
+  local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+  if oldest[1] == added then
+    -- the count had drifted (the stream deleted by hand): it is this entry's views now
+    redis.call('SET', KEYS[3], ARGV[3])
+    break
+  end
+  local f = oldest[2]
+  local n = f[1] == 'n' and tonumber(f[2]) or 1
+  redis.call('XDEL', KEYS[1], oldest[1])
+  waiting = redis.call('DECRBY', KEYS[3], n)
 end
-redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[1])
-return n
+return tonumber(ARGV[3])
 """
 
 
@@ -130,7 +146,8 @@ class HitRecorder:
         self._day_ends = 0.0  # the day string is recomputed once a minute, not per view
         self._second, self._second_text = 0, "0"  # the time as the stream holds it
         self._cookie_tail = f"; Max-Age={COOKIE_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax"
-        self._buffer: list[Hit] = []
+        self._visitors: dict[str, str] = {}  # Cookie header -> visitor, for today
+        self._buffer: list[str] = []  # views as the stream holds them
         # Batches not known to be in Redis yet, oldest first: (token, packed views).
         self._batches: deque[tuple[str, list[str]]] = deque()
         self._held = 0
@@ -145,55 +162,75 @@ class HitRecorder:
     def page_view(
         self, request: web.Request, response: web.StreamResponse, article_id: int | None = None
     ) -> None:
-        """Record one view of an HTML page answered 200; gives the browser its cookie."""
+        """Record one view of an HTML page answered 200; gives the browser its cookie.
+
+        Every page served pays for this, so it is kept to lookups: the bot verdict per
+        User-Agent and the visitor per Cookie header are remembered (a browser sends the same
+        ones page after page), and the view goes into the buffer as the line the stream holds
+        (a string, which the garbage collector does not track, unlike a tuple)."""
         if not self.enabled or request.method != "GET":
             return
         headers = request.headers
-        if ("Sec-Purpose" in headers or "Purpose" in headers) and _prefetch(headers):
+        if (_SEC_PURPOSE in headers or _PURPOSE in headers) and _prefetch(headers):
             return
-        agent = headers.get("User-Agent", "")
+        agent = headers.get(hdrs.USER_AGENT, "")
         bot = self._bots.get(agent)
         if bot is None:
-            if len(self._bots) > 10_000:
+            if len(self._bots) > MEMO_SIZE:
                 self._bots.clear()
             bot = self._bots[agent] = is_bot(agent)
         now = time.time()
         if now >= self._day_ends:
-            moment = datetime.fromtimestamp(now, self.zone)
-            self._today = moment.strftime("%Y%m%d")
-            self._day_ends = now + 60 - moment.second - moment.microsecond / 1e6
-        visitor, cookie = self._identify(request, agent, self._today)
-        if cookie is not None and not bot:
-            # Written directly: http.cookies' Morsel machinery costs more than the rest of the
-            # recording together, and this value needs no quoting (URL-safe characters, dots).
-            secure = "; Secure" if self.https or request.secure else ""
-            response.headers.add("Set-Cookie", f"{COOKIE}={cookie}{self._cookie_tail}{secure}")
+            self._new_minute(now)
+        visitor = self._visitors.get(headers.get(hdrs.COOKIE, ""))
+        if visitor is None:
+            visitor, cookie = self._identify(request, agent)
+            if cookie is not None and not bot:
+                # Written directly: http.cookies' Morsel machinery costs more than the rest of
+                # the recording together, and this value needs no quoting (URL-safe, dots).
+                secure = "; Secure" if self.https or request.secure else ""
+                response.headers.add("Set-Cookie", f"{COOKIE}={cookie}{self._cookie_tail}{secure}")
         second = int(now)
         if second != self._second:
             self._second, self._second_text = second, str(second)
-        self.add(
-            (
-                visitor,
-                request.path,
-                str(article_id) if article_id else "",
-                self._second_text,
-                "1" if bot else "0",
-            )
+        buffer = self._buffer
+        buffer.append(
+            f"{self._second_text} {'1' if bot else '0'} {article_id or ''} {visitor} {request.path}"
         )
+        if len(buffer) >= self.flush_at:
+            self._wake.set()
 
     def add(self, hit: Hit) -> None:
-        self._buffer.append(hit)
+        """Buffer one view given as its parts (visitor, path, article, seconds, bot)."""
+        visitor, path, article, seconds, bot = hit
+        self._buffer.append(f"{seconds} {bot} {article} {visitor} {path}")
         if len(self._buffer) >= self.flush_at:
             self._wake.set()
 
-    def _identify(self, request: web.Request, agent: str, today: str) -> tuple[str, str | None]:
+    def _new_minute(self, now: float) -> None:
+        """The day is looked at once a minute; a new one forgets the visitors known by cookie
+        (a cookie given yesterday names its browser differently today, see the module)."""
+        moment = datetime.fromtimestamp(now, self.zone)
+        today = moment.strftime("%Y%m%d")
+        if today != self._today:
+            self._today = today
+            self._visitors.clear()
+        self._day_ends = now + 60 - moment.second - moment.microsecond / 1e6
+
+    def _identify(self, request: web.Request, agent: str) -> tuple[str, str | None]:
         """(visitor id, cookie value to give, or None when the browser has a valid one)."""
         # Found in the raw header: request.cookies parses every cookie into Morsels, which
         # cost more than all the rest of the recording.
-        found = _COOKIE_IN_HEADER.search(request.headers.get("Cookie", ""))
+        header = request.headers.get(hdrs.COOKIE, "")
+        found = _COOKIE_IN_HEADER.search(header)
         if found is not None:
             random_part, day, first = found.groups()
-            return ("h" + first if day == today else "c" + random_part), None
+            visitor = "h" + first if day == self._today else "c" + random_part
+            if len(self._visitors) > MEMO_SIZE:
+                self._visitors.clear()
+            self._visitors[header] = visitor
+            return visitor, None
+        today = self._today
         digest = hashlib.blake2b(
             f"{client_address(request, self.proxies)}\n{agent}".encode(),
             key=self.key,
@@ -214,11 +251,10 @@ class HitRecorder:
         was not sent (with its token) for the next attempt."""
         async with self._lock:
             if self._buffer:
-                hits, self._buffer = self._buffer, []
-                packed = [f"{t} {b} {a} {v} {p}" for v, p, a, t, b in hits]
+                packed, self._buffer = self._buffer, []
                 for i in range(0, len(packed), self.flush_at):
                     self._batches.append((secrets.token_hex(12), packed[i : i + self.flush_at]))
-                self._held += len(hits)
+                self._held += len(packed)
                 self._shed()
             sent = 0
             while self._batches:
@@ -227,8 +263,8 @@ class HitRecorder:
                 if views.count("\n") >= len(packed):  # a path held a newline
                     views = "\n".join(hit.replace("\n", "%0A") for hit in packed)
                 await self._append(
-                    keys=[keys.HITS_STREAM, keys.hits_batch(token)],
-                    args=[STREAM_MAXLEN, BATCH_TOKEN_TTL, views],
+                    keys=[keys.HITS_STREAM, keys.hits_batch(token), keys.HITS_WAITING],
+                    args=[STREAM_MAXLEN, BATCH_TOKEN_TTL, len(packed), views],
                 )
                 self._batches.popleft()
                 self._held -= len(packed)
@@ -353,7 +389,7 @@ async def today(redis: Redis, zone: ZoneInfo) -> tuple[int, int]:
 
 
 async def stream_lag(redis: Redis) -> int:
-    """Views in the stream not counted yet (for /metrics). The counters worker deletes each
-    entry in the same script that counts it, so the stream's length is exactly the views not
-    delivered yet plus those a consumer holds; no XINFO lag needed (Redis 6.2 has none)."""
-    return int(await redis.xlen(keys.HITS_STREAM))
+    """Views in the stream not counted yet (for /metrics): the counter the publishers raise as
+    they append and the counters worker lowers as it counts (entries of an earlier format, one
+    view each, are not in it). No XINFO lag needed (Redis 6.2 has none)."""
+    return max(0, int(await redis.get(keys.HITS_WAITING) or 0))
