@@ -9,7 +9,8 @@ from email.utils import parsedate_to_datetime
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from multidict import istr
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
@@ -22,6 +23,7 @@ from shared.settings import Settings
 HtmlErrors = Callable[[web.Request, int], Awaitable[web.StreamResponse] | None]
 # Methods counted by name; any other (a client may send anything) is counted as "other".
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_X_REQUEST_ID = istr("X-Request-ID")  # an istr: no case folding per request
 
 settings_key = web.AppKey("settings", Settings)
 media_key = web.AppKey("media", MediaStore)
@@ -59,7 +61,7 @@ def service_middleware(metrics: ServiceMetrics, html_errors: HtmlErrors | None =
 
     @web.middleware
     async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
-        rid = request.headers.get("X-Request-ID", "")[:64] or new_request_id()
+        rid = request.headers.get(_X_REQUEST_ID, "")[:64] or new_request_id()
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 499  # counted when no answer is made: the client went away (nginx's 499)
@@ -78,12 +80,14 @@ def service_middleware(metrics: ServiceMetrics, html_errors: HtmlErrors | None =
                 response = problem.response(request.path)
             except Exception as err:
                 response = problems.internal_error(request, err)
-            response.headers["X-Request-ID"] = rid
+            response.headers[_X_REQUEST_ID] = rid
             status = response.status
             return response
         finally:
             request_id.reset(token)
-            method = request.method if request.method in METHODS else "other"
+            method = request.method
+            if method not in METHODS:
+                method = "other"
             stats.observe(route_of(request), method, status, time.perf_counter() - started)
 
     return serve
@@ -154,11 +158,14 @@ def _is_address(text: str) -> bool:
 
 def not_modified(request: web.Request, etag: str, last_modified: str | None = None) -> bool:
     """RFC 9110 section 13.1: If-None-Match wins over If-Modified-Since when both are sent."""
-    inm = request.headers.get("If-None-Match")
+    headers = request.headers
+    inm = headers.get(hdrs.IF_NONE_MATCH)
     if inm is not None:
+        if inm == etag:  # what a cache sends back, most of the time
+            return True
         tags = {t.strip().removeprefix("W/") for t in inm.split(",")}
         return "*" in tags or etag.removeprefix("W/") in tags
-    ims = request.headers.get("If-Modified-Since")
+    ims = headers.get(hdrs.IF_MODIFIED_SINCE)
     if ims and last_modified:
         try:
             return parsedate_to_datetime(last_modified) <= parsedate_to_datetime(ims)

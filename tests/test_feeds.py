@@ -196,3 +196,62 @@ async def test_unknown_feeds(site: Client) -> None:
     missing = await site.get("/feeds/all.rss")  # known scope, not built yet
     assert missing.status == 503 and missing.headers["Retry-After"] == "5"
     assert missing.content_type == "application/problem+json"
+
+
+async def test_held_feed_is_checked_in_the_background(site: Client, clean: Settings) -> None:
+    """A feed held in the process is answered at once, also when its second is up: one check
+    runs meanwhile, and the requests after it get what it found. Redis failing during the check
+    leaves the held feed served, never an error."""
+    from redis.asyncio import Redis
+
+    from services.publisher.feeds import stored_key
+
+    r = redis_lib.Redis.from_url(clean.redis_url or "")
+
+    def store(version: int) -> None:
+        r.hset(
+            keys.feed("all", "rss"),
+            mapping={
+                "body": f"<rss>{version}</rss>",
+                "etag": f'"v{version}"',
+                "last_modified": "Fri, 27 Nov 2026 02:00:00 GMT",
+                "content_type": "application/rss+xml; charset=utf-8",
+            },
+        )
+
+    async def served() -> str:
+        response = await site.get("/feeds/all.rss")
+        assert response.status == 200
+        return await response.text()
+
+    held = site.server.app[stored_key]
+    store(1)
+    assert await served() == "<rss>1</rss>"
+    store(2)
+    assert await served() == "<rss>1</rss>"  # held, fresh: Redis is not asked
+    when, prepared = held.local[("all", "rss")]
+    held.local[("all", "rss")] = (when - 5, prepared)  # its second is up
+    assert await served() == "<rss>1</rss>"  # answered at once, checked meanwhile
+    for _ in range(100):
+        if not held.checks:
+            break
+        await asyncio.sleep(0.01)
+    assert await served() == "<rss>2</rss>"
+
+    store(3)
+    working = held.redis
+    held.redis = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    try:
+        when, prepared = held.local[("all", "rss")]
+        held.local[("all", "rss")] = (when - 5, prepared)
+        assert await served() == "<rss>2</rss>"
+        for _ in range(300):
+            if not held.checks:
+                break
+            await asyncio.sleep(0.01)
+        assert not held.checks
+        assert await served() == "<rss>2</rss>"  # the failed check counts as one: no retry storm
+    finally:
+        await held.redis.aclose()
+        held.redis = working
+        r.close()

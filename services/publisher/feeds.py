@@ -8,12 +8,13 @@ its gzip and brotli forms, so serving it is a Redis read and a write to the sock
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.publisher.cache import PageCache
@@ -21,6 +22,8 @@ from shared import articles, feeds, keys
 from shared.feedrender import FORMATS
 from shared.settings import Settings
 from shared.web import not_modified, pool_key, redis_key, settings_key
+
+log = logging.getLogger(__name__)
 
 ENCODINGS = ("br", "gzip")  # stored variants, in order of preference
 FRESH_SECONDS = 1.0
@@ -56,7 +59,7 @@ class Prepared:
     def answer(self, request: web.Request) -> web.Response:
         if not_modified(request, self.etag, self.last_modified):
             return web.Response(status=304, headers=self.not_modified.copy())
-        accepted = request.headers.get("Accept-Encoding", "").lower()
+        accepted = request.headers.get(hdrs.ACCEPT_ENCODING, "").lower()
         for name in ENCODINGS:
             if name in accepted and name in self.bodies:
                 return web.Response(body=self.bodies[name], headers=self.headers[name].copy())
@@ -64,21 +67,46 @@ class Prepared:
 
 
 class StoredFeeds:
-    """Page 1 of every feed, kept in this process and checked against Redis at most once a
+    """Page 1 of every feed, kept in this process and checked against Redis about once a
     second (by ETag alone, a few bytes), so a busy feed costs neither a Redis round trip nor a
-    copy of its bodies per request. A feed changes at most about once a second anyway."""
+    copy of its bodies per request. A feed changes at most about once a second anyway.
+
+    A feed held is answered at once even when its second is up: one check runs in the
+    background meanwhile (the next requests get what it found). Checking on the request path
+    made every request that arrived during the check's round trip check too."""
 
     def __init__(self, redis: Any, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
         self.local: dict[tuple[str, str], tuple[float, Prepared]] = {}
+        self.checks: dict[tuple[str, str], asyncio.Task[Any]] = {}
 
     def current(self, scope: str, fmt: str) -> Prepared | None:
-        """The feed as held, while it is fresh; None when Redis must be asked."""
+        """The feed as held (checked in the background when its second is up); None when
+        nothing is held and Redis must be asked."""
         held = self.local.get((scope, fmt))
-        if held is not None and time.monotonic() - held[0] < FRESH_SECONDS:
-            return held[1]
-        return None
+        if held is None:
+            return None
+        if time.monotonic() - held[0] >= FRESH_SECONDS and (scope, fmt) not in self.checks:
+            task = asyncio.get_running_loop().create_task(self._check(scope, fmt))
+            self.checks[(scope, fmt)] = task
+        return held[1]
+
+    async def _check(self, scope: str, fmt: str) -> None:
+        try:
+            await self.get(scope, fmt)
+        except Exception as err:  # Redis away: the feed held is served; the next second retries
+            log.warning("cannot check the stored feed %s.%s: %s", scope, fmt, err)
+            held = self.local.get((scope, fmt))
+            if held is not None:
+                self.local[(scope, fmt)] = (time.monotonic(), held[1])
+        finally:
+            self.checks.pop((scope, fmt), None)
+
+    async def close(self) -> None:
+        for task in list(self.checks.values()):
+            task.cancel()
+        await asyncio.gather(*self.checks.values(), return_exceptions=True)
 
     async def get(self, scope: str, fmt: str) -> Prepared | None:
         now = time.monotonic()
@@ -110,7 +138,10 @@ stored_key = web.AppKey("stored_feeds", StoredFeeds)
 
 async def stored_feeds_ctx(app: web.Application) -> AsyncIterator[None]:
     app[stored_key] = StoredFeeds(app[redis_key], app[settings_key])
-    yield
+    try:
+        yield
+    finally:
+        await app[stored_key].close()
 
 
 async def feed(request: web.Request, cache_key: web.AppKey[PageCache]) -> web.StreamResponse:
