@@ -304,9 +304,10 @@ async def test_recorder_batches_in_the_stream(
     assert await stream_lag(redis) == 0
 
     monkeypatch.setattr(hits, "STREAM_MAXLEN", 700)
+    recorder.flush_at = 500
     for i in range(1000):
         recorder.add((f"c{i}", "/", "", str(now), "0"))
-    assert await recorder.flush() == 1000  # two batches of FLUSH_AT (500): the first goes
+    assert await recorder.flush() == 1000  # two batches of flush_at (500): the first goes
     assert r.xlen(keys.HITS_STREAM) == 1
     assert await stream_lag(redis) == 500
     await drained(r)
@@ -324,6 +325,62 @@ async def test_recorder_batches_in_the_stream(
     await recorder.flush()
     assert r.xlen(keys.HITS_STREAM) == 1
     assert await stream_lag(redis) == 30
+
+
+async def test_the_waiting_count_is_kept_true(
+    site: Any, r: redis_lib.Redis, clean: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The count of views waiting (the lag, and the stream's bound) holds only batches: entries
+    of the earlier formats neither raise nor lower it, even when trimmed; a count edited by hand
+    into text costs only the bound; a count that drifted is mended once the stream is empty."""
+    from services.publisher import hits
+
+    recorder = site.server.app[hits_key]
+    redis = site.server.app[redis_key]
+    now = int(time.time())
+    for i in range(5):
+        r.xadd(keys.HITS_STREAM, {"h": f"{now} 0  c-old{i} /"})
+    monkeypatch.setattr(hits, "STREAM_MAXLEN", 4)
+    for batch in range(2):
+        for i in range(3):
+            recorder.add((f"c{batch}-{i}", "/", "", str(now), "0"))
+        await recorder.flush()
+    # The second batch went over the bound: the old entries, then the first batch, made room.
+    assert r.xlen(keys.HITS_STREAM) == 1
+    assert await stream_lag(redis) == 3
+
+    r.set(keys.HITS_WAITING, "not a number")
+    recorder.add(("c-text", "/", "", str(now), "0"))
+    assert await recorder.flush() == 1
+    assert r.xlen(keys.HITS_STREAM) == 2  # appended all the same
+    await drained(r)
+    assert (await stats(site))["total"] == 4
+    assert r.get(keys.HITS_WAITING) == b"0"  # mended: the stream is empty
+
+    r.set(keys.HITS_WAITING, 1000)  # drifted (say, the stream deleted by hand)
+    recorder.add(("c-last", "/", "", str(now), "0"))
+    await recorder.flush()
+    await drained(r)
+    assert await stream_lag(redis) == 0 and (await stats(site))["total"] == 5
+
+
+async def test_visitors_remembered_by_cookie_header_only_for_short_headers(site: Any) -> None:
+    """A browser sends the same Cookie header page after page, so its visitor is remembered
+    for the day; a long header is not (what it would hold in memory is the client's say)."""
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    recorder = site.server.app[hits_key]
+    vid = cookie()
+    short = f"{COOKIE}={vid}"
+    long = f"{short}; other={'x' * 600}"
+    for header in (short, long):
+        request = make_mocked_request(
+            "GET", "/", headers={"Cookie": header, "User-Agent": "Firefox"}
+        )
+        recorder.page_view(request, web.Response())
+    assert short in recorder._visitors and long not in recorder._visitors
+    assert recorder._buffer[-1].split(" ")[3] == recorder._buffer[-2].split(" ")[3]
 
 
 # --- crashes -------------------------------------------------------------------------------------

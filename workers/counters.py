@@ -57,7 +57,7 @@ from workers.app import DRAIN_HITS, PERSIST_COUNTERS, app, pool, redis, run, set
 log = logging.getLogger(__name__)
 
 BATCH = 1000  # views a script reads at least, when the stream holds them
-READ_ENTRIES = 4  # entries per XREADGROUP (a publisher's batch holds up to 500 views)
+READ_ENTRIES = 1  # entries per XREADGROUP (a publisher's batch holds up to 2,000 views)
 CLAIM_ENTRIES = 100  # entries per XAUTOCLAIM
 DRAIN_BUDGET = 0.8  # seconds one drain may run: beat sends the next one a second later
 CLAIM_IDLE_MS = 10_000  # entries pending this long belong to a consumer that died
@@ -275,6 +275,11 @@ else
     redis.call('XDEL', stream, unpack(part))
   end
 end
+if redis.call('XLEN', stream) == 0 and (redis.call('GET', KEYS[6]) or '0') ~= '0' then
+  -- nothing in the stream, nothing waiting: mend a count that drifted (an earlier publisher's
+  -- MAXLEN trim, the stream or the count deleted by hand)
+  write('SET', KEYS[6], '0')
+end
 return {humans, bots, dropped, #entries, nxt, refused, more}
 """
 
@@ -342,8 +347,8 @@ def drain(
     budget: float = DRAIN_BUDGET,
     min_idle_ms: int = CLAIM_IDLE_MS,
 ) -> dict[str, int]:
-    """Claim what dead consumers left, then count new entries until the stream holds less than
-    a batch or the budget is spent. Returns the tallies (counted, bots, dropped, batches)."""
+    """Claim what dead consumers left, then count new entries until the stream holds no more
+    or the budget is spent. Returns the tallies (counted, bots, dropped, batches)."""
     deadline = time.monotonic() + budget
     ensure_group(r)
     tally: Counter[str] = Counter()

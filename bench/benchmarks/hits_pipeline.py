@@ -33,7 +33,7 @@ from shared.settings import Settings
 
 VISITORS = 1000  # distinct readers (cookies) the synthetic views come from
 ARTICLES = 50
-XADD_BATCH = 500  # entries per pipeline, as the recorder's batches (FLUSH_AT)
+XADD_BATCH = 500  # entries per pipeline
 SCRATCH_STREAM = "bench:scratch-hits"
 
 
