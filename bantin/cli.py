@@ -111,9 +111,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> None:
-    from aiohttp import web
-
-    from shared import db
+    from shared import db, web
 
     database_url, _ = settings.require_backends()
     db.migrate(database_url)
@@ -121,14 +119,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
         from services.ingest.app import create_app
     else:
         from services.publisher.app import create_app
-    web.run_app(
-        create_app(settings),
-        host=args.host,
-        port=args.port,
-        print=None,
-        shutdown_timeout=10,
-        access_log=None,
-    )
+    web.run(create_app(settings), host=args.host, port=args.port, shutdown_timeout=10)
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> None:

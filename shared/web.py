@@ -3,11 +3,13 @@ health checks."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import hdrs, web
 from multidict import istr
@@ -29,6 +31,41 @@ settings_key = web.AppKey("settings", Settings)
 media_key = web.AppKey("media", MediaStore)
 pool_key = web.AppKey("pool", AsyncConnectionPool)  # holds a db.AsyncPool
 redis_key = web.AppKey("redis", Redis)
+
+
+class ServerHook(Protocol):
+    """Something a service puts in front of its application's handler (the publisher's front
+    door), installed on the low-level server once the app has started, before it listens."""
+
+    def install(self, server: web.Server) -> None: ...
+
+
+server_hook_key = web.AppKey("server_hook", ServerHook)
+
+
+def run(app: web.Application, *, host: str, port: int, shutdown_timeout: float = 10.0) -> None:
+    """Serve `app` until SIGTERM or SIGINT, as web.run_app does, with the app's server hook
+    (if it has one) installed before the first connection; then shut down gracefully: stop
+    listening, let requests in flight finish (up to `shutdown_timeout` s), run the app's
+    cleanup (the publisher flushes its page views there)."""
+
+    async def main() -> None:
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+        try:
+            await runner.setup()
+            hook = app.get(server_hook_key)
+            if hook is not None and runner.server is not None:
+                hook.install(runner.server)
+            await web.TCPSite(runner, host, port).start()
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
 
 
 def install_clients(app: web.Application, settings: Settings, *, pool_size: int = 10) -> None:

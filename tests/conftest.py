@@ -180,11 +180,24 @@ async def api(aiohttp_client: Any, clean: Settings) -> AsyncIterator[Any]:
     yield await aiohttp_client(create_app(clean))
 
 
+async def publisher(serve: Any, settings: Settings) -> Any:
+    """The publisher as `bantin publisher` runs it: its app served by aiohttp's test client or
+    server (`serve`: aiohttp_client or aiohttp_server), with the front door installed on the
+    server (shared.web.run does that in production), so that tests exercise both the door
+    and the application behind it."""
+    from services.publisher.app import create_app
+    from shared.web import server_hook_key
+
+    app = create_app(settings)
+    served = await serve(app)
+    server = served.server if hasattr(served, "server") else served
+    app[server_hook_key].install(server.runner.server)
+    return served
+
+
 @pytest.fixture
 async def site(aiohttp_client: Any, clean: Settings) -> AsyncIterator[Any]:
-    from services.publisher.app import create_app
-
-    yield await aiohttp_client(create_app(clean))
+    yield await publisher(aiohttp_client, clean)
 
 
 @pytest.fixture

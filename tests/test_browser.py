@@ -16,6 +16,7 @@ import pytest
 
 from bantin.bootstrap import demo_seed
 from shared.settings import Settings
+from tests.conftest import publisher
 from tests.test_site import LINK_BLOCKS, local, publish, publish_seed, put_links, short
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -43,9 +44,7 @@ pytestmark = [
 @pytest.fixture
 async def server(aiohttp_server: Any, clean: Settings) -> Any:
     """The publisher as a real HTTP server on a free port (the browser needs a socket)."""
-    from services.publisher.app import create_app
-
-    return await aiohttp_server(create_app(clean))
+    return await publisher(aiohttp_server, clean)
 
 
 async def test_article_page_in_chromium(api: Any, server: Any, admin: str, tmp_path: Path) -> None:

@@ -210,6 +210,16 @@ def test_up_publish_and_stop(stack: Stack) -> None:
     )
     status, page = fetch(accepted["links"]["page"])
     assert status == 200 and article["title"].encode() in page
+
+    # Once answered, a cached page is answered by the front door, before routing (the runner
+    # of `bantin publisher` installs it): the same page, counted in /metrics.
+    def door_answers() -> int:
+        again = fetch(accepted["links"]["page"])
+        assert again[0] == 200 and article["title"].encode() in again[1]
+        found = re.search(rb"^bantin_front_door_answers (\S+)$", fetch(site + "/metrics")[1], re.M)
+        return int(float(found.group(1))) if found else 0
+
+    until(door_answers, "the front door to answer a cached page")
     for fmt in ("rss", "atom"):
 
         def entries(fmt: str = fmt) -> Any:

@@ -17,7 +17,7 @@ from lxml import etree
 from bantin.bootstrap import demo_seed, text_only
 from shared import keys
 from shared.settings import Settings
-from tests.conftest import Hub
+from tests.conftest import Hub, publisher
 from tests.test_api import bearer, create_category, wait_status
 
 SEED = demo_seed()
@@ -166,9 +166,7 @@ async def test_websub_hub_is_pinged(api: Client, admin: str, hub: Hub) -> None:
 
 @pytest.mark.usefixtures("worker")
 async def test_paged_feeds(api: Client, aiohttp_client: Any, admin: str, clean: Settings) -> None:
-    from services.publisher.app import create_app
-
-    site = await aiohttp_client(create_app(clean.with_(feed_size=2)))
+    site = await publisher(aiohttp_client, clean.with_(feed_size=2))
     await create_category(api, admin)
     for n in range(5):
         accepted = await publish(

@@ -12,6 +12,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from shared.settings import Settings, SettingsError
 from shared.web import client_address
+from tests.conftest import publisher
 from tests.test_counters import drained, flushed, r, stats
 
 __all__ = ["r"]  # the fixture, used by name below
@@ -84,9 +85,7 @@ def test_trusted_proxies_setting() -> None:
 @pytest.fixture
 async def proxied_site(aiohttp_client: Any, clean: Settings) -> AsyncIterator[Any]:
     """The site as it runs behind a proxy on this machine: the test client is the proxy."""
-    from services.publisher.app import create_app
-
-    yield await aiohttp_client(create_app(clean.with_(trusted_proxies=("127.0.0.0/8",))))
+    yield await publisher(aiohttp_client, clean.with_(trusted_proxies=("127.0.0.0/8",)))
 
 
 @pytest.mark.usefixtures("worker")

@@ -25,7 +25,7 @@ from services.publisher.views import cache_key
 from shared import keys
 from shared.settings import Settings
 from shared.web import pool_key
-from tests.conftest import PUBLIC_URL
+from tests.conftest import PUBLIC_URL, publisher
 from tests.photos import multipart
 from tests.test_api import bearer, create_category, problem, wait_status
 from tests.test_submissions import seed_photos
@@ -127,10 +127,8 @@ def r(clean: Settings) -> Any:
 
 @pytest.fixture
 async def site_with(aiohttp_client: Any, clean: Settings) -> Callable[..., Awaitable[Client]]:
-    from services.publisher.app import create_app
-
     async def make(**changes: Any) -> Client:
-        return await aiohttp_client(create_app(clean.with_(**changes)))
+        return await publisher(aiohttp_client, clean.with_(**changes))
 
     return make
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import jinja2
 from aiohttp import web
 
-from services.publisher import feeds, hits, views
+from services.publisher import feeds, front, hits, views
 from services.publisher.cache import PageCache
 from services.publisher.routes import setup_routes
 from shared.metrics import ServiceMetrics
 from shared.metrics import handler as metrics_handler
 from shared.settings import Settings
-from shared.web import install_clients, redis_key, service_middleware
+from shared.web import install_clients, redis_key, server_hook_key, service_middleware
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -38,6 +38,13 @@ def create_app(settings: Settings) -> web.Application:
         "bantin_page_views_buffered",
         "Page views waiting to be sent to Redis",
         lambda: app[hits.hits_key].waiting if hits.hits_key in app else 0,
+    )
+    door = app[front.front_key] = front.FrontDoor(metrics.http)
+    app[server_hook_key] = door  # bantin's runner installs it (shared.web.run)
+    metrics.gauge(
+        "bantin_front_door_answers",
+        "Requests for cached pages and stored feeds answered before routing, this process",
+        lambda: door.answered,
     )
     app.router.add_get("/metrics", metrics_handler(metrics, redis_key))
     app[views.templates_key] = jinja2.Environment(

@@ -12,11 +12,13 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from services.publisher import front
 from services.publisher.cache import PageCache
 from shared import articles, feeds, keys
 from shared.feedrender import FORMATS
@@ -80,6 +82,7 @@ class StoredFeeds:
         self.settings = settings
         self.local: dict[tuple[str, str], tuple[float, Prepared]] = {}
         self.checks: dict[tuple[str, str], asyncio.Task[Any]] = {}
+        self.failing: set[tuple[str, str]] = set()
 
     def current(self, scope: str, fmt: str) -> Prepared | None:
         """The feed as held (checked in the background when its second is up); None when
@@ -95,8 +98,13 @@ class StoredFeeds:
     async def _check(self, scope: str, fmt: str) -> None:
         try:
             await self.get(scope, fmt)
+            if (scope, fmt) in self.failing:
+                self.failing.discard((scope, fmt))
+                log.info("the stored feed %s.%s can be checked again", scope, fmt)
         except Exception as err:  # Redis away: the feed held is served; the next second retries
-            log.warning("cannot check the stored feed %s.%s: %s", scope, fmt, err)
+            if (scope, fmt) not in self.failing:  # once per outage, not every second
+                log.warning("cannot check the stored feed %s.%s: %s", scope, fmt, err)
+                self.failing.add((scope, fmt))
             held = self.local.get((scope, fmt))
             if held is not None:
                 self.local[(scope, fmt)] = (time.monotonic(), held[1])
@@ -150,6 +158,7 @@ async def feed(request: web.Request, cache_key: web.AppKey[PageCache]) -> web.St
     if not request.query_string:  # page 1, the one readers poll
         prepared = feeds_held.current(scope, fmt)
         if prepared is not None:
+            front.remember(request, partial(_quick_feed, feeds_held, scope, fmt))
             return prepared.answer(request)
     if fmt not in FORMATS:
         raise web.HTTPNotFound(text=f"Feeds come as {', '.join(FORMATS)}.")
@@ -162,10 +171,19 @@ async def feed(request: web.Request, cache_key: web.AppKey[PageCache]) -> web.St
             raise web.HTTPServiceUnavailable(
                 text="This feed is being built; try again shortly.", headers={"Retry-After": "5"}
             )
+        front.remember(request, partial(_quick_feed, feeds_held, scope, fmt))
     else:
         stored = await _older_page(request, cache_key, scope, fmt, page)
         prepared = Prepared.of(stored, feeds_held.links(scope, fmt))
     return prepared.answer(request)
+
+
+def _quick_feed(
+    held: StoredFeeds, scope: str, fmt: str, request: web.Request
+) -> web.Response | None:
+    """The front door's answer for page 1 of a feed (see front.py): the feed held, if any."""
+    prepared = held.current(scope, fmt)
+    return prepared.answer(request) if prepared is not None else None
 
 
 async def _older_page(

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
 from aiohttp import web
 
-from services.publisher import hits, pages, queries
-from services.publisher.cache import Live, PageCache
+from services.publisher import front, hits, pages, queries
+from services.publisher.cache import Live, PageCache, Ready
 from services.publisher.labels import LABELS
 from shared import articles, site
 from shared.models import Article
@@ -240,12 +241,36 @@ async def serve_page(
             hits.record(request, response, article_id)
             return response
         ready = cache.prepare(key, live, _with_stats(body, live), etag)
+    recorder = request.app.get(hits.hits_key)
+    front.remember(request, partial(_quick_page, cache, recorder, key, article_id))
+    return _ready_answer(request, ready, recorder, article_id)
+
+
+def _ready_answer(
+    request: web.Request, ready: Ready, recorder: hits.HitRecorder | None, article_id: int | None
+) -> web.Response:
     # Only a page known to be a 200 at this version is ever answered 304.
     if not_modified(request, ready.etag):
-        return _not_modified(request, ready.etag, article_id)
-    response = web.Response(body=ready.data, headers=ready.headers.copy())
-    hits.record(request, response, article_id)
+        response = _304(ready.etag)
+    else:
+        response = web.Response(body=ready.data, headers=ready.headers.copy())
+    if recorder is not None:
+        recorder.page_view(request, response, article_id)  # a 304 is a page view too
     return response
+
+
+def _quick_page(
+    cache: PageCache,
+    recorder: hits.HitRecorder | None,
+    key: str,
+    article_id: int | None,
+    request: web.Request,
+) -> web.Response | None:
+    """The front door's answer for a page answered from memory before (see front.py): the
+    same, while the statistics snapshot and the page's prepared answer still hold."""
+    live = cache.current()
+    ready = cache.ready(key, live) if live is not None else None
+    return _ready_answer(request, ready, recorder, article_id) if ready is not None else None
 
 
 def page_etag(live: Live, key: str) -> str:
@@ -256,9 +281,13 @@ def page_etag(live: Live, key: str) -> str:
 
 
 def _not_modified(request: web.Request, etag: str, article_id: int | None) -> web.Response:
-    response = web.Response(status=304, headers={"ETag": etag, "Cache-Control": "no-cache"})
+    response = _304(etag)
     hits.record(request, response, article_id)  # the reader saw the page: it counts
     return response
+
+
+def _304(etag: str) -> web.Response:
+    return web.Response(status=304, headers={"ETag": etag, "Cache-Control": "no-cache"})
 
 
 async def error_page(

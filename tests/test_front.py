@@ -1,0 +1,230 @@
+"""The front door (services/publisher/front.py): cached pages and stored feeds answered before
+aiohttp's router and middleware, exactly as the application answers them, and everything else
+left to the application."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+import redis as redis_lib
+
+from bantin.embedded import free_port
+from services.publisher import front, hits
+from shared import keys
+from shared.settings import Settings
+from tests.conftest import ROOT
+from tests.test_api import create_category
+from tests.test_site import publish as publish_article
+from tests.test_site import short
+
+Client = Any
+RID = re.compile(r"[0-9a-f]{16}")
+
+
+def door_of(site: Client) -> front.FrontDoor:
+    return site.server.app[front.front_key]
+
+
+async def quiet_recorder(site: Client) -> hits.HitRecorder:
+    """The page views stay in the recorder's buffer, to be read by the test."""
+    recorder = site.server.app[hits.hits_key]
+    recorder.interval, recorder.flush_at = 3600.0, 10**9
+    await asyncio.sleep(0.3)  # the flusher's current short wait ends; the next one is long
+    return recorder
+
+
+def viewed(recorder: hits.HitRecorder, path: str) -> int:
+    return sum(1 for line in recorder._buffer if line.split(" ", 4)[4] == path)
+
+
+@pytest.fixture
+async def article_path(api: Client, admin: str) -> str:
+    await create_category(api, admin)
+    article = await publish_article(api, admin, short("Cửa trước", "Trang được lưu sẵn."))
+    path: str = article["links"]["page"].removeprefix("http://bantin.test")
+    return path
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_cached_page_is_answered_at_the_door_as_the_app_answers_it(
+    site: Client, article_path: str
+) -> None:
+    door, recorder = door_of(site), await quiet_recorder(site)
+    first = await site.get(article_path)
+    assert first.status == 200 and door.answered == 0  # the application, which prepares it
+    body = await first.read()
+
+    second = await site.get(article_path)
+    assert second.status == 200 and door.answered == 1
+    assert await second.read() == body
+    for name in ("Content-Type", "ETag", "Cache-Control"):
+        assert second.headers[name] == first.headers[name], name
+    assert RID.fullmatch(second.headers["X-Request-ID"])
+    assert second.headers["X-Request-ID"] != first.headers["X-Request-ID"]
+    mine = await site.get(article_path, headers={"X-Request-ID": "from-the-proxy"})
+    assert mine.headers["X-Request-ID"] == "from-the-proxy" and door.answered == 2
+
+    # A matching validator: 304 at the door, and it is a page view, as in the application.
+    cached = await site.get(article_path, headers={"If-None-Match": first.headers["ETag"]})
+    assert cached.status == 304 and cached.headers["ETag"] == first.headers["ETag"]
+    assert door.answered == 3
+    assert viewed(recorder, article_path) == 4
+
+    # A new reader gets a cookie at the door too.
+    site.session.cookie_jar.clear()
+    new = await site.get(article_path)
+    assert new.status == 200 and door.answered == 4
+    assert new.headers["Set-Cookie"].startswith(f"{hits.COOKIE}=")
+    assert viewed(recorder, article_path) == 5
+
+    # Anything else goes to the application, which answers as before.
+    query = await site.get(article_path, params={"utm_source": "zalo"})
+    assert query.status == 200 and await query.read() == body
+    head = await site.head(article_path)
+    assert head.status == 200
+    assert door.answered == 4
+    assert (await site.get("/khong-co/bai-viet-999999")).status == 404
+    assert door.answered == 4
+
+    # The door's answers are in the request statistics, under the article route.
+    metrics = await (await site.get("/metrics")).text()
+    counted = re.search(
+        r'bantin_http_requests_total\{method="GET",route="/\{category\}/\{tail\}",status="200"\}'
+        r" (\S+)",
+        metrics,
+    )
+    assert counted is not None and float(counted.group(1)) >= 5, metrics[:3000]
+    assert re.search(r"^bantin_front_door_answers 4\.0$", metrics, re.M)
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_changed_page_falls_through_to_the_application(
+    site: Client, clean: Settings, article_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.publisher import cache as cache_module
+
+    door = door_of(site)
+    await site.get(article_path)
+    assert (await site.get(article_path)).status == 200 and door.answered == 1
+    # The statistics change: the next answer is prepared again, by the application.
+    monkeypatch.setattr(cache_module, "LIVE_SECONDS", 0.0)
+    r = redis_lib.Redis.from_url(clean.redis_url or "")
+    r.incrby(keys.TOTAL, 7)
+    r.close()
+    changed = await site.get(article_path)
+    assert changed.status == 200 and door.answered == 1
+    assert 'class="stat-total">7<' in await changed.text()
+
+
+async def test_a_failing_door_leaves_the_answer_to_the_application(
+    site: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    door = door_of(site)
+    assert (await site.get("/")).status == 200
+    held = door.paths["/"]
+
+    def broken(request: Any) -> Any:
+        raise RuntimeError("a bug at the door")
+
+    door.paths["/"] = (broken, held[1])
+    with caplog.at_level(logging.ERROR, logger="services.publisher.front"):
+        response = await site.get("/")
+    assert response.status == 200 and "<html" in await response.text()
+    assert door.answered == 0
+    assert "the front door failed on /" in caplog.text
+
+
+async def test_a_stored_feed_is_answered_at_the_door(site: Client, clean: Settings) -> None:
+    r = redis_lib.Redis.from_url(clean.redis_url or "")
+    body = "<rss><channel><title>Tin</title></channel></rss>"
+    r.hset(
+        keys.feed("all", "rss"),
+        mapping={
+            "body": body,
+            "gzip": gzip.compress(body.encode()),
+            "etag": '"feed-1"',
+            "last_modified": "Fri, 27 Nov 2026 02:00:00 GMT",
+            "content_type": "application/rss+xml; charset=utf-8",
+        },
+    )
+    r.close()
+    door = door_of(site)
+    first = await site.get("/feeds/all.rss", headers={"Accept-Encoding": "identity"})
+    assert first.status == 200 and door.answered == 0
+    plain = await site.get("/feeds/all.rss", headers={"Accept-Encoding": "identity"})
+    assert plain.status == 200 and await plain.text() == body and door.answered == 1
+    assert plain.headers["ETag"] == '"feed-1"' and "Content-Encoding" not in plain.headers
+    packed = await site.get(
+        "/feeds/all.rss", headers={"Accept-Encoding": "gzip"}, auto_decompress=False
+    )
+    assert packed.headers["Content-Encoding"] == "gzip" and door.answered == 2
+    assert gzip.decompress(await packed.read()).decode() == body
+    cached = await site.get("/feeds/all.rss", headers={"If-None-Match": '"feed-1"'})
+    assert cached.status == 304 and door.answered == 3
+    # Older pages and unknown feeds are the application's.
+    assert (await site.get("/feeds/all.atom")).status == 503
+    assert door.answered == 3
+
+
+def test_the_runner_installs_the_hook_and_stops_gracefully() -> None:
+    """`bantin publisher` serves through shared.web.run: the app's server hook is installed on
+    the low-level server before it listens (here it answers /door itself, in front of the
+    app), and SIGTERM stops it gracefully, running the app's cleanup."""
+    port = free_port()
+    code = f"""
+import sys
+from aiohttp import web
+from shared.web import run, server_hook_key
+
+class Door:
+    def install(self, server):
+        inner = server.request_handler
+        async def handle(request):
+            if request.path == "/door":
+                return web.Response(text="door")
+            return await inner(request)
+        server.request_handler = handle
+
+async def app_page(request):
+    return web.Response(text="app")
+
+async def cleanup(app):
+    print("cleaned up", flush=True)
+
+app = web.Application()
+app[server_hook_key] = Door()
+app.router.add_get("/", app_page)
+app.on_cleanup.append(cleanup)
+run(app, host="127.0.0.1", port={port})
+"""
+    with subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/door", timeout=5) as r:
+                        assert r.read() == b"door"
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "the server never answered"
+                    time.sleep(0.1)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                assert r.read() == b"app"
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=20)
+            assert proc.returncode == 0 and "cleaned up" in out
+        finally:
+            if proc.poll() is None:
+                proc.kill()
