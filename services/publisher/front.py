@@ -39,6 +39,7 @@ Quick = Callable[[web.Request], web.StreamResponse | None]
 
 MAX_PATHS = 10_000  # paths remembered; beyond, forgotten at once (they are learnt again)
 _X_REQUEST_ID = istr("X-Request-ID")
+_EXPECT = hdrs.EXPECT
 
 
 class FrontDoor:
@@ -71,12 +72,18 @@ class FrontDoor:
         request = cast(web.Request, base)
         if request.method == "GET":
             held = self.paths.get(request.path)
-            if held is not None and not request.query_string:
+            # (Expect: the application answers 100-continue.)
+            if held is not None and not request.query_string and _EXPECT not in request.headers:
                 started = time.perf_counter()
-                response = self._answer(request, held[0])
+                try:
+                    response = held[0](request)
+                except Exception:  # a bug here must not cost the reader the page
+                    log.exception(
+                        "the front door failed on %s; the application answers", request.path
+                    )
+                    response = None
                 if response is not None:
-                    headers = request.headers
-                    rid = headers.get(_X_REQUEST_ID, "")[:64] or new_request_id()
+                    rid = request.headers.get(_X_REQUEST_ID, "")[:64] or new_request_id()
                     response.headers[_X_REQUEST_ID] = rid
                     self.answered += 1
                     self.stats.observe(
@@ -85,15 +92,6 @@ class FrontDoor:
                     return response
         assert self.inner is not None, "install() first"
         return await self.inner(request)
-
-    def _answer(self, request: web.Request, quick: Quick) -> web.StreamResponse | None:
-        if hdrs.EXPECT in request.headers:  # the application answers 100-continue
-            return None
-        try:
-            return quick(request)
-        except Exception:  # a bug here must not cost the reader the page: the app answers
-            log.exception("the front door failed on %s; the application answers", request.path)
-            return None
 
 
 front_key = web.AppKey("front_door", FrontDoor)
