@@ -95,6 +95,9 @@ async def test_a_cached_page_is_answered_at_the_door_as_the_app_answers_it(
     assert door.answered == 4
     assert (await site.get("/khong-co/bai-viet-999999")).status == 404
     assert door.answered == 4
+    category, slug = article_path.strip("/").split("/")
+    assert (await site.get(f"/{category}%2F{slug}")).status == 404  # the router's answer
+    assert door.answered == 4
 
     # The door's answers are in the request statistics, under the article route.
     metrics = await (await site.get("/metrics")).text()

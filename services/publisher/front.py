@@ -45,7 +45,9 @@ _EXPECT = hdrs.EXPECT
 class FrontDoor:
     def __init__(self, stats: RequestStats) -> None:
         self.stats = stats
-        self.paths: dict[str, tuple[Quick, Any]] = {}  # path -> (its quick answer, its route)
+        # The path as the request line has it (raw: "/a%2Fb" is not "/a/b", which the router
+        # tells apart too) -> (its quick answer, its route).
+        self.paths: dict[str, tuple[Quick, Any]] = {}
         self.answered = 0  # requests answered here (for /metrics)
         self.inner: Handler | None = None
 
@@ -55,7 +57,7 @@ class FrontDoor:
         page (or not: the application decides, every time)."""
         if request.method != "GET" or request.query_string:
             return
-        path = request.path
+        path = request.raw_path  # without a query string, as checked above
         if path not in self.paths:
             if len(self.paths) >= MAX_PATHS:
                 self.paths.clear()
@@ -71,7 +73,7 @@ class FrontDoor:
         # The server's request factory is the application's: every request is a web.Request.
         request = cast(web.Request, base)
         if request.method == "GET":
-            held = self.paths.get(request.path)
+            held = self.paths.get(request.raw_path)
             # (Expect: the application answers 100-continue.)
             if held is not None and not request.query_string and _EXPECT not in request.headers:
                 started = time.perf_counter()
