@@ -44,23 +44,28 @@ server_hook_key = web.AppKey("server_hook", ServerHook)
 
 
 def run(app: web.Application, *, host: str, port: int, shutdown_timeout: float = 10.0) -> None:
-    """Serve `app` until SIGTERM or SIGINT, as web.run_app does, with the app's server hook
-    (if it has one) installed before the first connection; then shut down gracefully: stop
-    listening, let requests in flight finish (up to `shutdown_timeout` s), run the app's
-    cleanup (the publisher flushes its page views there)."""
+    """Serve `app` until SIGTERM or SIGINT, as web.run_app does (the same keep-alive timeout,
+    no access log), with the app's server hook (if it has one) installed before the first
+    connection; then shut down gracefully: stop listening, let requests in flight finish (up to
+    `shutdown_timeout` s), run the app's cleanup (the publisher flushes its page views there).
+    A signal during start-up lets the start-up finish, then shuts down the same way."""
 
     async def main() -> None:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        runner = web.AppRunner(
+            app, access_log=None, keepalive_timeout=75.0, shutdown_timeout=shutdown_timeout
+        )
         try:
             await runner.setup()
+            if stop.is_set():
+                return
             hook = app.get(server_hook_key)
             if hook is not None and runner.server is not None:
                 hook.install(runner.server)
             await web.TCPSite(runner, host, port).start()
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
             await stop.wait()
         finally:
             await runner.cleanup()

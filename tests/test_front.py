@@ -111,6 +111,38 @@ async def test_a_cached_page_is_answered_at_the_door_as_the_app_answers_it(
 
 
 @pytest.mark.usefixtures("worker")
+async def test_every_cached_page_kind_is_the_same_from_the_door(
+    site: Client, article_path: str
+) -> None:
+    """Home, a category page (and its second page, which has a query string) and an article:
+    the application's answer, then the door's, byte for byte."""
+    door = door_of(site)
+    category = "/" + article_path.strip("/").split("/")[0] + "/"
+    for path, by_door in (("/", 1), (category, 1), (category + "?page=2", 0), (article_path, 1)):
+        before = door.answered
+        first = await site.get(path)
+        second = await site.get(path)
+        assert second.status == first.status, path
+        assert await second.read() == await first.read(), path
+        assert second.headers.get("ETag") == first.headers.get("ETag"), path
+        assert door.answered - before == by_door, path
+
+
+def test_only_plain_paths_are_learnt() -> None:
+    """Aliases of one page (percent-escapes, absolute-form targets) are left to the app, so a
+    client cannot fill the door's table with them."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from shared.metrics import RequestStats
+
+    door = front.FrontDoor(RequestStats())
+    for target in ("/tin-tuc/%61bc-1", "/tin-tuc/abc-1?x=1", "/tin-tuc/abc-1"):
+        door.remember(make_mocked_request("GET", target), lambda request: None)
+    door.remember(make_mocked_request("HEAD", "/khac-1"), lambda request: None)
+    assert list(door.paths) == ["/tin-tuc/abc-1"]
+
+
+@pytest.mark.usefixtures("worker")
 async def test_a_changed_page_falls_through_to_the_application(
     site: Client, clean: Settings, article_path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -28,7 +28,7 @@ from typing import Any, cast
 from aiohttp import hdrs, web
 from multidict import istr
 
-from shared.logs import new_request_id
+from shared.logs import new_request_id, request_id
 from shared.metrics import RequestStats, route_of
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,10 @@ class FrontDoor:
         if request.method != "GET" or request.query_string:
             return
         path = request.raw_path  # without a query string, as checked above
+        if path != request.path:
+            # Only plain paths, as the site links to them: percent-escapes, fragments and
+            # absolute-form targets would let a client fill the table with one page's aliases.
+            return
         if path not in self.paths:
             if len(self.paths) >= MAX_PATHS:
                 self.paths.clear()
@@ -80,9 +84,14 @@ class FrontDoor:
                 try:
                     response = held[0](request)
                 except Exception:  # a bug here must not cost the reader the page
-                    log.exception(
-                        "the front door failed on %s; the application answers", request.path
-                    )
+                    rid = request.headers.get(_X_REQUEST_ID, "")[:64] or new_request_id()
+                    token = request_id.set(rid)
+                    try:
+                        log.exception(
+                            "the front door failed on %s; the application answers", request.path
+                        )
+                    finally:
+                        request_id.reset(token)
                     response = None
                 if response is not None:
                     rid = request.headers.get(_X_REQUEST_ID, "")[:64] or new_request_id()
