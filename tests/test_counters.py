@@ -261,15 +261,20 @@ async def test_old_malformed_and_repeated_entries(
     r.xadd(keys.HITS_STREAM, {"h": "yesterday 0 12 c-bad /"})
     r.xadd(keys.HITS_STREAM, {"h": f"{10**20} 0 12 c-far /"})  # no date
     r.xadd(keys.HITS_STREAM, {"v": "c-far", "p": "/", "a": "", "t": -(10**20), "b": "0"})
+    # A batch of malformed lines (an empty one among them) and a bot's view: the bot is
+    # counted apart, the rest acknowledged; the first bot of a second is cached as a bot.
+    lines = ["yesterday 0 12 c-bad /", f"{10**20} 0 12 c-far /", "", f"{now} 1 12 c-bot /"]
+    r.xadd(keys.HITS_STREAM, {"n": 5, "b": "\n".join([*lines, f"{now} 1 12 c-bot /x"])})
     recorder = site.server.app[hits_key]
     packed = [f"{now} 0  c-new /"]
     for _ in range(2):  # an answer lost after Redis applied the batch: the retry is a no-op
         recorder._batches.append(("same-token", list(packed)))
         recorder._held += 1
         await recorder.flush()
-    assert r.xlen(keys.HITS_STREAM) == 7
+    assert r.xlen(keys.HITS_STREAM) == 8
     await drained(r)
     body = await stats(site)
+    assert int(r.get(keys.BOTS) or 0) == 2
     old_is_today = (
         datetime.fromtimestamp(now - 600, clean.zone).date() == datetime.now(clean.zone).date()
     )

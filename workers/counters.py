@@ -207,11 +207,29 @@ for _, e in ipairs(entries) do
     local f = e[2]
     if f[1] == 'n' and f[3] == 'b' and f[5] == nil then
       batched = batched + (tonumber(f[2]) or 0)
+      -- view() inlined, and the library functions held in locals: this loop runs once a
+      -- view, and a Lua call or a global lookup costs as much as a table update
       local views, from = f[4], 1
-      local size = #views
+      local size, match, find = #views, string.match, string.find
       while from <= size do
-        view(string.match(views, line, from))
-        local nl = string.find(views, '\\n', from, true)
+        local seen, bot, article, visitor = match(views, line, from)
+        local t = seen and times[seen]
+        if t and bot == '0' then
+          humans = humans + 1
+          local day = t[2]
+          if article ~= '' then articles[article] = (articles[article] or 0) + 1 end
+          day[1] = day[1] + 1
+          local known = day[3]
+          if not known[visitor] then
+            known[visitor] = true
+            day[2][#day[2] + 1] = visitor
+          end
+          local last = online[visitor]
+          if t[1] >= cutoff and (last == nil or last[1] < t[1]) then online[visitor] = t end
+        else
+          view(seen, bot, article, visitor) -- a second not seen yet, a bot, a malformed line
+        end
+        local nl = find(views, '\\n', from, true)
         if nl == nil then break end
         from = nl + 1
       end
