@@ -25,7 +25,7 @@ from shared.settings import Settings
 HtmlErrors = Callable[[web.Request, int], Awaitable[web.StreamResponse] | None]
 # Methods counted by name; any other (a client may send anything) is counted as "other".
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_X_REQUEST_ID = istr("X-Request-ID")  # an istr: no case folding per request
+X_REQUEST_ID = istr("X-Request-ID")  # an istr: no case folding per request
 
 settings_key = web.AppKey("settings", Settings)
 media_key = web.AppKey("media", MediaStore)
@@ -95,6 +95,12 @@ def install_clients(app: web.Application, settings: Settings, *, pool_size: int 
     app.cleanup_ctx.append(clients)
 
 
+def incoming_request_id(request: web.BaseRequest) -> str:
+    """The request's id: the X-Request-ID it came with (a proxy's, cut to 64 characters), or
+    a new one."""
+    return request.headers.get(X_REQUEST_ID, "")[:64] or new_request_id()
+
+
 def service_middleware(metrics: ServiceMetrics, html_errors: HtmlErrors | None = None) -> Any:
     """The services' one middleware: a request id for the logs, every error answered as
     problem details (or, through `html_errors`, as a page for readers), and the request
@@ -103,7 +109,7 @@ def service_middleware(metrics: ServiceMetrics, html_errors: HtmlErrors | None =
 
     @web.middleware
     async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
-        rid = request.headers.get(_X_REQUEST_ID, "")[:64] or new_request_id()
+        rid = incoming_request_id(request)
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 499  # counted when no answer is made: the client went away (nginx's 499)
@@ -122,7 +128,7 @@ def service_middleware(metrics: ServiceMetrics, html_errors: HtmlErrors | None =
                 response = problem.response(request.path)
             except Exception as err:
                 response = problems.internal_error(request, err)
-            response.headers[_X_REQUEST_ID] = rid
+            response.headers[X_REQUEST_ID] = rid
             status = response.status
             return response
         finally:

@@ -155,11 +155,12 @@ async def stored_feeds_ctx(app: web.Application) -> AsyncIterator[None]:
 async def feed(request: web.Request, cache_key: web.AppKey[PageCache]) -> web.StreamResponse:
     scope, fmt = request.match_info["scope"], request.match_info["fmt"]
     feeds_held = request.app[stored_key]
+    quick = partial(_quick_feed, feeds_held, scope, fmt)
     if not request.query_string:  # page 1, the one readers poll
-        prepared = feeds_held.current(scope, fmt)
-        if prepared is not None:
-            front.remember(request, partial(_quick_feed, feeds_held, scope, fmt))
-            return prepared.answer(request)
+        held = quick(request)
+        if held is not None:
+            front.remember(request, quick)
+            return held
     if fmt not in FORMATS:
         raise web.HTTPNotFound(text=f"Feeds come as {', '.join(FORMATS)}.")
     page = _page(request)
@@ -171,7 +172,7 @@ async def feed(request: web.Request, cache_key: web.AppKey[PageCache]) -> web.St
             raise web.HTTPServiceUnavailable(
                 text="This feed is being built; try again shortly.", headers={"Retry-After": "5"}
             )
-        front.remember(request, partial(_quick_feed, feeds_held, scope, fmt))
+        front.remember(request, quick)
     else:
         stored = await _older_page(request, cache_key, scope, fmt, page)
         prepared = Prepared.of(stored, feeds_held.links(scope, fmt))

@@ -26,10 +26,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from aiohttp import hdrs, web
-from multidict import istr
 
-from shared.logs import new_request_id, request_id
+from shared.logs import request_id
 from shared.metrics import RequestStats, route_of
+from shared.web import X_REQUEST_ID, incoming_request_id
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,6 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 Quick = Callable[[web.Request], web.StreamResponse | None]
 
 MAX_PATHS = 10_000  # paths remembered; beyond, forgotten at once (they are learnt again)
-_X_REQUEST_ID = istr("X-Request-ID")
 _EXPECT = hdrs.EXPECT
 
 
@@ -81,10 +80,10 @@ class FrontDoor:
             # (Expect: the application answers 100-continue.)
             if held is not None and not request.query_string and _EXPECT not in request.headers:
                 started = time.perf_counter()
+                rid = incoming_request_id(request)
                 try:
                     response = held[0](request)
                 except Exception:  # a bug here must not cost the reader the page
-                    rid = request.headers.get(_X_REQUEST_ID, "")[:64] or new_request_id()
                     token = request_id.set(rid)
                     try:
                         log.exception(
@@ -94,8 +93,7 @@ class FrontDoor:
                         request_id.reset(token)
                     response = None
                 if response is not None:
-                    rid = request.headers.get(_X_REQUEST_ID, "")[:64] or new_request_id()
-                    response.headers[_X_REQUEST_ID] = rid
+                    response.headers[X_REQUEST_ID] = rid
                     self.answered += 1
                     self.stats.observe(
                         held[1], "GET", response.status, time.perf_counter() - started
