@@ -265,29 +265,34 @@ async def test_old_malformed_and_repeated_entries(
     # counted apart, the rest acknowledged; the first bot of a second is cached as a bot.
     lines = ["yesterday 0 12 c-bad /", f"{10**20} 0 12 c-far /", "", f"{now} 1 12 c-bot /"]
     r.xadd(keys.HITS_STREAM, {"n": 5, "b": "\n".join([*lines, f"{now} 1 12 c-bot /x"])})
+    # Identical views as one line: with no number, a number of 0 or of ten digits, or a number
+    # and nothing else, the line is malformed; a bot's three views count three.
+    lines = [f"* {now} 0 12 c-none /", f"*0 {now} 0 12 c-zero /", f"*{10**9} {now} 0 12 c-huge /"]
+    lines += ["*7", "*", f"*x{now} 0 12 c-x /"]
+    r.xadd(keys.HITS_STREAM, {"n": 3, "b": "\n".join([*lines, f"*3 {now} 1 12 c-bot /"])})
     recorder = site.server.app[hits_key]
-    packed = [f"{now} 0  c-new /"]
+    lines = [f"{now} 0  c-new /", f"*3 {now} 0  c-three /"]
     for _ in range(2):  # an answer lost after Redis applied the batch: the retry is a no-op
-        recorder._batches.append(("same-token", list(packed)))
-        recorder._held += 1
+        recorder._batches.append(("same-token", 4, list(lines)))
+        recorder._held += 2
         await recorder.flush()
-    assert r.xlen(keys.HITS_STREAM) == 8
+    assert r.xlen(keys.HITS_STREAM) == 9
     await drained(r)
     body = await stats(site)
-    assert int(r.get(keys.BOTS) or 0) == 2
+    assert int(r.get(keys.BOTS) or 0) == 2 + 3
     old_is_today = (
         datetime.fromtimestamp(now - 600, clean.zone).date() == datetime.now(clean.zone).date()
     )
-    today = 1 + old_is_today
-    assert (body["total"], body["online"]) == (2, 1)
-    assert (body["today_views"], body["today_visitors"]) == (today, today)
+    assert (body["total"], body["online"]) == (1 + 1 + 3, 2)
+    assert (body["today_views"], body["today_visitors"]) == (4 + old_is_today, 2 + old_is_today)
     assert r.xpending(keys.HITS_STREAM, keys.HITS_GROUP)["pending"] == 0
 
 
 async def test_recorder_batches_in_the_stream(
     site: Any, r: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A batch is one stream entry of newline-separated views: a path holding a newline is
+    """A batch is one stream entry of newline-separated views, identical views of one second
+    being one line with their number before it: a path holding a newline is
     sent percent-encoded and still counts once. The views waiting are counted beside the
     stream (its lag), and bound it: beyond STREAM_MAXLEN views the oldest batches go."""
     from services.publisher import hits
@@ -296,16 +301,20 @@ async def test_recorder_batches_in_the_stream(
     redis = site.server.app[redis_key]
     now = int(time.time())
     recorder.add(("c-newline", "/a\nb", "", str(now), "0"))
-    recorder.add(("c-plain", "/tin-tuc/", "", str(now), "0"))
-    assert await recorder.flush() == 2
+    for _ in range(3):
+        recorder.add(("c-plain", "/tin-tuc/", "7", str(now), "0"))
+    assert recorder.waiting == 4
+    assert await recorder.flush() == 4
     [(_, fields)] = r.xrange(keys.HITS_STREAM)
     assert fields == {
-        b"n": b"2",
-        b"b": f"{now} 0  c-newline /a%0Ab\n{now} 0  c-plain /tin-tuc/".encode(),
+        b"n": b"4",
+        b"b": f"{now} 0  c-newline /a%0Ab\n*3 {now} 0 7 c-plain /tin-tuc/".encode(),
     }
-    assert await stream_lag(redis) == 2
+    assert await stream_lag(redis) == 4
     await drained(r)
-    assert (await stats(site))["total"] == 2
+    body = await stats(site)
+    assert (body["total"], body["online"], body["today_visitors"]) == (4, 2, 2)
+    assert r.get(keys.article_views(7)) == b"3"
     assert await stream_lag(redis) == 0
 
     monkeypatch.setattr(hits, "STREAM_MAXLEN", 700)
@@ -316,7 +325,7 @@ async def test_recorder_batches_in_the_stream(
     assert r.xlen(keys.HITS_STREAM) == 1
     assert await stream_lag(redis) == 500
     await drained(r)
-    assert (await stats(site))["total"] == 2 + 500
+    assert (await stats(site))["total"] == 4 + 500
     assert await stream_lag(redis) == 0
 
     monkeypatch.setattr(hits, "STREAM_MAXLEN", 10)
@@ -385,7 +394,9 @@ async def test_visitors_remembered_by_cookie_header_only_for_short_headers(site:
         )
         recorder.page_view(request, web.Response())
     assert short in recorder._visitors and long not in recorder._visitors
-    assert recorder._buffer[-1].split(" ")[3] == recorder._buffer[-2].split(" ")[3]
+    buffered = recorder.buffered()
+    assert sum(n for n, _ in buffered) == 2
+    assert len({line.split(" ")[3] for _, line in buffered}) == 1  # one visitor
 
 
 # --- crashes -------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ async def quiet_recorder(site: Client) -> hits.HitRecorder:
 
 
 def viewed(recorder: hits.HitRecorder, path: str) -> int:
-    return sum(1 for line in recorder._buffer if line.split(" ", 4)[4] == path)
+    return sum(n for n, line in recorder.buffered() if line.split(" ", 4)[4] == path)
 
 
 @pytest.fixture

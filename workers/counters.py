@@ -13,10 +13,11 @@ keeps up; the same script lowers the count of views waiting (`keys.HITS_WAITING`
 those it counted.
 
 An entry is one publisher's batch, two fields: `n`, its number of views, and `b`, its views one
-a line, "<unix seconds> <bot 0|1> <article id or nothing> <visitor> <path>" (see
-services/publisher/hits.py). Entries of the earlier formats, one view each (a field `h` holding
-one such line, or five fields v, p, a, t, b), are counted too, so a stream written by publishers
-of any version drains whole.
+a line, "<unix seconds> <bot 0|1> <article id or nothing> <visitor> <path>", identical views of
+one second (the same visitor on the same page) being one line with their number before it,
+"*<views> <unix seconds> ..." (see services/publisher/hits.py). Entries of the earlier formats,
+one view each (a field `h` holding one such line, or five fields v, p, a, t, b), are counted
+too, so a stream written by publishers of any version drains whole.
 
 One batch updates: the total of human views, each article's views (the plain integer key the
 ingest API reads), the day's views and the day's unique visitors (a HyperLogLog) in the site's
@@ -162,13 +163,13 @@ local articles, online = {}, {} -- article id -> views; visitor -> last seen
 local days = {} -- day name -> {views, visitors (a list, each once), visitors seen (a set)}
 local quarters = {} -- unix quarter hour -> its day (every offset is whole quarter hours)
 local times = {} -- a view's time as it came (a string) -> {unix seconds, its day, the string}
-local function view(seen, bot, article, visitor)
+local function view(seen, bot, article, visitor, k)
   if seen == nil or #seen > 12 then -- (a time of more than 11 digits is no time either)
     dropped = dropped + 1
   elseif bot == '1' then
-    bots = bots + 1
+    bots = bots + k
   else
-    humans = humans + 1
+    humans = humans + k
     local t = times[seen]
     if t == nil then
       local at = tonumber(seen)
@@ -187,8 +188,8 @@ local function view(seen, bot, article, visitor)
       times[seen] = t
     end
     local day = t[2]
-    if article ~= '' then articles[article] = (articles[article] or 0) + 1 end
-    day[1] = day[1] + 1
+    if article ~= '' then articles[article] = (articles[article] or 0) + k end
+    day[1] = day[1] + k
     if not day[3][visitor] then
       day[3][visitor] = true
       day[2][#day[2] + 1] = visitor
@@ -197,8 +198,9 @@ local function view(seen, bot, article, visitor)
     if t[1] >= cutoff and (last == nil or last[1] < t[1]) then online[visitor] = t end
   end
 end
--- a view's line, matched where it starts in its entry (no copy of the line is made); its end
--- is found by a plain search, much faster than a pattern going through the path
+-- a line, matched where it starts in its entry (no copy of the line is made); its end is
+-- found by a plain search, much faster than a pattern going through the path. A line that
+-- starts with "*" holds identical views: "*<views> " (at most 9 digits), then the line.
 local line = '^(%-?%d+) ([01]) 0*(%d*) ([^ \\n]+)'
 local single = '^(%-?%d+) ([01]) 0*(%d*) ([^ ]+)'
 for _, e in ipairs(entries) do
@@ -208,17 +210,24 @@ for _, e in ipairs(entries) do
     if f[1] == 'n' and f[3] == 'b' and f[5] == nil then
       batched = batched + (tonumber(f[2]) or 0)
       -- view() inlined, and the library functions held in locals: this loop runs once a
-      -- view, and a Lua call or a global lookup costs as much as a table update
+      -- line, and a Lua call or a global lookup costs as much as a table update
       local views, from = f[4], 1
-      local size, match, find = #views, string.match, string.find
+      local size, match, find, byte = #views, string.match, string.find, string.byte
       while from <= size do
+        local k = 1
+        if byte(views, from) == 42 then
+          local digits = match(views, '^%*(%d+) ', from)
+          k = digits and #digits <= 9 and tonumber(digits) or 0
+          from = from + (digits and #digits + 2 or 1)
+        end
         local seen, bot, article, visitor = match(views, line, from)
+        if k < 1 then seen = nil end -- a malformed number, or none of views
         local t = seen and times[seen]
         if t and bot == '0' then
-          humans = humans + 1
+          humans = humans + k
           local day = t[2]
-          if article ~= '' then articles[article] = (articles[article] or 0) + 1 end
-          day[1] = day[1] + 1
+          if article ~= '' then articles[article] = (articles[article] or 0) + k end
+          day[1] = day[1] + k
           local known = day[3]
           if not known[visitor] then
             known[visitor] = true
@@ -227,21 +236,22 @@ for _, e in ipairs(entries) do
           local last = online[visitor]
           if t[1] >= cutoff and (last == nil or last[1] < t[1]) then online[visitor] = t end
         else
-          view(seen, bot, article, visitor) -- a second not seen yet, a bot, a malformed line
+          view(seen, bot, article, visitor, k) -- a second not seen yet, a bot, malformed
         end
         local nl = find(views, '\\n', from, true)
         if nl == nil then break end
         from = nl + 1
       end
     elseif f[1] == 'h' and f[3] == nil then
-      view(string.match(f[2], single))
+      local seen, bot, article, visitor = string.match(f[2], single)
+      view(seen, bot, article, visitor, 1)
     else
       local h = {}
       for j = 1, #f, 2 do h[f[j]] = f[j + 1] end
       local visitor, seen = h.v, h.t and string.match(h.t, '^%-?%d+$')
       local bot, article = h.b == '1' and '1' or '0', string.match(h.a or '', '^0*(%d*)$')
       if not visitor or visitor == '' or not article then seen = nil end
-      view(seen, bot, article, visitor)
+      view(seen, bot, article, visitor, 1)
     end
   end
 end

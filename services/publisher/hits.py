@@ -7,19 +7,24 @@ scanners probing addresses would otherwise inflate the count); not HEAD requests
 prefetches (nobody saw those). Known bots are recorded but flagged, and the counters worker keeps
 them out of the totals (they have a counter of their own).
 
-Each view costs an append to a list. A flusher task sends the list to the Redis stream
-`keys.HITS_STREAM` every FLUSH_INTERVAL, or sooner once FLUSH_AT views wait, in batches of at
-most FLUSH_AT through one Lua script per batch: the script first claims the batch's random token
-(SET NX with an expiry) and only then appends the whole batch as one stream entry. A batch whose
-answer is lost (a timeout after Redis applied it) is sent again with the same token and is then a
-no-op, so a flaky connection neither loses nor doubles views. A graceful shutdown flushes what is
-left (the aiohttp cleanup context below runs after the last request has been answered).
+Each view costs a dictionary update: identical views (the same visitor, page and article in the
+same second) are held once with their number. A flusher task sends the buffer to the Redis
+stream `keys.HITS_STREAM` every FLUSH_INTERVAL, or sooner once FLUSH_AT different views wait,
+in batches of at most FLUSH_AT lines through one Lua script per batch: the script first claims
+the batch's random token (SET NX with an expiry) and only then appends the whole batch as one
+stream entry. A batch whose answer is lost (a timeout after Redis applied it) is sent again with
+the same token and is then a no-op, so a flaky connection neither loses nor doubles views. A
+graceful shutdown flushes what is left (the aiohttp cleanup context below runs after the last
+request has been answered).
 
 One entry a batch, not one a view: an XADD, a delivery and a deletion per view were most of what
-counting cost Redis, which shares the machine with the publishers. The views waiting in the
-stream (its lag) are kept in a counter beside it, `keys.HITS_WAITING`, raised by the append and
-lowered by the counters worker in the scripts that add and count the entries; the stream is
-bounded by that count (STREAM_MAXLEN views), not by its number of entries.
+counting cost Redis, which shares the machine with the publishers. And one line per different
+view, not per view: a reader reloading a page, a script or a crawler hammering one address, a
+load test, all cost the counters worker one line a second, whatever their rate (for readers
+who each read a page now and then, every line holds one view, and nothing changes). The views
+waiting in the stream (its lag) are kept in a counter beside it, `keys.HITS_WAITING`, raised by
+the append and lowered by the counters worker in the scripts that add and count the entries;
+the stream is bounded by that count (STREAM_MAXLEN views), not by its number of entries.
 
 Visitors: a first-party cookie `bantin_vid`. A request without it is identified by a keyed hash
 of (client IP, User-Agent), the IP behind trusted reverse proxies being the one they forwarded
@@ -62,15 +67,15 @@ log = logging.getLogger(__name__)
 COOKIE = "bantin_vid"
 COOKIE_MAX_AGE = 365 * 24 * 3600
 FLUSH_INTERVAL = 0.1  # seconds: the longest a view waits in the process
-# Views that wake the flusher early; also the largest batch. Each flush costs the process about
-# 150 us of the Redis client's Python whatever its size: at 30,000 views/s, batches of 500 made
-# that 1% of a busy publisher's time.
+# Different views (lines) that wake the flusher early; also the largest batch. Each flush costs
+# the process about 150 us of the Redis client's Python whatever its size: at 30,000 views/s,
+# batches of 500 made that 1% of a busy publisher's time.
 FLUSH_AT = 2000
 STREAM_MAXLEN = 1_000_000  # views the stream holds at most: beyond, the oldest batches go
 TRIM_STEP = 100  # entries one append deletes at most to stay within STREAM_MAXLEN
 BATCH_TOKEN_TTL = 600  # seconds a batch's token guards against a repeated append
 CLOSE_WAIT = 10.0  # seconds the flusher has to stop on shutdown
-MAX_HELD = 200_000  # views kept while Redis is unreachable; beyond, the oldest are dropped
+MAX_HELD = 200_000  # lines kept while Redis is unreachable; beyond, the oldest are dropped
 MEMO_SIZE = 10_000  # User-Agents and Cookie headers remembered; beyond, forgotten at once
 MEMO_HEADER = 512  # longer Cookie headers are not remembered (their memory is the client's say)
 _SEC_PURPOSE, _PURPOSE = istr("Sec-Purpose"), istr("Purpose")
@@ -92,14 +97,16 @@ _COOKIE_IN_HEADER = re.compile(
 # One view: visitor, path, article id ("" when none), unix seconds, bot ("1"/"0"). In the
 # stream a view is one line, "<seconds> <bot> <article> <visitor> <path>": the visitor (cookie
 # characters or a hex hash) holds no space, and the path comes last, whatever it holds (but a
-# newline, sent as %0A). A batch is one entry of two fields: `n`, its number of views, and `b`,
-# its views joined by newlines. The counters worker reads this format and the earlier ones (one
-# view an entry: a field `h` holding one line, or five fields v, p, a, t, b).
+# newline, sent as %0A). Identical views of one second are one line with their number before
+# it, "*<views> <seconds> ...". A batch is one entry of two fields: `n`, its number of views,
+# and `b`, its lines joined by newlines. The counters worker reads this format and the earlier
+# ones (one view an entry: a field `h` holding one line, or five fields v, p, a, t, b); a worker
+# older than the "*" lines counts the others and acknowledges those as malformed.
 Hit = tuple[str, str, str, str, str]
 FIELDS = ("n", "b")
 
 # KEYS: stream, the batch's token key, the waiting counter. ARGV: stream bound (views), token
-# TTL, the number of views, the views joined by newlines. Beyond the bound (the counters worker
+# TTL, the number of views, their lines joined by newlines. Beyond the bound (the counters worker
 # has been away for long), the oldest entries are deleted to make room, at most TRIM_STEP per
 # append, each batch taking its views off the count (an entry of an earlier format, not in the
 # count, takes nothing). A count Redis refuses to raise (text written in it by hand) costs only
@@ -155,9 +162,9 @@ class HitRecorder:
         self._second, self._second_text = 0, "0"  # the time as the stream holds it
         self._cookie_tail = f"; Max-Age={COOKIE_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax"
         self._visitors: dict[str, str] = {}  # Cookie header -> visitor, for today
-        self._buffer: list[str] = []  # views as the stream holds them
-        # Batches not known to be in Redis yet, oldest first: (token, packed views).
-        self._batches: deque[tuple[str, list[str]]] = deque()
+        self._buffer: dict[str, int] = {}  # views as the stream's lines -> how many of each
+        # Batches not known to be in Redis yet, oldest first: (token, views, lines).
+        self._batches: deque[tuple[str, int, list[str]]] = deque()
         self._held = 0
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -174,8 +181,8 @@ class HitRecorder:
 
         Every page served pays for this, so it is kept to lookups: the bot verdict per
         User-Agent and the visitor per Cookie header are remembered (a browser sends the same
-        ones page after page), and the view goes into the buffer as the line the stream holds
-        (a string, which the garbage collector does not track, unlike a tuple)."""
+        ones page after page), and the view is counted in the buffer under the line the stream
+        holds (a string, which the garbage collector does not track, unlike a tuple)."""
         if not self.enabled or request.method != "GET":
             return
         headers = request.headers
@@ -190,9 +197,10 @@ class HitRecorder:
         now = time.time()
         if now >= self._day_ends:
             self._new_minute(now)
-        visitor = self._visitors.get(headers.get(hdrs.COOKIE, ""))
+        header = headers.get(hdrs.COOKIE, "")
+        visitor = self._visitors.get(header)
         if visitor is None:
-            visitor, cookie = self._identify(request, agent)
+            visitor, cookie = self._identify(request, agent, header)
             if cookie is not None and not bot:
                 # Written directly: http.cookies' Morsel machinery costs more than the rest of
                 # the recording together, and this value needs no quoting (URL-safe, dots).
@@ -202,18 +210,24 @@ class HitRecorder:
         if second != self._second:
             self._second, self._second_text = second, str(second)
         buffer = self._buffer
-        buffer.append(
+        line = (
             f"{self._second_text} {'1' if bot else '0'} {article_id or ''} {visitor} {request.path}"
         )
+        buffer[line] = buffer.get(line, 0) + 1
         if len(buffer) >= self.flush_at:
             self._wake.set()
 
     def add(self, hit: Hit) -> None:
         """Buffer one view given as its parts (visitor, path, article, seconds, bot)."""
         visitor, path, article, seconds, bot = hit
-        self._buffer.append(f"{seconds} {bot} {article} {visitor} {path}")
+        line = f"{seconds} {bot} {article} {visitor} {path}"
+        self._buffer[line] = self._buffer.get(line, 0) + 1
         if len(self._buffer) >= self.flush_at:
             self._wake.set()
+
+    def buffered(self) -> list[tuple[int, str]]:
+        """The views not sent yet, as (how many, the line the stream will hold), oldest first."""
+        return [(n, line) for line, n in self._buffer.items()]
 
     def _new_minute(self, now: float) -> None:
         """The day is looked at once a minute; a new one forgets the visitors known by cookie
@@ -225,11 +239,11 @@ class HitRecorder:
             self._visitors.clear()
         self._day_ends = now + 60 - moment.second - moment.microsecond / 1e6
 
-    def _identify(self, request: web.Request, agent: str) -> tuple[str, str | None]:
-        """(visitor id, cookie value to give, or None when the browser has a valid one)."""
+    def _identify(self, request: web.Request, agent: str, header: str) -> tuple[str, str | None]:
+        """(visitor id, cookie value to give, or None when the browser has a valid one), from
+        the request's Cookie header (`header`, "" when none)."""
         # Found in the raw header: request.cookies parses every cookie into Morsels, which
         # cost more than all the rest of the recording.
-        header = request.headers.get(hdrs.COOKIE, "")
         found = _COOKIE_IN_HEADER.search(header)
         if found is not None:
             random_part, day, first = found.groups()
@@ -253,39 +267,43 @@ class HitRecorder:
     @property
     def waiting(self) -> int:
         """Views in this process not known to be in the stream yet."""
-        return len(self._buffer) + self._held
+        return sum(self._buffer.values()) + sum(views for _, views, _ in self._batches)
 
     async def flush(self) -> int:
         """Send every waiting view; returns how many went. Raises on a Redis error, keeping what
         was not sent (with its token) for the next attempt."""
         async with self._lock:
             if self._buffer:
-                packed, self._buffer = self._buffer, []
-                for i in range(0, len(packed), self.flush_at):
-                    self._batches.append((secrets.token_hex(12), packed[i : i + self.flush_at]))
-                self._held += len(packed)
+                held, self._buffer = self._buffer, {}
+                items = list(held.items())
+                for i in range(0, len(items), self.flush_at):
+                    part = items[i : i + self.flush_at]
+                    lines = [line if n == 1 else f"*{n} {line}" for line, n in part]
+                    views = sum(n for _, n in part)
+                    self._batches.append((secrets.token_hex(12), views, lines))
+                self._held += len(items)
                 self._shed()
             sent = 0
             while self._batches:
-                token, packed = self._batches[0]
-                views = "\n".join(packed)
-                if views.count("\n") >= len(packed):  # a path held a newline
-                    views = "\n".join(hit.replace("\n", "%0A") for hit in packed)
+                token, views, lines = self._batches[0]
+                joined = "\n".join(lines)
+                if joined.count("\n") >= len(lines):  # a path held a newline
+                    joined = "\n".join(line.replace("\n", "%0A") for line in lines)
                 await self._append(
                     keys=[keys.HITS_STREAM, keys.hits_batch(token), keys.HITS_WAITING],
-                    args=[STREAM_MAXLEN, BATCH_TOKEN_TTL, len(packed), views, TRIM_STEP],
+                    args=[STREAM_MAXLEN, BATCH_TOKEN_TTL, views, joined, TRIM_STEP],
                 )
                 self._batches.popleft()
-                self._held -= len(packed)
-                sent += len(packed)
+                self._held -= len(lines)
+                sent += views
             return sent
 
     def _shed(self) -> None:
-        """Bound the memory a long Redis outage can take: drop the oldest batches."""
+        """Bound the memory a long Redis outage can take: drop the oldest batches (MAX_HELD
+        counts lines, which are what takes memory)."""
         while self._held > MAX_HELD and len(self._batches) > 1:
-            _, packed = self._batches.popleft()
-            lost = len(packed)
-            self._held -= lost
+            _, lost, lines = self._batches.popleft()
+            self._held -= len(lines)
             self.dropped += lost
             log.error("Redis unreachable: dropped %d page views (%d in all)", lost, self.dropped)
 
