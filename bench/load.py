@@ -65,11 +65,13 @@ async def load(
     ok_statuses: tuple[int, ...] = (200,),
     request_timeout: float = 10.0,
     make_body: Callable[[int], bytes | None] | None = None,
+    make_headers: Callable[[int], Mapping[str, str] | None] | None = None,
 ) -> LoadResult:
     """Send requests from `concurrency` clients until `max_requests` or `duration` seconds.
 
     `make_body(n)`, if given, makes the body of the n-th request (1, 2, ...) instead of `body`:
-    a unique body per request (a fresh title, say)."""
+    a unique body per request (a fresh title, say). `make_headers(n)` gives headers of the n-th
+    request's own, added to `headers` (another reader's cookie, say)."""
     require_loopback(url)
     if concurrency < 1 or max_requests < 1 or duration <= 0:
         raise ValueError("concurrency, max_requests and duration must be positive")
@@ -98,10 +100,11 @@ async def load(
                     return
                 sent += 1
                 data = body if make_body is None else make_body(sent)
+                own = None if make_headers is None else make_headers(sent - 1)
                 t0 = time.perf_counter()
                 try:
                     async with session.request(
-                        method, url, data=data, json=json_body, allow_redirects=False
+                        method, url, data=data, json=json_body, headers=own, allow_redirects=False
                     ) as response:
                         payload = await response.read()
                         status = response.status

@@ -36,8 +36,10 @@ import aiohttp
 from bench.load import LoadResult, run_load
 from bench.net import require_loopback
 from bench.stats import summarize
+from bench.support import reader_cookie
 
 WRK_THREADS = 1  # the server under test is one process on a two-core machine: leave it a core
+MAX_READERS = 100_000  # reader_cookie() spells 5 digits of the reader's number
 WRK_MARK = "BENCH_WRK_JSON "
 
 
@@ -57,12 +59,26 @@ class Target:
     # A unique body per request: prefix + "<thread>.<n>" + suffix (a fresh title, say).
     body_parts: tuple[bytes, bytes] | None = None
     ok_statuses: tuple[int, ...] = (200,)
+    # > 0: the requests come from this many returning readers in turn, each with its cookie
+    # (bench.support.reader_cookie(n), the n-th request's reader being n % readers) instead
+    # of one reader's Cookie header.
+    readers: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.readers <= MAX_READERS:
+            raise ValueError(f"readers: 0 to {MAX_READERS:,}")
 
     def make_body(self, n: int, thread: int = 0) -> bytes | None:
         if self.body_parts is None:
             return self.body
         prefix, suffix = self.body_parts
         return prefix + f"{thread}.{n}".encode() + suffix
+
+    def make_headers(self, n: int) -> dict[str, str] | None:
+        """The n-th request's own headers (added to `headers`), or None."""
+        if not self.readers:
+            return None
+        return {"Cookie": reader_cookie(n % self.readers)}
 
 
 def generator() -> str:
@@ -111,15 +127,17 @@ def measure(
     make_body = None
     if target.body_parts is not None:
         make_body = target.make_body
+    make_headers = target.make_headers if target.readers else None
     return run_load(
         target.url,
         concurrency=connections,
         duration=duration,
         max_requests=max_requests,
         method=target.method,
-        headers=dict(target.headers),
+        headers={k: v for k, v in target.headers.items() if not (target.readers and k == "Cookie")},
         body=target.body,
         make_body=make_body,
+        make_headers=make_headers,
         ok_statuses=target.ok_statuses,
         request_timeout=request_timeout,
     )
@@ -155,6 +173,23 @@ def wrk_script(target: Target) -> str:
             "function request()\n"
             "  counter = counter + 1\n"
             "  return wrk.format(nil, nil, nil, prefix .. tid .. '.' .. counter .. suffix)\n"
+            "end"
+        )
+    elif target.readers:
+        # reader_cookie(n) in Lua: the same cookie for the same reader
+        sample = reader_cookie(0)
+        day = sample.split(".")[1]
+        if sample != f"bantin_vid=benchreader00000.{day}.{0:016x}":
+            raise LoadError(f"reader_cookie() changed its format ({sample}): update wrk_script")
+        lines.append(
+            f"local readers = {target.readers}\n"
+            "local counter = 0\n"
+            "function request()\n"
+            "  local reader = (counter + (tid - 1) * 50021) % readers\n"
+            "  counter = counter + 1\n"
+            "  wrk.headers['Cookie'] = string.format("
+            f"'bantin_vid=benchreader%05d.{day}.%016x', reader, reader)\n"
+            "  return wrk.format()\n"
             "end"
         )
     lines.append(

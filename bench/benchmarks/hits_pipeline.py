@@ -192,7 +192,7 @@ def _hit(i: int, now: int) -> tuple[str, str, str, str, str]:
     article = i % ARTICLES + 1
     return (
         f"c{i % VISITORS:015d}",
-        f"/tin-hoat-dong/bai-viet-{article}",
+        f"/tin-hoat-dong/bai-viet-{article}/{i}",  # as _requests(): a page of its own
         str(article),
         str(now),
         "0",
@@ -232,18 +232,32 @@ def _settings() -> Settings:
     return Settings.from_env({"BANTIN_ADMIN_TOKEN": "bench-" + "x" * 34})
 
 
-def _requests() -> list[Any]:
-    """What a publisher's page handler has in hand: a GET of an article page by a returning
-    reader (a browser, its cookie). Built once, outside the timed part."""
+class _Request:
+    """What HitRecorder.page_view reads of a request, for a GET of an article page by a
+    returning reader (a browser, its cookie; the headers are a real request's). Light enough
+    to make one per view, each for a page of its own: the recorder holds identical views of
+    one second as one line, and views that were all alike would measure only that."""
+
+    __slots__ = ("headers", "method", "path", "secure")
+
+    def __init__(self, headers: Any, path: str) -> None:
+        self.method, self.headers, self.path, self.secure = "GET", headers, path, False
+
+
+def _requests(count: int) -> list[Any]:
+    """`count` views' requests, every one different (its own page), from VISITORS readers.
+    Built before the timed part."""
     from aiohttp.test_utils import make_mocked_request
 
-    return [
+    headers = [
         make_mocked_request(
-            "GET",
-            f"/tin-hoat-dong/bai-viet-{i % ARTICLES + 1}",
-            headers={"User-Agent": BROWSER, "Cookie": reader_cookie(i)},
-        )
+            "GET", "/", headers={"User-Agent": BROWSER, "Cookie": reader_cookie(i)}
+        ).headers
         for i in range(VISITORS)
+    ]
+    return [
+        _Request(headers[i % VISITORS], f"/tin-hoat-dong/bai-viet-{i % ARTICLES + 1}/{i}")
+        for i in range(count)
     ]
 
 
@@ -283,7 +297,7 @@ async def _record(redis_url: str, count: int, requests: list[Any]) -> tuple[floa
 
 
 def _pipeline(redis_url: str, count: int) -> dict[str, Any]:
-    requests = _requests()
+    requests = _requests(count)
     with Redis.from_url(redis_url) as r:
         _reset_counters(r)
     argv = [sys.executable, "-m", "bench.hits_drain", "--redis", redis_url, "--target", str(count)]
@@ -332,7 +346,7 @@ def _drain_only(redis_url: str, count: int) -> dict[str, Any]:
 
     with Redis.from_url(redis_url, socket_timeout=10) as r:
         _reset_counters(r)
-        t_record, recorded_at = asyncio.run(_record(redis_url, count, _requests()))
+        t_record, recorded_at = asyncio.run(_record(redis_url, count, _requests(count)))
         record_s = recorded_at - t_record
         zone = _settings().zone
         tally: Counter[str] = Counter()
