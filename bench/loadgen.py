@@ -18,6 +18,7 @@ error), so each target is checked first with one request whose status must be in
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -78,7 +79,13 @@ class Target:
         """The n-th request's own headers (added to `headers`), or None."""
         if not self.readers:
             return None
-        return {"Cookie": reader_cookie(n % self.readers)}
+        return {"Cookie": _reader_cookies(self.readers)[n % self.readers]}
+
+
+@functools.lru_cache(maxsize=4)
+def _reader_cookies(readers: int) -> tuple[str, ...]:
+    """Made once (measure() asks first): not the load generator's work per request."""
+    return tuple(reader_cookie(n) for n in range(readers))
 
 
 def generator() -> str:
@@ -127,7 +134,10 @@ def measure(
     make_body = None
     if target.body_parts is not None:
         make_body = target.make_body
-    make_headers = target.make_headers if target.readers else None
+    make_headers = None
+    if target.readers:
+        _reader_cookies(target.readers)  # made before the clock starts
+        make_headers = target.make_headers
     return run_load(
         target.url,
         concurrency=connections,

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import psutil
 import psycopg
 
 from bantin.bootstrap import demo_seed, text_only
@@ -78,9 +79,13 @@ def page_throughput(ctx: Context) -> Results:
         headers = reader_headers()
         settled = Settled()
         with (
-            bantin_role("publisher", {**common, "BANTIN_COUNT_VIEWS": "on"}) as (on_url, _),
-            bantin_role("publisher", {**common, "BANTIN_COUNT_VIEWS": "off"}) as (off_url, _),
+            bantin_role("publisher", {**common, "BANTIN_COUNT_VIEWS": "on"}) as (on_url, on_proc),
+            bantin_role("publisher", {**common, "BANTIN_COUNT_VIEWS": "off"}) as (
+                off_url,
+                off_proc,
+            ),
         ):
+            meter = _CpuMeter({"counting_on": on_proc.pid, "counting_off": off_proc.pid})
             counting = loadgen.Target("counting_on", on_url + path, headers=headers)
             page = loadgen.check(counting).body
             scratch = Path(tempfile.mkdtemp(prefix="bantin-bench-page-"))
@@ -101,7 +106,11 @@ def page_throughput(ctx: Context) -> Results:
                 _check_sizes(targets, len(page))
                 say(f"  load: {CONNECTIONS} connections, {rounds} x {duration:.0f} s, alternating")
 
-                # The counters worker drains what each measurement recorded before the next.
+                def after(target: loadgen.Target) -> None:
+                    meter.mark(target.name)
+                    # the counters worker drains what was recorded before the next measurement
+                    settle(redis_url, timeout=settle_timeout, record=settled)
+
                 def alternate(group: list[loadgen.Target]) -> dict[str, list[LoadResult]]:
                     return loadgen.alternate(
                         group,
@@ -109,7 +118,7 @@ def page_throughput(ctx: Context) -> Results:
                         connections=CONNECTIONS,
                         duration=duration,
                         warmup=ctx.pick(1.0, 0.5),
-                        between=lambda _: settle(redis_url, timeout=settle_timeout, record=settled),
+                        between=after,
                     )
 
                 runs = alternate(targets)
@@ -160,6 +169,13 @@ def page_throughput(ctx: Context) -> Results:
         "many_readers_counting_on_vs_off_rps": ratio(on_many["median_rps"], off_many["median_rps"]),
     }
     paired = loadgen.paired_ratios(runs, "counting_on", "counting_off")
+    cpu = meter.per_request(runs, rounds)
+    ratios["publisher_cpu_per_page_on_vs_off"] = ratio(
+        cpu.get("counting_on"), cpu.get("counting_off")
+    )
+    ratios["many_readers_publisher_cpu_per_page_on_vs_off"] = ratio(
+        cpu.get("counting_on_many"), cpu.get("counting_off_many")
+    )
     goals = {
         "counting_on_vs_bare_at_least_0_9": (ratios["counting_on_vs_bare_rps"] or 0) >= 0.9,
         "counting_on_vs_off_at_least_0_95": (ratios["counting_on_vs_counting_off_rps"] or 0)
@@ -197,6 +213,13 @@ def page_throughput(ctx: Context) -> Results:
             f" {off_many['median_rps']:,.0f} req/s)",
         ),
         (
+            "publisher CPU per page, on : off",
+            f"{fmt_ratio(ratios['publisher_cpu_per_page_on_vs_off'])}"
+            f"   ({cpu.get('counting_on', 0):.1f} vs {cpu.get('counting_off', 0):.1f} us;"
+            f" {MANY_READERS:,} readers:"
+            f" {cpu.get('counting_on_many', 0):.1f} vs {cpu.get('counting_off_many', 0):.1f} us)",
+        ),
+        (
             "p99 at 50 connections",
             f"on {on['p99_ms']:.1f} ms, off {off['p99_ms']:.1f} ms, bare {bare['p99_ms']:.1f} ms"
             + (f", nginx {nginx['p99_ms']:.1f} ms" if nginx else ""),
@@ -224,6 +247,9 @@ def page_throughput(ctx: Context) -> Results:
         "ratios": ratios,
         "goals": goals,
         "on_vs_off_by_round": paired,
+        # CPU time of the publisher process per page answered (user + system, us; median of
+        # the rounds): what counting costs the publisher, less noisy than its throughput
+        "publisher_cpu_us_per_page": cpu,
     }
     for name in s:
         out[name] = {
@@ -249,6 +275,40 @@ def page_throughput(ctx: Context) -> Results:
         "rounds": {name: [r.as_dict() for r in rs] for name, rs in runs.items()},
     }
     return out
+
+
+class _CpuMeter:
+    """CPU time (user + system) of the publisher processes, per measurement: `mark(name)`
+    after each one (loadgen.alternate's `between`) gives the process serving `name` (or
+    `name` + "_many") the CPU it used since the previous mark of any target, idle time between
+    measurements included (a flush every 100 ms, nothing else)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.last = self._now()
+        self.used: dict[str, list[float]] = {}
+
+    def _now(self) -> dict[str, float]:
+        return {name: sum(p.cpu_times()[:2]) for name, p in self.procs.items()}
+
+    def mark(self, name: str) -> None:
+        now = self._now()
+        served = name.removesuffix("_many")
+        if served in now:
+            self.used.setdefault(name, []).append(now[served] - self.last[served])
+        self.last = now
+
+    def per_request(
+        self, runs: dict[str, list[LoadResult]], rounds: int
+    ) -> dict[str, float | None]:
+        """us of CPU per answered request, median of the measured rounds (the warm-ups,
+        marked first, are left out)."""
+        out: dict[str, float | None] = {}
+        for name, used in self.used.items():
+            pairs = zip(used[-rounds:], runs.get(name, [])[-rounds:], strict=False)
+            values = [cpu / r.requests * 1e6 for cpu, r in pairs if r.requests]
+            out[name] = statistics.median(values) if values else None
+        return out
 
 
 async def _publish(stack: Stack) -> str:
