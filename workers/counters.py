@@ -58,7 +58,7 @@ from workers.app import DRAIN_HITS, PERSIST_COUNTERS, app, pool, redis, run, set
 log = logging.getLogger(__name__)
 
 BATCH = 1000  # views a script reads at least, when the stream holds them
-READ_ENTRIES = 1  # entries per XREADGROUP (a publisher's batch holds up to 2,000 views)
+READ_ENTRIES = 1  # entries per XREADGROUP (a publisher's batch holds up to 2,000 lines)
 CLAIM_ENTRIES = 100  # entries per XAUTOCLAIM
 DRAIN_BUDGET = 0.8  # seconds one drain may run: beat sends the next one a second later
 CLAIM_IDLE_MS = 10_000  # entries pending this long belong to a consumer that died
@@ -395,7 +395,9 @@ def drain(
             raise
         ensure_group(r)  # the stream was deleted under us: nothing was read
     if tally["dropped"]:
-        log.warning("%s: acknowledged %d malformed or trimmed entries", consumer, tally["dropped"])
+        log.warning(
+            "%s: acknowledged %d malformed lines or trimmed entries", consumer, tally["dropped"]
+        )
     if tally["counted"] or tally["bots"]:
         log.debug("counted %d views, %d by bots", tally["counted"], tally["bots"])
     return dict(tally)

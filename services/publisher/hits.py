@@ -71,7 +71,9 @@ FLUSH_INTERVAL = 0.1  # seconds: the longest a view waits in the process
 # the process about 150 us of the Redis client's Python whatever its size: at 30,000 views/s,
 # batches of 500 made that 1% of a busy publisher's time.
 FLUSH_AT = 2000
-STREAM_MAXLEN = 1_000_000  # views the stream holds at most: beyond, the oldest batches go
+# Views the stream holds at most: beyond, the oldest batches go. In views, not lines, so that
+# the lag it bounds is the one the metric shows (a starred line of many views weighs them all).
+STREAM_MAXLEN = 1_000_000
 TRIM_STEP = 100  # entries one append deletes at most to stay within STREAM_MAXLEN
 BATCH_TOKEN_TTL = 600  # seconds a batch's token guards against a repeated append
 CLOSE_WAIT = 10.0  # seconds the flusher has to stop on shutdown
