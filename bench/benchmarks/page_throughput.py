@@ -215,9 +215,9 @@ def page_throughput(ctx: Context) -> Results:
         (
             "publisher CPU per page, on : off",
             f"{fmt_ratio(ratios['publisher_cpu_per_page_on_vs_off'])}"
-            f"   ({cpu.get('counting_on', 0):.1f} vs {cpu.get('counting_off', 0):.1f} us;"
+            f"   ({_us(cpu, 'counting_on')} vs {_us(cpu, 'counting_off')} us;"
             f" {MANY_READERS:,} readers:"
-            f" {cpu.get('counting_on_many', 0):.1f} vs {cpu.get('counting_off_many', 0):.1f} us)",
+            f" {_us(cpu, 'counting_on_many')} vs {_us(cpu, 'counting_off_many')} us)",
         ),
         (
             "p99 at 50 connections",
@@ -277,11 +277,17 @@ def page_throughput(ctx: Context) -> Results:
     return out
 
 
+def _us(cpu: dict[str, float | None], name: str) -> str:
+    value = cpu.get(name)
+    return "n/a" if value is None else f"{value:.1f}"
+
+
 class _CpuMeter:
     """CPU time (user + system) of the publisher processes, per measurement: `mark(name)`
     after each one (loadgen.alternate's `between`) gives the process serving `name` (or
     `name` + "_many") the CPU it used since the previous mark of any target, idle time between
-    measurements included (a flush every 100 ms, nothing else)."""
+    measurements included (a flush every 100 ms, nothing else). The flush of a measurement's
+    last 100 ms may land after its mark, and is not counted."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
