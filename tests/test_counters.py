@@ -393,10 +393,54 @@ async def test_visitors_remembered_by_cookie_header_only_for_short_headers(site:
             "GET", "/", headers={"Cookie": header, "User-Agent": "Firefox"}
         )
         recorder.page_view(request, web.Response())
-    assert short in recorder._visitors and long not in recorder._visitors
+    assert short in recorder._readers and long not in recorder._readers
     buffered = recorder.buffered()
     assert sum(n for n, _ in buffered) == 2
     assert len({line.split(" ")[3] for _, line in buffered}) == 1  # one visitor
+
+
+async def test_views_counted_by_second_each_different_view_one_line(
+    site: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recorder counts views per second of the clock: identical views of one second are
+    one line with their number, a new second starts new lines, a clock stepped back counts in
+    the second it shows, and the different views of every second held wake the flusher."""
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from services.publisher import hits
+
+    recorder = site.server.app[hits_key]
+    recorder.interval = 3600.0
+    await asyncio.sleep(0.3)  # the flusher's current short wait ends; the next one is long
+    await recorder.flush()
+    recorder.flush_at = 4
+    vid = cookie()
+    clock = [1_800_000_000.2]
+    monkeypatch.setattr(hits, "_now", lambda: clock[0])
+
+    def view_at(moment: float, path: str, article: int | None = None) -> None:
+        clock[0] = moment
+        request = make_mocked_request(
+            "GET", path, headers={"Cookie": f"{COOKIE}={vid}", "User-Agent": "Firefox"}
+        )
+        recorder.page_view(request, web.Response(), article)
+
+    view_at(1_800_000_000.2, "/a-1", 1)
+    view_at(1_800_000_000.9, "/a-1", 1)
+    view_at(1_800_000_000.95, "/")
+    view_at(1_800_000_001.0, "/a-1", 1)
+    assert not recorder._wake.is_set()  # three different views so far
+    view_at(1_799_999_999.5, "/a-1", 1)  # the clock stepped back
+    assert recorder._wake.is_set()
+    visitor = "c" + vid.split(".")[0]
+    assert recorder.buffered() == [
+        (2, f"1800000000 0 1 {visitor} /a-1"),
+        (1, f"1800000000 0  {visitor} /"),
+        (1, f"1800000001 0 1 {visitor} /a-1"),
+        (1, f"1799999999 0 1 {visitor} /a-1"),
+    ]
+    assert recorder.waiting == 5
 
 
 # --- crashes -------------------------------------------------------------------------------------

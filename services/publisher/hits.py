@@ -81,6 +81,7 @@ MAX_HELD = 200_000  # lines kept while Redis is unreachable; beyond, the oldest 
 MEMO_SIZE = 10_000  # User-Agents and Cookie headers remembered; beyond, forgotten at once
 MEMO_HEADER = 512  # longer Cookie headers are not remembered (their memory is the client's say)
 _SEC_PURPOSE, _PURPOSE = istr("Sec-Purpose"), istr("Purpose")
+_now = time.time  # the views' clock (tests set it)
 
 # Self-declared crawlers, link previewers, monitors and the HTTP tools browsers never send.
 # curl, wget and python-requests count as bots: uptime checks and scripts, not readers. aiohttp
@@ -106,6 +107,12 @@ _COOKIE_IN_HEADER = re.compile(
 # ones (one view an entry: a field `h` holding one line, or five fields v, p, a, t, b); a worker
 # older than the "*" lines counts the others and acknowledges those as malformed.
 Hit = tuple[str, str, str, str, str]
+# In the process, a reader is (User-Agent, visitor, bot) and a view is (reader, path, article id
+# or None or ""), counted in a dictionary per second: hashing these costs little (the reader and
+# the path of a cached page are the same objects view after view), where hashing a line made per
+# view cost as much as making it.
+Reader = tuple[str, str, bool]
+View = tuple[Reader, str, int | str | None]
 FIELDS = ("n", "b")
 
 # KEYS: stream, the batch's token key, the waiting counter. ARGV: stream bound (views), token
@@ -167,7 +174,7 @@ class HitRecorder:
         # address: a random secret of the site, shared by every replica (see visitor_key()).
         self.key = b""
         self.interval = FLUSH_INTERVAL
-        self.flush_at = FLUSH_AT
+        self._flush_at = FLUSH_AT
         self.dropped = 0
         self.enabled = settings.count_views
         self.proxies = settings.proxy_networks
@@ -177,10 +184,15 @@ class HitRecorder:
         self._random = random.Random(secrets.randbits(128))  # noqa: S311 (guards nothing)
         self._today = ""
         self._day_ends = 0.0  # the day string is recomputed once a minute, not per view
-        self._second, self._second_text = 0, "0"  # the time as the stream holds it
         self._cookie_tail = f"; Max-Age={COOKIE_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax"
-        self._visitors: dict[str, str] = {}  # Cookie header -> visitor, for today
-        self._buffer: dict[str, int] = {}  # views as the stream's lines -> how many of each
+        self._readers: dict[str, Reader] = {}  # Cookie header -> its reader, for today
+        # The views not sent yet, by second (as the stream writes it) and view -> how many.
+        self._seconds: dict[str, dict[View, int]] = {}
+        # The current second's views (in _seconds), the second's bounds, and the number of
+        # its different views that wakes the flusher (FLUSH_AT less the other seconds' views).
+        self._views: dict[View, int] = {}
+        self._second_starts = self._second_ends = 0.0
+        self._wake_at = FLUSH_AT
         # Batches not known to be in Redis yet, oldest first: (token, views, lines).
         self._batches: deque[tuple[str, int, list[str]]] = deque()
         self._held = 0
@@ -193,111 +205,143 @@ class HitRecorder:
     # --- the request path -----------------------------------------------------------------------
 
     def page_view(
-        self, request: web.Request, response: web.StreamResponse, article_id: int | None = None
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        article_id: int | None = None,
+        path: str | None = None,
     ) -> None:
         """Record one view of an HTML page answered 200; gives the browser its cookie.
 
-        Every page served pays for this, so it is kept to lookups: the bot verdict per
-        User-Agent and the visitor per Cookie header are remembered (a browser sends the same
-        ones page after page), and the view is counted in the buffer under the line the stream
-        holds (a string, which the garbage collector does not track, unlike a tuple)."""
+        Every page served pays for this, so it is kept to a few lookups: the reader per Cookie
+        header is remembered (a browser sends the same header page after page), and the view
+        is counted under a key of objects whose hashes are already known (the remembered
+        reader, `path` when the caller holds the page's path, the article id). The stream's
+        lines are written when the views are sent, once per different view. `path` is the
+        request's path, given by callers that hold it already."""
         if not self.enabled or request.method != "GET":
             return
         headers = request.headers
         if (_SEC_PURPOSE in headers or _PURPOSE in headers) and _prefetch(headers):
             return
         agent = headers.get(hdrs.USER_AGENT, "")
-        bot = self._bots.get(agent)
-        if bot is None:
-            if len(self._bots) > MEMO_SIZE:
-                self._bots.clear()
-            bot = self._bots[agent] = is_bot(agent)
-        now = time.time()
-        if now >= self._day_ends:
-            self._new_minute(now)
         header = headers.get(hdrs.COOKIE, "")
-        visitor = self._visitors.get(header)
-        if visitor is None:
-            visitor, cookie = self._identify(request, agent, header)
-            if cookie is not None and not bot:
-                # Written directly: http.cookies' Morsel machinery costs more than the rest of
-                # the recording together, and this value needs no quoting (URL-safe, dots).
-                secure = "; Secure" if self.https or request.secure else ""
-                response.headers.add("Set-Cookie", f"{COOKIE}={cookie}{self._cookie_tail}{secure}")
-        second = int(now)
-        if second != self._second:
-            self._second, self._second_text = second, str(second)
-        buffer = self._buffer
-        line = (
-            f"{self._second_text} {'1' if bot else '0'} {article_id or ''} {visitor} {request.path}"
-        )
-        buffer[line] = buffer.get(line, 0) + 1
-        if len(buffer) >= self.flush_at:
+        now = _now()
+        if not self._second_starts <= now < self._second_ends:
+            self._tick(now)
+        reader = self._readers.get(header)
+        if reader is None or reader[0] != agent:
+            reader = self._reader(request, response, agent, header)
+        view = (reader, path or request.path, article_id)
+        views = self._views
+        views[view] = views.get(view, 0) + 1
+        if len(views) >= self._wake_at:
             self._wake.set()
 
     def add(self, hit: Hit) -> None:
         """Buffer one view given as its parts (visitor, path, article, seconds, bot)."""
         visitor, path, article, seconds, bot = hit
-        line = f"{seconds} {bot} {article} {visitor} {path}"
-        self._buffer[line] = self._buffer.get(line, 0) + 1
-        if len(self._buffer) >= self.flush_at:
+        views = self._seconds.setdefault(seconds, {})
+        view = (("", visitor, bot == "1"), path, article)
+        views[view] = views.get(view, 0) + 1
+        if sum(len(v) for v in self._seconds.values()) >= self._flush_at:
             self._wake.set()
 
     def buffered(self) -> list[tuple[int, str]]:
         """The views not sent yet, as (how many, the line the stream will hold), oldest first."""
-        return [(n, line) for line, n in self._buffer.items()]
+        return _lines(self._seconds)
+
+    @property
+    def flush_at(self) -> int:
+        """Different views that wake the flusher early; also the largest batch."""
+        return self._flush_at
+
+    @flush_at.setter
+    def flush_at(self, value: int) -> None:
+        self._flush_at = value
+        self._second_ends = 0.0  # the next view works out when to wake the flusher again
+
+    def _tick(self, now: float) -> None:
+        """A view in another second than the last one: count in that second's views."""
+        if now >= self._day_ends:
+            self._new_minute(now)
+        second = int(now)
+        text = str(second)
+        views = self._seconds.get(text)  # there already if the clock stepped back
+        if views is None:
+            views = self._seconds[text] = {}
+        self._views = views
+        self._second_starts, self._second_ends = float(second), second + 1.0
+        others = sum(len(v) for v in self._seconds.values() if v is not views)
+        self._wake_at = self._flush_at - others
 
     def _new_minute(self, now: float) -> None:
-        """The day is looked at once a minute; a new one forgets the visitors known by cookie
+        """The day is looked at once a minute; a new one forgets the readers known by cookie
         (a cookie given yesterday names its browser differently today, see the module)."""
         moment = datetime.fromtimestamp(now, self.zone)
         today = moment.strftime("%Y%m%d")
         if today != self._today:
             self._today = today
-            self._visitors.clear()
+            self._readers.clear()
         self._day_ends = now + 60 - moment.second - moment.microsecond / 1e6
 
-    def _identify(self, request: web.Request, agent: str, header: str) -> tuple[str, str | None]:
-        """(visitor id, cookie value to give, or None when the browser has a valid one), from
-        the request's Cookie header (`header`, "" when none)."""
+    def _reader(
+        self, request: web.Request, response: web.StreamResponse, agent: str, header: str
+    ) -> Reader:
+        """The reader of a request whose Cookie header (`header`, "" when none) is not
+        remembered with this User-Agent; gives a new reader its cookie."""
+        bot = self._bots.get(agent)
+        if bot is None:
+            if len(self._bots) > MEMO_SIZE:
+                self._bots.clear()
+            bot = self._bots[agent] = is_bot(agent)
         # Found in the raw header: request.cookies parses every cookie into Morsels, which
         # cost more than all the rest of the recording.
         found = find_cookie(header)
         if found is not None:
             random_part, day, first = found
-            visitor = "h" + first if day == self._today else "c" + random_part
+            reader = (agent, "h" + first if day == self._today else "c" + random_part, bot)
             if len(header) <= MEMO_HEADER:
-                if len(self._visitors) > MEMO_SIZE:
-                    self._visitors.clear()
-                self._visitors[header] = visitor
-            return visitor, None
-        today = self._today
+                if len(self._readers) > MEMO_SIZE:
+                    self._readers.clear()
+                self._readers[header] = reader
+            return reader
         digest = hashlib.blake2b(
             f"{client_address(request, self.proxies)}\n{agent}".encode(),
             key=self.key,
             digest_size=8,
         ).hexdigest()
-        token = base64.urlsafe_b64encode(self._random.randbytes(12)).decode()
-        return "h" + digest, f"{token}.{today}.{digest}"
+        if not bot:
+            # Written directly: http.cookies' Morsel machinery costs more than the rest of
+            # the recording together, and this value needs no quoting (URL-safe, dots).
+            token = base64.urlsafe_b64encode(self._random.randbytes(12)).decode()
+            secure = "; Secure" if self.https or request.secure else ""
+            response.headers.add(
+                "Set-Cookie",
+                f"{COOKIE}={token}.{self._today}.{digest}{self._cookie_tail}{secure}",
+            )
+        return (agent, "h" + digest, bot)
 
     # --- to Redis -------------------------------------------------------------------------------
 
     @property
     def waiting(self) -> int:
         """Views in this process not known to be in the stream yet."""
-        return sum(self._buffer.values()) + sum(views for _, views, _ in self._batches)
+        buffered = sum(n for views in self._seconds.values() for n in views.values())
+        return buffered + sum(views for _, views, _ in self._batches)
 
     async def flush(self) -> int:
         """Send every waiting view; returns how many went. Raises on a Redis error, keeping what
         was not sent (with its token) for the next attempt."""
         async with self._lock:
-            if self._buffer:
-                held, self._buffer = self._buffer, {}
-                items = list(held.items())
-                for i in range(0, len(items), self.flush_at):
-                    part = items[i : i + self.flush_at]
-                    lines = [line if n == 1 else f"*{n} {line}" for line, n in part]
-                    views = sum(n for _, n in part)
+            if self._seconds:
+                held, self._seconds = self._seconds, {}
+                self._second_ends = 0.0  # the next view starts the buffer again
+                items = _lines(held)
+                for i in range(0, len(items), self._flush_at):
+                    part = items[i : i + self._flush_at]
+                    lines = [line if n == 1 else f"*{n} {line}" for n, line in part]
+                    views = sum(n for n, _ in part)
                     self._batches.append((secrets.token_hex(12), views, lines))
                 self._held += len(items)
                 self._shed()
@@ -416,6 +460,15 @@ def record(
     recorder = request.app.get(hits_key)
     if recorder is not None:
         recorder.page_view(request, response, article_id)
+
+
+def _lines(seconds: dict[str, dict[View, int]]) -> list[tuple[int, str]]:
+    """Buffered views as (how many, the stream's line)."""
+    return [
+        (n, f"{second} {'1' if reader[2] else '0'} {article or ''} {reader[1]} {path}")
+        for second, views in seconds.items()
+        for (reader, path, article), n in views.items()
+    ]
 
 
 def _prefetch(headers: Any) -> bool:

@@ -242,12 +242,19 @@ async def serve_page(
             return response
         ready = cache.prepare(key, live, _with_stats(body, live), etag)
     recorder = request.app.get(hits.hits_key)
-    front.remember(request, partial(_quick_page, cache, recorder, key, article_id))
-    return _ready_answer(request, ready, recorder, article_id)
+    # The request's path, held for the recorder: the same object view after view, whose hash
+    # is known (the front door answers this path only).
+    path = request.path
+    front.remember(request, partial(_quick_page, cache, recorder, key, article_id, path))
+    return _ready_answer(request, ready, recorder, article_id, path)
 
 
 def _ready_answer(
-    request: web.Request, ready: Ready, recorder: hits.HitRecorder | None, article_id: int | None
+    request: web.Request,
+    ready: Ready,
+    recorder: hits.HitRecorder | None,
+    article_id: int | None,
+    path: str,
 ) -> web.Response:
     # Only a page known to be a 200 at this version is ever answered 304.
     if not_modified(request, ready.etag):
@@ -255,7 +262,7 @@ def _ready_answer(
     else:
         response = web.Response(body=ready.data, headers=ready.headers.copy())
     if recorder is not None:
-        recorder.page_view(request, response, article_id)  # a 304 is a page view too
+        recorder.page_view(request, response, article_id, path)  # a 304 is a page view too
     return response
 
 
@@ -264,13 +271,14 @@ def _quick_page(
     recorder: hits.HitRecorder | None,
     key: str,
     article_id: int | None,
+    path: str,
     request: web.Request,
 ) -> web.Response | None:
     """The front door's answer for a page answered from memory before (see front.py): the
     same, while the statistics snapshot and the page's prepared answer still hold."""
     live = cache.current()
     ready = cache.ready(key, live) if live is not None else None
-    return _ready_answer(request, ready, recorder, article_id) if ready is not None else None
+    return _ready_answer(request, ready, recorder, article_id, path) if ready is not None else None
 
 
 def page_etag(live: Live, key: str) -> str:
