@@ -61,6 +61,12 @@ async def flushed(site: Any) -> None:
     await site.server.app[hits_key].flush()
 
 
+async def quiet(site: Any) -> None:
+    """Only the test sends the recorder's views (the flusher's next wait is an hour)."""
+    site.server.app[hits_key].interval = 3600.0
+    await asyncio.sleep(0.3)  # the flusher's current short wait ends
+
+
 def send(task: str, **kwargs: Any) -> None:
     from workers.app import app
 
@@ -411,8 +417,7 @@ async def test_views_counted_by_second_each_different_view_one_line(
     from services.publisher import hits
 
     recorder = site.server.app[hits_key]
-    recorder.interval = 3600.0
-    await asyncio.sleep(0.3)  # the flusher's current short wait ends; the next one is long
+    await quiet(site)
     await recorder.flush()
     recorder.flush_at = 4
     vid = cookie()
@@ -516,6 +521,7 @@ async def test_newer_entries_drained_around_a_dead_consumers_batch(
 async def test_process_killed_mid_batch(site: Any, r: redis_lib.Redis, clean: Settings) -> None:
     """A real process reads a batch as a consumer (in Python, as workers before the drain
     script read for themselves did) and is SIGKILLed before counting it."""
+    await quiet(site)
     for size in (1, 2, 4):  # seven views in three batches
         for _ in range(size):
             await view(site, "/", vid=cookie())

@@ -13,10 +13,10 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from multidict import CIMultiDict, CIMultiDictProxy
 from redis.asyncio import Redis
 
 from shared import keys
+from shared.prepared import fixed_head
 
 HTML_TYPE = "text/html; charset=utf-8"
 ONLINE_WINDOW = 300  # seconds: "online" means seen in the last five minutes
@@ -37,7 +37,7 @@ class Ready:
     live: Live
     data: bytes
     etag: str
-    headers: CIMultiDictProxy[str]  # copied into each response (which adds its own)
+    head: bytes  # the header lines of every answer (shared.prepared.fixed_head)
 
 
 class PageCache:
@@ -100,10 +100,8 @@ class PageCache:
         return None
 
     def prepare(self, key: str, live: Live, data: bytes, etag: str) -> Ready:
-        headers = CIMultiDict(
-            {"Content-Type": HTML_TYPE, "Cache-Control": "no-cache", "ETag": etag}
-        )
-        held = Ready(live, data, etag, CIMultiDictProxy(headers))
+        headers = {"Content-Type": HTML_TYPE, "Cache-Control": "no-cache", "ETag": etag}
+        held = Ready(live, data, etag, fixed_head(headers, data))
         if not self.ttl:
             return held  # the page cache is off: every answer renders
         self._ready[key] = held

@@ -22,6 +22,7 @@ from services.publisher.cache import Live, PageCache, Ready
 from services.publisher.labels import LABELS
 from shared import articles, site
 from shared.models import Article
+from shared.prepared import PreparedResponse
 from shared.settings import Settings
 from shared.text import clean_text, nfc, search_text
 from shared.web import not_modified, pool_key, redis_key, settings_key
@@ -255,12 +256,13 @@ def _ready_answer(
     recorder: hits.HitRecorder | None,
     article_id: int | None,
     path: str,
-) -> web.Response:
+) -> web.StreamResponse:
     # Only a page known to be a 200 at this version is ever answered 304.
+    response: web.StreamResponse
     if not_modified(request, ready.etag):
         response = _304(ready.etag)
     else:
-        response = web.Response(body=ready.data, headers=ready.headers.copy())
+        response = PreparedResponse(ready.head, ready.data)
     if recorder is not None:
         recorder.page_view(request, response, article_id, path)  # a 304 is a page view too
     return response
@@ -273,7 +275,7 @@ def _quick_page(
     article_id: int | None,
     path: str,
     request: web.Request,
-) -> web.Response | None:
+) -> web.StreamResponse | None:
     """The front door's answer for a page answered from memory before (see front.py): the
     same, while the statistics snapshot and the page's prepared answer still hold."""
     live = cache.current()

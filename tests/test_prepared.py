@@ -1,0 +1,100 @@
+"""A prepared answer is, on the wire, what aiohttp's Response writes for the same answer: the
+same status line, header lines (in another order: the fixed ones come first) and body, for
+every HTTP version and connection handling, with headers added per request, and for HEAD. If
+an aiohttp upgrade changes either, this says so."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from shared.prepared import PreparedResponse, fixed_head
+
+BODY = "<!doctype html><p>Trang đã lưu sẵn</p>\n".encode() * 50
+HEADERS = {
+    "Content-Type": "text/html; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "ETag": 'W/"1-a"',
+}
+EXTRA = {"X-Request-ID": "0123456789abcdef", "Set-Cookie": "bantin_vid=abc.20260101.0f; Path=/"}
+
+
+@pytest.fixture
+async def server(aiohttp_server: Any) -> Any:
+    head = fixed_head(HEADERS, BODY)
+
+    async def prepared(request: web.Request) -> web.StreamResponse:
+        response = PreparedResponse(head, BODY)
+        if "extra" in request.query:
+            response.headers.update(EXTRA)
+        return response
+
+    async def plain(request: web.Request) -> web.StreamResponse:
+        response = web.Response(body=BODY, headers=HEADERS)
+        if "extra" in request.query:
+            response.headers.update(EXTRA)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/prepared", prepared)
+    app.router.add_get("/plain", plain)
+    return await aiohttp_server(app)
+
+
+async def exchange(server: Any, request: bytes) -> bytes:
+    """Send a raw request; read until the server closes or one answer is complete."""
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(request)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = int(re.search(rb"(?i)\r\ncontent-length: (\d+)", head)[1])  # type: ignore[index]
+        body = b"" if request.startswith(b"HEAD") else await reader.readexactly(length)
+        closed = await asyncio.wait_for(reader.read(1), 1) == b"" if b"close" in head else None
+        return head + body + (b"<closed>" if closed else b"")
+    except TimeoutError:
+        return b"<timeout>"
+    finally:
+        writer.close()
+
+
+def parts(answer: bytes) -> tuple[bytes, list[bytes], bytes]:
+    """(status line, header lines sorted, the rest), the Date set aside (it may turn)."""
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    return status, sorted(line for line in lines if not line.startswith(b"Date: ")), rest
+
+
+@pytest.mark.parametrize(
+    "line, headers",
+    [
+        ("GET {} HTTP/1.1", ""),
+        ("GET {} HTTP/1.1", "Connection: close\r\n"),
+        ("GET {} HTTP/1.0", ""),
+        ("GET {} HTTP/1.0", "Connection: keep-alive\r\n"),
+        ("GET {}?extra=1 HTTP/1.1", ""),
+        ("HEAD {} HTTP/1.1", ""),
+    ],
+)
+async def test_a_prepared_answer_is_aiohttps_answer_byte_for_byte(
+    server: Any, line: str, headers: str
+) -> None:
+    answers = []
+    for path in ("/prepared", "/plain"):
+        request = f"{line.format(path)}\r\nHost: x\r\n{headers}\r\n".encode()
+        answers.append(await exchange(server, request))
+    prepared, plain = answers
+    assert re.search(rb"\r\nDate: \w{3}, \d\d \w{3} \d{4} [\d:]{8} GMT\r\n", prepared)
+    assert parts(prepared) == parts(plain)
+    status, lines, rest = parts(prepared)
+    assert status == (b"HTTP/1.0 200 OK" if "HTTP/1.0" in line else b"HTTP/1.1 200 OK")
+    assert rest.startswith(BODY) if line.startswith("GET") else BODY not in rest
+    assert (b"Set-Cookie: " + EXTRA["Set-Cookie"].encode() in lines) == ("extra" in line)
+
+
+async def test_a_header_that_would_start_another_is_refused(server: Any) -> None:
+    with pytest.raises(ValueError, match="Newline"):
+        fixed_head({"X-Bad": "a\r\nSet-Cookie: stolen=1"}, BODY)
