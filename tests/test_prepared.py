@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from shared.prepared import PreparedResponse, fixed_head
 
@@ -46,17 +47,18 @@ async def server(aiohttp_server: Any) -> Any:
 
 
 async def exchange(server: Any, request: bytes) -> bytes:
-    """Send a raw request; read until the server closes or one answer is complete."""
+    """Send a raw request, read one answer, then whether the server closed the connection."""
     reader, writer = await asyncio.open_connection(server.host, server.port)
     try:
         writer.write(request)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         length = int(re.search(rb"(?i)\r\ncontent-length: (\d+)", head)[1])  # type: ignore[index]
         body = b"" if request.startswith(b"HEAD") else await reader.readexactly(length)
-        closed = await asyncio.wait_for(reader.read(1), 1) == b"" if b"close" in head else None
-        return head + body + (b"<closed>" if closed else b"")
-    except TimeoutError:
-        return b"<timeout>"
+        try:
+            after = await asyncio.wait_for(reader.read(1), 0.3)
+            return head + body + (b"<closed>" if after == b"" else b"<more: " + after + b">")
+        except TimeoutError:
+            return head + body + b"<open>"
     finally:
         writer.close()
 
@@ -79,7 +81,7 @@ def parts(answer: bytes) -> tuple[bytes, list[bytes], bytes]:
         ("HEAD {} HTTP/1.1", ""),
     ],
 )
-async def test_a_prepared_answer_is_aiohttps_answer_byte_for_byte(
+async def test_a_prepared_answer_is_aiohttps_answer_on_the_wire(
     server: Any, line: str, headers: str
 ) -> None:
     answers = []
@@ -93,8 +95,31 @@ async def test_a_prepared_answer_is_aiohttps_answer_byte_for_byte(
     assert status == (b"HTTP/1.0 200 OK" if "HTTP/1.0" in line else b"HTTP/1.1 200 OK")
     assert rest.startswith(BODY) if line.startswith("GET") else BODY not in rest
     assert (b"Set-Cookie: " + EXTRA["Set-Cookie"].encode() in lines) == ("extra" in line)
+    kept = ("HTTP/1.1" in line and "close" not in headers) or "keep-alive" in headers
+    assert rest.endswith(b"<open>" if kept else b"<closed>")
 
 
-async def test_a_header_that_would_start_another_is_refused(server: Any) -> None:
-    with pytest.raises(ValueError, match="Newline"):
+async def test_a_header_that_would_start_another_is_refused() -> None:
+    with pytest.raises(ValueError, match="control character"):
         fixed_head({"X-Bad": "a\r\nSet-Cookie: stolen=1"}, BODY)
+    response = PreparedResponse(fixed_head(HEADERS, BODY), BODY)
+    response.headers["X-Request-ID"] = "abc\x01def"
+    with pytest.raises(ValueError, match="control character"):
+        await response.prepare(make_mocked_request("GET", "/"))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda response: response.set_cookie("a", "b"),
+        lambda response: response.enable_compression(),
+        lambda response: response.enable_chunked_encoding(),
+        lambda response: response.headers.__setitem__("etag", 'W/"2-b"'),
+        lambda response: response.headers.__setitem__("Date", "yesterday"),
+    ],
+)
+async def test_what_a_prepared_answer_cannot_send_is_refused_not_skipped(change: Any) -> None:
+    response = PreparedResponse(fixed_head(HEADERS, BODY), BODY)
+    change(response)
+    with pytest.raises(RuntimeError):
+        await response.prepare(make_mocked_request("GET", "/"))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from shared import keys
-from shared.prepared import fixed_head
+from shared.prepared import Head, fixed_head
 
 HTML_TYPE = "text/html; charset=utf-8"
 ONLINE_WINDOW = 300  # seconds: "online" means seen in the last five minutes
@@ -37,7 +37,7 @@ class Ready:
     live: Live
     data: bytes
     etag: str
-    head: bytes  # the header lines of every answer (shared.prepared.fixed_head)
+    head: Head  # the header lines of every answer
 
 
 class PageCache:

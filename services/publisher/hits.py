@@ -7,15 +7,15 @@ scanners probing addresses would otherwise inflate the count); not HEAD requests
 prefetches (nobody saw those). Known bots are recorded but flagged, and the counters worker keeps
 them out of the totals (they have a counter of their own).
 
-Each view costs a dictionary update: identical views (the same visitor, page and article in the
-same second) are held once with their number. A flusher task sends the buffer to the Redis
-stream `keys.HITS_STREAM` every FLUSH_INTERVAL, or sooner once FLUSH_AT different views wait,
-in batches of at most FLUSH_AT lines through one Lua script per batch: the script first claims
-the batch's random token (SET NX with an expiry) and only then appends the whole batch as one
-stream entry. A batch whose answer is lost (a timeout after Redis applied it) is sent again with
-the same token and is then a no-op, so a flaky connection neither loses nor doubles views. A
-graceful shutdown flushes what is left (the aiohttp cleanup context below runs after the last
-request has been answered).
+Each view costs a dictionary update: identical views (the same reader, by its cookie and
+User-Agent, page and article in the same second) are held once with their number. A flusher
+task sends the buffer to the Redis stream `keys.HITS_STREAM` every FLUSH_INTERVAL, or sooner
+once FLUSH_AT different views wait, in batches of at most FLUSH_AT lines through one Lua
+script per batch: the script first claims the batch's random token (SET NX with an expiry) and
+only then appends the whole batch as one stream entry. A batch whose answer is lost (a timeout
+after Redis applied it) is sent again with the same token and is then a no-op, so a flaky
+connection neither loses nor doubles views. A graceful shutdown flushes what is left (the
+aiohttp cleanup context below runs after the last request has been answered).
 
 One entry a batch, not one a view: an XADD, a delivery and a deletion per view were most of what
 counting cost Redis, which shares the machine with the publishers. And one line per different
@@ -79,7 +79,9 @@ BATCH_TOKEN_TTL = 600  # seconds a batch's token guards against a repeated appen
 CLOSE_WAIT = 10.0  # seconds the flusher has to stop on shutdown
 MAX_HELD = 200_000  # lines kept while Redis is unreachable; beyond, the oldest are dropped
 MEMO_SIZE = 10_000  # User-Agents and Cookie headers remembered; beyond, forgotten at once
-MEMO_HEADER = 512  # longer Cookie headers are not remembered (their memory is the client's say)
+# Readers whose Cookie header or User-Agent is longer are not remembered (their memory would be
+# the client's say).
+MEMO_HEADER = 512
 _SEC_PURPOSE, _PURPOSE = istr("Sec-Purpose"), istr("Purpose")
 _now = time.time  # the views' clock (tests set it)
 
@@ -107,11 +109,12 @@ _COOKIE_IN_HEADER = re.compile(
 # ones (one view an entry: a field `h` holding one line, or five fields v, p, a, t, b); a worker
 # older than the "*" lines counts the others and acknowledges those as malformed.
 Hit = tuple[str, str, str, str, str]
-# In the process, a reader is (User-Agent, visitor, bot) and a view is (reader, path, article id
-# or None or ""), counted in a dictionary per second: hashing these costs little (the reader and
-# the path of a cached page are the same objects view after view), where hashing a line made per
-# view cost as much as making it.
-Reader = tuple[str, str, bool]
+# In the process, a reader is (User-Agent, visitor, bot "1" or "0") and a view is (reader, path,
+# article id or None or ""), counted in a dictionary per second: hashing these costs little (the
+# reader and the path of a cached page are the same objects view after view), where hashing a
+# line made per view cost as much as making it. Each different view's line is made once, when
+# the views are sent.
+Reader = tuple[str, str, str]
 View = tuple[Reader, str, int | str | None]
 FIELDS = ("n", "b")
 
@@ -242,7 +245,7 @@ class HitRecorder:
         """Buffer one view given as its parts (visitor, path, article, seconds, bot)."""
         visitor, path, article, seconds, bot = hit
         views = self._seconds.setdefault(seconds, {})
-        view = (("", visitor, bot == "1"), path, article)
+        view = (("", visitor, "1" if bot == "1" else "0"), path, article)
         views[view] = views.get(view, 0) + 1
         if sum(len(v) for v in self._seconds.values()) >= self._flush_at:
             self._wake.set()
@@ -300,8 +303,9 @@ class HitRecorder:
         found = find_cookie(header)
         if found is not None:
             random_part, day, first = found
-            reader = (agent, "h" + first if day == self._today else "c" + random_part, bot)
-            if len(header) <= MEMO_HEADER:
+            visitor = "h" + first if day == self._today else "c" + random_part
+            reader = (agent, visitor, "1" if bot else "0")
+            if len(header) <= MEMO_HEADER and len(agent) <= MEMO_HEADER:
                 if len(self._readers) > MEMO_SIZE:
                     self._readers.clear()
                 self._readers[header] = reader
@@ -320,7 +324,7 @@ class HitRecorder:
                 "Set-Cookie",
                 f"{COOKIE}={token}.{self._today}.{digest}{self._cookie_tail}{secure}",
             )
-        return (agent, "h" + digest, bot)
+        return (agent, "h" + digest, "1" if bot else "0")
 
     # --- to Redis -------------------------------------------------------------------------------
 
@@ -465,7 +469,7 @@ def record(
 def _lines(seconds: dict[str, dict[View, int]]) -> list[tuple[int, str]]:
     """Buffered views as (how many, the stream's line)."""
     return [
-        (n, f"{second} {'1' if reader[2] else '0'} {article or ''} {reader[1]} {path}")
+        (n, f"{second} {reader[2]} {article or ''} {reader[1]} {path}")
         for second, views in seconds.items()
         for (reader, path, article), n in views.items()
     ]
