@@ -35,6 +35,8 @@ _SERVER = f"Server: {SERVER_SOFTWARE}\r\n".encode()
 _KEEP_ALIVE = b"Connection: keep-alive\r\n"
 _CLOSE = b"Connection: close\r\n"
 _date: tuple[str, bytes] = ("", b"")  # aiohttp's date string of this second, and its line
+# Headers set on prepared answers, never in a fixed head: not looked up there.
+_ADDED = frozenset({"X-Request-ID", "Set-Cookie"})
 # What aiohttp refuses in a header (RFC 9110 section 5.5): control characters but the tab.
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -71,7 +73,7 @@ class PreparedResponse(web.StreamResponse):
             raise RuntimeError("a prepared answer sends no set_cookie(), compression or chunks")
         names = self._head.names
         for name in self._headers:
-            if name.lower() in names:
+            if name not in _ADDED and name.lower() in names:
                 raise RuntimeError(f"{name} is in the prepared head already")
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
@@ -124,12 +126,12 @@ class PreparedResponse(web.StreamResponse):
         self._wire = []
 
 
-def _line(name: str, value: object) -> bytes:
-    text = f"{name}: {value}"
-    if _FORBIDDEN.search(text) is not None:
+def _line(name: str, value: str) -> bytes:
+    text = name + ": " + value  # (not an f-string: a name is often an istr, slower to format)
+    if not text.isprintable() and _FORBIDDEN.search(text) is not None:
         # As aiohttp's serializer: no header may end early and start another.
         raise ValueError("Forbidden control character detected in headers")
-    return f"{text}\r\n".encode()
+    return (text + "\r\n").encode()
 
 
 def _date_line() -> bytes:

@@ -109,13 +109,9 @@ _COOKIE_IN_HEADER = re.compile(
 # ones (one view an entry: a field `h` holding one line, or five fields v, p, a, t, b); a worker
 # older than the "*" lines counts the others and acknowledges those as malformed.
 Hit = tuple[str, str, str, str, str]
-# In the process, a reader is (User-Agent, visitor, bot "1" or "0") and a view is (reader, path,
-# article id or None or ""), counted in a dictionary per second: hashing these costs little (the
-# reader and the path of a cached page are the same objects view after view), where hashing a
-# line made per view cost as much as making it. Each different view's line is made once, when
-# the views are sent.
+# In the process, a reader is (User-Agent, visitor, bot "1" or "0"), remembered for its Cookie
+# header: the User-Agent is compared, not hashed, view after view.
 Reader = tuple[str, str, str]
-View = tuple[Reader, str, int | str | None]
 FIELDS = ("n", "b")
 
 # KEYS: stream, the batch's token key, the waiting counter. ARGV: stream bound (views), token
@@ -177,7 +173,7 @@ class HitRecorder:
         # address: a random secret of the site, shared by every replica (see visitor_key()).
         self.key = b""
         self.interval = FLUSH_INTERVAL
-        self._flush_at = FLUSH_AT
+        self.flush_at = FLUSH_AT
         self.dropped = 0
         self.enabled = settings.count_views
         self.proxies = settings.proxy_networks
@@ -189,13 +185,11 @@ class HitRecorder:
         self._day_ends = 0.0  # the day string is recomputed once a minute, not per view
         self._cookie_tail = f"; Max-Age={COOKIE_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax"
         self._readers: dict[str, Reader] = {}  # Cookie header -> its reader, for today
-        # The views not sent yet, by second (as the stream writes it) and view -> how many.
-        self._seconds: dict[str, dict[View, int]] = {}
-        # The current second's views (in _seconds), the second's bounds, and the number of
-        # its different views that wakes the flusher (FLUSH_AT less the other seconds' views).
-        self._views: dict[View, int] = {}
+        self._buffer: dict[str, int] = {}  # views as the stream's lines -> how many of each
+        # The current second as the stream writes it, and its bounds (looked at per view, the
+        # second's text made once a second).
+        self._second_text = "0"
         self._second_starts = self._second_ends = 0.0
-        self._wake_at = FLUSH_AT
         # Batches not known to be in Redis yet, oldest first: (token, views, lines).
         self._batches: deque[tuple[str, int, list[str]]] = deque()
         self._held = 0
@@ -216,12 +210,12 @@ class HitRecorder:
     ) -> None:
         """Record one view of an HTML page answered 200; gives the browser its cookie.
 
-        Every page served pays for this, so it is kept to a few lookups: the reader per Cookie
-        header is remembered (a browser sends the same header page after page), and the view
-        is counted under a key of objects whose hashes are already known (the remembered
-        reader, `path` when the caller holds the page's path, the article id). The stream's
-        lines are written when the views are sent, once per different view. `path` is the
-        request's path, given by callers that hold it already."""
+        Every page served pays for this, so it is kept to lookups: the reader (User-Agent,
+        visitor, bot) is remembered for its Cookie header (a browser sends the same ones page
+        after page) and its User-Agent compared, not hashed; the second's text is made once a
+        second; the view is counted in the buffer under the line the stream holds (a string,
+        which the garbage collector does not track, unlike a tuple). `path` is the request's
+        path, given by callers that hold it already."""
         if not self.enabled or request.method != "GET":
             return
         headers = request.headers
@@ -235,48 +229,33 @@ class HitRecorder:
         reader = self._readers.get(header)
         if reader is None or reader[0] != agent:
             reader = self._reader(request, response, agent, header)
-        view = (reader, path or request.path, article_id)
-        views = self._views
-        views[view] = views.get(view, 0) + 1
-        if len(views) >= self._wake_at:
+        buffer = self._buffer
+        line = (
+            f"{self._second_text} {reader[2]} {article_id or ''} {reader[1]} {path or request.path}"
+        )
+        buffer[line] = buffer.get(line, 0) + 1
+        if len(buffer) >= self.flush_at:
             self._wake.set()
 
     def add(self, hit: Hit) -> None:
         """Buffer one view given as its parts (visitor, path, article, seconds, bot)."""
         visitor, path, article, seconds, bot = hit
-        views = self._seconds.setdefault(seconds, {})
-        view = (("", visitor, "1" if bot == "1" else "0"), path, article)
-        views[view] = views.get(view, 0) + 1
-        if sum(len(v) for v in self._seconds.values()) >= self._flush_at:
+        line = f"{seconds} {bot} {article} {visitor} {path}"
+        self._buffer[line] = self._buffer.get(line, 0) + 1
+        if len(self._buffer) >= self.flush_at:
             self._wake.set()
 
     def buffered(self) -> list[tuple[int, str]]:
         """The views not sent yet, as (how many, the line the stream will hold), oldest first."""
-        return _lines(self._seconds)
-
-    @property
-    def flush_at(self) -> int:
-        """Different views that wake the flusher early; also the largest batch."""
-        return self._flush_at
-
-    @flush_at.setter
-    def flush_at(self, value: int) -> None:
-        self._flush_at = value
-        self._second_ends = 0.0  # the next view works out when to wake the flusher again
+        return [(n, line) for line, n in self._buffer.items()]
 
     def _tick(self, now: float) -> None:
-        """A view in another second than the last one: count in that second's views."""
+        """A view in another second than the last one (or the clock stepped back)."""
         if now >= self._day_ends:
             self._new_minute(now)
         second = int(now)
-        text = str(second)
-        views = self._seconds.get(text)  # there already if the clock stepped back
-        if views is None:
-            views = self._seconds[text] = {}
-        self._views = views
+        self._second_text = str(second)
         self._second_starts, self._second_ends = float(second), second + 1.0
-        others = sum(len(v) for v in self._seconds.values() if v is not views)
-        self._wake_at = self._flush_at - others
 
     def _new_minute(self, now: float) -> None:
         """The day is looked at once a minute; a new one forgets the readers known by cookie
@@ -331,21 +310,19 @@ class HitRecorder:
     @property
     def waiting(self) -> int:
         """Views in this process not known to be in the stream yet."""
-        buffered = sum(n for views in self._seconds.values() for n in views.values())
-        return buffered + sum(views for _, views, _ in self._batches)
+        return sum(self._buffer.values()) + sum(views for _, views, _ in self._batches)
 
     async def flush(self) -> int:
         """Send every waiting view; returns how many went. Raises on a Redis error, keeping what
         was not sent (with its token) for the next attempt."""
         async with self._lock:
-            if self._seconds:
-                held, self._seconds = self._seconds, {}
-                self._second_ends = 0.0  # the next view starts the buffer again
-                items = _lines(held)
-                for i in range(0, len(items), self._flush_at):
-                    part = items[i : i + self._flush_at]
-                    lines = [line if n == 1 else f"*{n} {line}" for n, line in part]
-                    views = sum(n for n, _ in part)
+            if self._buffer:
+                held, self._buffer = self._buffer, {}
+                items = list(held.items())
+                for i in range(0, len(items), self.flush_at):
+                    part = items[i : i + self.flush_at]
+                    lines = [line if n == 1 else f"*{n} {line}" for line, n in part]
+                    views = sum(n for _, n in part)
                     self._batches.append((secrets.token_hex(12), views, lines))
                 self._held += len(items)
                 self._shed()
@@ -464,15 +441,6 @@ def record(
     recorder = request.app.get(hits_key)
     if recorder is not None:
         recorder.page_view(request, response, article_id)
-
-
-def _lines(seconds: dict[str, dict[View, int]]) -> list[tuple[int, str]]:
-    """Buffered views as (how many, the stream's line)."""
-    return [
-        (n, f"{second} {reader[2]} {article or ''} {reader[1]} {path}")
-        for second, views in seconds.items()
-        for (reader, path, article), n in views.items()
-    ]
 
 
 def _prefetch(headers: Any) -> bool:
