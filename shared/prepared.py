@@ -14,9 +14,9 @@ It writes what aiohttp's Response writes for the same answer, in one write: the 
 line, header lines and body, the fixed header lines first (the tests compare them on the wire,
 so that an aiohttp upgrade that changes either shows). What it does not do, it refuses rather
 than skips: cookies set through set_cookie(), compression, chunking, a header of the fixed
-head set again. It knows
-aiohttp's request in one place: the stream writer it answers through (`_payload_writer`, as
-StreamResponse itself does) and the response-prepare hook, run as StreamResponse runs it.
+head set again. It knows aiohttp's request in one place: the stream writer it answers through
+(`_payload_writer`, as StreamResponse itself does) and the response-prepare hook, run as
+StreamResponse runs it.
 """
 
 from __future__ import annotations
