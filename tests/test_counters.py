@@ -448,6 +448,50 @@ async def test_views_counted_by_second_each_different_view_one_line(
     assert recorder.waiting == 5
 
 
+async def test_a_readers_last_line_is_reused_only_for_the_same_view(
+    site: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each reader keeps the line of its last view: the same page, article and second count
+    under it, and any of the three changing (or another reader) writes a line of its own."""
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from services.publisher import hits
+
+    recorder = site.server.app[hits_key]
+    await quiet(site)
+    await recorder.flush()
+    first, second = cookie(), cookie()
+    clock = [1_800_000_000.1]
+    monkeypatch.setattr(hits, "_now", lambda: clock[0])
+    cached_path = "/a-1"  # the front door hands the recorder the same path object each time
+
+    def view(vid: str, path: str | None, article: int | None, at: float) -> None:
+        clock[0] = at
+        request = make_mocked_request(
+            "GET", path or "/a-1", headers={"Cookie": f"{COOKIE}={vid}", "User-Agent": "Firefox"}
+        )
+        recorder.page_view(request, web.Response(), article, path)
+
+    view(first, cached_path, 1, 1_800_000_000.1)
+    view(first, cached_path, 1, 1_800_000_000.2)
+    view(first, None, 1, 1_800_000_000.3)  # the same page, its path made anew
+    view(first, cached_path, None, 1_800_000_000.4)  # the same path, no article
+    view(second, cached_path, 1, 1_800_000_000.5)  # another reader
+    view(first, "/b-2", 2, 1_800_000_000.6)
+    view(first, cached_path, 1, 1_800_000_000.7)  # back to the first page
+    view(first, cached_path, 1, 1_800_000_001.1)  # the next second
+    one, two = ("c" + vid.split(".")[0] for vid in (first, second))
+    assert recorder.buffered() == [
+        (4, f"1800000000 0 1 {one} /a-1"),
+        (1, f"1800000000 0  {one} /a-1"),
+        (1, f"1800000000 0 1 {two} /a-1"),
+        (1, f"1800000000 0 2 {one} /b-2"),
+        (1, f"1800000001 0 1 {one} /a-1"),
+    ]
+    assert recorder.waiting == 8
+
+
 # --- crashes -------------------------------------------------------------------------------------
 
 

@@ -109,9 +109,6 @@ _COOKIE_IN_HEADER = re.compile(
 # ones (one view an entry: a field `h` holding one line, or five fields v, p, a, t, b); a worker
 # older than the "*" lines counts the others and acknowledges those as malformed.
 Hit = tuple[str, str, str, str, str]
-# In the process, a reader is (User-Agent, visitor, bot "1" or "0"), remembered for its Cookie
-# header: the User-Agent is compared, not hashed, view after view.
-Reader = tuple[str, str, str]
 FIELDS = ("n", "b")
 
 # KEYS: stream, the batch's token key, the waiting counter. ARGV: stream bound (views), token
@@ -140,6 +137,21 @@ while waiting > bound and deleted < tonumber(ARGV[5]) do
 end
 return tonumber(ARGV[3])
 """
+
+
+class Reader:
+    """A reader as this process knows it, remembered for its Cookie header: its User-Agent
+    (compared, not hashed, view after view), visitor and bot flag ("1" or "0"), and the line
+    of its last view with what made it (second, page, article): the same page again in the
+    same second (a reload, a script, a load test) is the same string, whose hash Python keeps,
+    so counting it is a dictionary update with no line to write or hash."""
+
+    __slots__ = ("agent", "article", "bot", "line", "path", "second", "visitor")
+
+    def __init__(self, agent: str, visitor: str, bot: str) -> None:
+        self.agent, self.visitor, self.bot = agent, visitor, bot
+        self.second = self.path = self.line = ""
+        self.article: int | None = None
 
 
 def find_cookie(header: str) -> tuple[str, str, str] | None:
@@ -210,12 +222,12 @@ class HitRecorder:
     ) -> None:
         """Record one view of an HTML page answered 200; gives the browser its cookie.
 
-        Every page served pays for this, so it is kept to lookups: the reader (User-Agent,
-        visitor, bot) is remembered for its Cookie header (a browser sends the same ones page
-        after page) and its User-Agent compared, not hashed; the second's text is made once a
-        second; the view is counted in the buffer under the line the stream holds (a string,
-        which the garbage collector does not track, unlike a tuple). `path` is the request's
-        path, given by callers that hold it already."""
+        Every page served pays for this, so it is kept to lookups: the reader is remembered
+        for its Cookie header (a browser sends the same ones page after page), with the line
+        of its last view (see Reader); the second's text is made once a second; the view is
+        counted in the buffer under the line the stream holds (a string, which the garbage
+        collector does not track, unlike a tuple). `path` is the request's path, given by
+        callers that hold it already."""
         if not self.enabled or request.method != "GET":
             return
         headers = request.headers
@@ -227,12 +239,17 @@ class HitRecorder:
         if not self._second_starts <= now < self._second_ends:
             self._tick(now)
         reader = self._readers.get(header)
-        if reader is None or reader[0] != agent:
+        if reader is None or reader.agent != agent:
             reader = self._reader(request, response, agent, header)
+        if path is None:
+            path = request.path
+        second = self._second_text
+        if reader.second is second and reader.article == article_id and reader.path == path:
+            line = reader.line
+        else:
+            line = f"{second} {reader.bot} {article_id or ''} {reader.visitor} {path}"
+            reader.second, reader.path, reader.article, reader.line = second, path, article_id, line
         buffer = self._buffer
-        line = (
-            f"{self._second_text} {reader[2]} {article_id or ''} {reader[1]} {path or request.path}"
-        )
         buffer[line] = buffer.get(line, 0) + 1
         if len(buffer) >= self.flush_at:
             self._wake.set()
@@ -283,7 +300,7 @@ class HitRecorder:
         if found is not None:
             random_part, day, first = found
             visitor = "h" + first if day == self._today else "c" + random_part
-            reader = (agent, visitor, "1" if bot else "0")
+            reader = Reader(agent, visitor, "1" if bot else "0")
             if len(header) <= MEMO_HEADER and len(agent) <= MEMO_HEADER:
                 if len(self._readers) > MEMO_SIZE:
                     self._readers.clear()
@@ -303,7 +320,7 @@ class HitRecorder:
                 "Set-Cookie",
                 f"{COOKIE}={token}.{self._today}.{digest}{self._cookie_tail}{secure}",
             )
-        return (agent, "h" + digest, "1" if bot else "0")
+        return Reader(agent, "h" + digest, "1" if bot else "0")
 
     # --- to Redis -------------------------------------------------------------------------------
 
