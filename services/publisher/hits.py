@@ -139,19 +139,15 @@ return tonumber(ARGV[3])
 """
 
 
-class Reader:
-    """A reader as this process knows it, remembered for its Cookie header: its User-Agent
-    (compared, not hashed, view after view), visitor and bot flag ("1" or "0"), and the line
-    of its last view with what made it (second, page, article): the same page again in the
-    same second (a reload, a script, a load test) is the same string, whose hash Python keeps,
-    so counting it is a dictionary update with no line to write or hash."""
-
-    __slots__ = ("agent", "article", "bot", "line", "path", "second", "visitor")
-
-    def __init__(self, agent: str, visitor: str, bot: str) -> None:
-        self.agent, self.visitor, self.bot = agent, visitor, bot
-        self.second = self.path = self.line = ""
-        self.article: int | None = None
+# In the process, a reader is remembered for its Cookie header as (User-Agent, visitor, bot "1"
+# or "0", then the second, page, article and line of its last view). The User-Agent is compared,
+# not hashed, view after view. The same page again in the same second (a reload, a script, a
+# load test) is the same line, a string whose hash Python keeps: counting it is a dictionary
+# update with no line to write or hash. A tuple, not an object with slots: a new reader costs no
+# Python-level __init__, and a tuple of strings and numbers leaves the garbage collector's lists
+# (objects of a class stay in them, and the collector walks them again and again while readers
+# come and go; perf with 100,000 readers in turn showed it, though not in the CPU per page).
+Reader = tuple[str, str, str, str, str, int | None, str]
 
 
 def find_cookie(header: str) -> tuple[str, str, str] | None:
@@ -224,7 +220,7 @@ class HitRecorder:
 
         Every page served pays for this, so it is kept to lookups: the reader is remembered
         for its Cookie header (a browser sends the same ones page after page), with the line
-        of its last view (see Reader); the second's text is made once a second; the view is
+        of its last view (see `Reader`); the second's text is made once a second; the view is
         counted in the buffer under the line the stream holds (a string, which the garbage
         collector does not track, unlike a tuple). `path` is the request's path, given by
         callers that hold it already."""
@@ -238,17 +234,19 @@ class HitRecorder:
         now = _now()
         if not self._second_starts <= now < self._second_ends:
             self._tick(now)
-        reader = self._readers.get(header)
-        if reader is None or reader.agent != agent:
+        readers = self._readers
+        reader = readers.get(header)
+        if reader is None or reader[0] != agent:
             reader = self._reader(request, response, agent, header)
         if path is None:
             path = request.path
         second = self._second_text
-        if reader.second is second and reader.article == article_id and reader.path == path:
-            line = reader.line
+        if reader[3] is second and reader[5] == article_id and reader[4] == path:
+            line = reader[6]
         else:
-            line = f"{second} {reader.bot} {article_id or ''} {reader.visitor} {path}"
-            reader.second, reader.path, reader.article, reader.line = second, path, article_id, line
+            line = f"{second} {reader[2]} {article_id or ''} {reader[1]} {path}"
+            if readers.get(header) is reader:  # remembered (see _reader)
+                readers[header] = (reader[0], reader[1], reader[2], second, path, article_id, line)
         buffer = self._buffer
         buffer[line] = buffer.get(line, 0) + 1
         if len(buffer) >= self.flush_at:
@@ -288,7 +286,8 @@ class HitRecorder:
         self, request: web.Request, response: web.StreamResponse, agent: str, header: str
     ) -> Reader:
         """The reader of a request whose Cookie header (`header`, "" when none) is not
-        remembered with this User-Agent; gives a new reader its cookie."""
+        remembered with this User-Agent, remembered from now on when it has our cookie; gives
+        a new reader its cookie. No last view yet: an empty second."""
         bot = self._bots.get(agent)
         if bot is None:
             if len(self._bots) > MEMO_SIZE:
@@ -300,7 +299,7 @@ class HitRecorder:
         if found is not None:
             random_part, day, first = found
             visitor = "h" + first if day == self._today else "c" + random_part
-            reader = Reader(agent, visitor, "1" if bot else "0")
+            reader = (agent, visitor, "1" if bot else "0", "", "", None, "")
             if len(header) <= MEMO_HEADER and len(agent) <= MEMO_HEADER:
                 if len(self._readers) > MEMO_SIZE:
                     self._readers.clear()
@@ -320,7 +319,7 @@ class HitRecorder:
                 "Set-Cookie",
                 f"{COOKIE}={token}.{self._today}.{digest}{self._cookie_tail}{secure}",
             )
-        return Reader(agent, "h" + digest, "1" if bot else "0")
+        return (agent, "h" + digest, "1" if bot else "0", "", "", None, "")
 
     # --- to Redis -------------------------------------------------------------------------------
 
