@@ -39,9 +39,10 @@ def r(clean: Settings) -> Iterator[redis_lib.Redis]:
     client.close()
 
 
-def cookie() -> str:
-    """A `bantin_vid` as the site gives it, days ago: from now on the browser is known by it."""
-    day = (datetime.now(UTC) - timedelta(days=3)).strftime("%Y%m%d")
+def cookie(day: str | None = None) -> str:
+    """A `bantin_vid` as the site gives it, days ago (or on `day`, YYYYMMDD, for tests that
+    set the recorder's clock): from now on the browser is known by it."""
+    day = day or (datetime.now(UTC) - timedelta(days=3)).strftime("%Y%m%d")
     return f"{secrets.token_urlsafe(12)}.{day}.{secrets.token_hex(8)}"
 
 
@@ -420,7 +421,7 @@ async def test_views_counted_by_second_each_different_view_one_line(
     await quiet(site)
     await recorder.flush()
     recorder.flush_at = 4
-    vid = cookie()
+    vid = cookie("20200101")  # a day before the clock's, whatever today is
     clock = [1_800_000_000.2]
     monkeypatch.setattr(hits, "_now", lambda: clock[0])
 
@@ -451,8 +452,9 @@ async def test_views_counted_by_second_each_different_view_one_line(
 async def test_a_readers_last_line_is_reused_only_for_the_same_view(
     site: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each reader keeps the line of its last view: the same page, article and second count
-    under it, and any of the three changing (or another reader) writes a line of its own."""
+    """Each remembered reader keeps the line of its last view: the same page, article and
+    second count under that very string, and any of the three changing (or another reader)
+    writes a line of its own. Readers who are not remembered (no cookie) keep nothing."""
     from aiohttp import web
     from aiohttp.test_utils import make_mocked_request
 
@@ -461,35 +463,46 @@ async def test_a_readers_last_line_is_reused_only_for_the_same_view(
     recorder = site.server.app[hits_key]
     await quiet(site)
     await recorder.flush()
-    first, second = cookie(), cookie()
+    first, second = cookie("20200101"), cookie("20200101")
     clock = [1_800_000_000.1]
     monkeypatch.setattr(hits, "_now", lambda: clock[0])
     cached_path = "/a-1"  # the front door hands the recorder the same path object each time
 
-    def view(vid: str, path: str | None, article: int | None, at: float) -> None:
+    def view(vid: str | None, path: str | None, article: int | None, at: float) -> None:
         clock[0] = at
-        request = make_mocked_request(
-            "GET", path or "/a-1", headers={"Cookie": f"{COOKIE}={vid}", "User-Agent": "Firefox"}
-        )
+        headers = {"User-Agent": "Firefox"}
+        if vid is not None:
+            headers["Cookie"] = f"{COOKIE}={vid}"
+        request = make_mocked_request("GET", path or "/a-1", headers=headers)
         recorder.page_view(request, web.Response(), article, path)
 
     view(first, cached_path, 1, 1_800_000_000.1)
+    remembered = recorder._readers[f"{COOKIE}={first}"][6]
     view(first, cached_path, 1, 1_800_000_000.2)
+    assert recorder._readers[f"{COOKIE}={first}"][6] is remembered  # reused, not made again
     view(first, None, 1, 1_800_000_000.3)  # the same page, its path made anew
     view(first, cached_path, None, 1_800_000_000.4)  # the same path, no article
     view(second, cached_path, 1, 1_800_000_000.5)  # another reader
     view(first, "/b-2", 2, 1_800_000_000.6)
+    view(first, "/c-1", 1, 1_800_000_000.65)  # another page, the same article
     view(first, cached_path, 1, 1_800_000_000.7)  # back to the first page
     view(first, cached_path, 1, 1_800_000_001.1)  # the next second
+    view(None, cached_path, 1, 1_800_000_001.2)  # no cookie: a visitor by address, not kept
+    view(None, cached_path, 1, 1_800_000_001.3)
+    assert "" not in recorder._readers
     one, two = ("c" + vid.split(".")[0] for vid in (first, second))
-    assert recorder.buffered() == [
+    lines = recorder.buffered()
+    assert lines[:6] == [
         (4, f"1800000000 0 1 {one} /a-1"),
         (1, f"1800000000 0  {one} /a-1"),
         (1, f"1800000000 0 1 {two} /a-1"),
         (1, f"1800000000 0 2 {one} /b-2"),
+        (1, f"1800000000 0 1 {one} /c-1"),
         (1, f"1800000001 0 1 {one} /a-1"),
     ]
-    assert recorder.waiting == 8
+    (n, anonymous), *rest = lines[6:]
+    assert n == 2 and not rest and anonymous.startswith("1800000001 0 1 h")
+    assert recorder.waiting == 11
 
 
 # --- crashes -------------------------------------------------------------------------------------

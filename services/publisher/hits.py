@@ -286,8 +286,9 @@ class HitRecorder:
         self, request: web.Request, response: web.StreamResponse, agent: str, header: str
     ) -> Reader:
         """The reader of a request whose Cookie header (`header`, "" when none) is not
-        remembered with this User-Agent, remembered from now on when it has our cookie; gives
-        a new reader its cookie. No last view yet: an empty second."""
+        remembered with this User-Agent, remembered from now on when it has our cookie and
+        headers no longer than MEMO_HEADER; gives a new reader its cookie. No last view yet:
+        an empty second."""
         bot = self._bots.get(agent)
         if bot is None:
             if len(self._bots) > MEMO_SIZE:
