@@ -7,21 +7,17 @@ of the harness into the process being measured):
     python bench/image_worker.py ours-vips-avif SRC OUT
     python bench/image_worker.py vips SRC OUT
     python bench/image_worker.py pixels SRC OUT
-    python bench/image_worker.py vips SRC OUT --nudged
 
 (with `python -P`, so that bench/ itself is not on sys.path). `warm_up` and `render_copy` are
 the tasks of the benchmark's process pool, which imports this module as `bench.image_worker`.
 
 `ours` is `workers.images.render` into a `MediaStore` at OUT; `ours-vips-avif` is the same
-with every AVIF at the reference's settings (quality 50, libaom speed 5, instead of speed 6 at
+with every AVIF at the reference's settings (quality 50, effort 4, instead of effort 3 at
 quality 47 above 1024 wide), to show what that choice is worth; `vips` is the reference: for
 each size, pyvips `thumbnail` from the file (shrink-on-load), then JPEG, WebP and AVIF
 with the settings in REFERENCE, written to OUT. `pixels` writes the reference's thumbnails
 losslessly (PNG), for the SSIM of each pipeline's outputs against the same pixels; it is not
-timed by the benchmark. `vips --nudged` is the reference again, widths up to NUDGED_MAX_WIDTH
-only, with 1% of the thumbnails' samples (a fixed random choice) moved by +1 or -1 before
-encoding: how far the reference's own encoders move on an invisible change of their input,
-the floor of "SSIM against the reference" for any other resizer (not timed either).
+timed by the benchmark.
 `--worker-imports` first imports the modules a Celery worker child
 has loaded (the app and every task module), so that the peak RSS is the one of a worker
 process, not of a bare interpreter.
@@ -53,10 +49,6 @@ REFERENCE: dict[str, dict[str, Any]] = {
     "webp": {"Q": 75, "effort": 4, "keep": "none"},
     "avif": {"Q": 50, "effort": 4, "compression": "av1", "keep": "none"},
 }
-# The reference's AVIF settings in Pillow's terms (libvips effort 4 = libaom speed 9 - 4).
-AVIF_AS_VIPS: dict[str, Any] = {"quality": 50, "speed": 5}
-NUDGED_MAX_WIDTH = 1024  # the larger AVIFs take long at speed 5, and the small ones are the issue
-NUDGED_FRACTION = 0.01
 WORKER_MODULES = (
     "workers.app",
     "workers.publishing",
@@ -106,8 +98,6 @@ def vips(
     src: Path,
     out: Path,
     formats: tuple[str, ...] = ("jpeg", "webp", "avif"),
-    *,
-    nudged: bool = False,
 ) -> list[dict[str, Any]]:
     import pyvips
 
@@ -118,13 +108,9 @@ def vips(
     out.mkdir(parents=True, exist_ok=True)
     outputs: list[dict[str, Any]] = []
     boxes = [(MAX_SIDE, MAX_SIDE)] + [(w, 10_000_000) for w in WIDTHS if w < capped_width]
-    if nudged:
-        boxes = [(w, h) for w, h in boxes if w <= NUDGED_MAX_WIDTH]
     for width, height in boxes:
         im = pyvips.Image.thumbnail(str(src), width, height=height, size="down")
         im = im.copy_memory()  # render once, then encode three times
-        if nudged:
-            im = nudge(im)
         for fmt in formats:
             if fmt == "png":
                 data = im.pngsave_buffer(compression=1, keep="none")
@@ -143,19 +129,6 @@ def vips(
                 }
             )
     return outputs
-
-
-def nudge(im: Any) -> Any:
-    """`im` (8-bit) with NUDGED_FRACTION of its samples moved by +1 or -1 (fixed seed)."""
-    import numpy as np
-    import pyvips
-
-    a = np.asarray(im.numpy(), dtype=np.int16)
-    rng = np.random.default_rng(4)
-    step = rng.choice(np.array([-1, 1], dtype=np.int16), a.shape)
-    a += step * (rng.random(a.shape) < NUDGED_FRACTION)
-    out = pyvips.Image.new_from_array(np.clip(a, 0, 255).astype(np.uint8))
-    return out.copy(interpretation=im.interpretation)
 
 
 def warm_up(pause: float) -> int:
@@ -186,7 +159,6 @@ def main() -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--max-pixels", type=int, help="default: BANTIN_MAX_PIXELS' default")
     parser.add_argument("--worker-imports", action="store_true")
-    parser.add_argument("--nudged", action="store_true", help="vips only: see the docstring")
     args = parser.parse_args()
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
@@ -197,7 +169,8 @@ def main() -> int:
         import workers.images  # (imports are not part of the measured time)
 
         if args.pipeline == "ours-vips-avif":
-            workers.images.AVIF_OPTIONS = ((2**62, {**AVIF_AS_VIPS, "max_threads": 1}),)
+            same = {k: REFERENCE["avif"][k] for k in ("Q", "effort")}
+            workers.images.AVIF_OPTIONS = ((2**62, same),)
     else:
         import pyvips  # noqa: F401
 
@@ -206,7 +179,7 @@ def main() -> int:
     if args.pipeline.startswith("ours"):
         outputs = ours(args.src, args.out, args.max_pixels or default_max_pixels())
     elif args.pipeline == "vips":
-        outputs = vips(args.src, args.out, nudged=args.nudged)
+        outputs = vips(args.src, args.out)
     else:
         outputs = vips(args.src, args.out, ("png",))
     cpu, wall = time.process_time() - c0, time.perf_counter() - t0

@@ -1,91 +1,95 @@
 """Photo renditions: small, upright, sRGB, metadata-free copies of an uploaded original.
 
-`render()` is a pure function of the original's bytes. It makes the capped original (longest
-side at most 2560) and each smaller width the way libvips' `thumbnail` does (the benchmark
-reference), each straight from a decode of the original, never from another size: a JPEG is
-decoded at 1/8, 1/4 or 1/2 scale when the size is at least 16, 8 or 4 times smaller (one decode
-per scale; see `_decode_plan`), then reduced with Lanczos-3, vertically then horizontally. Each
+`render()` is a pure function of the original's bytes. It renders with libvips (pyvips): the
+capped original (longest side at most 2560) and each smaller width are each made by
+`thumbnail` straight from the file, never from another size, so a JPEG is decoded at 1/2, 1/4
+or 1/8 scale where the size allows it (shrink-on-load) and the rest is streamed through
+libvips' Lanczos-3 reduction a few lines at a time: a 50 MP photo is never held decoded. Each
 size gets the EXIF orientation and 8-bit sRGB, and is encoded as JPEG (PNG when the photo has
-transparency), WebP and, when Pillow has it, AVIF. Files go to the content-addressed
+transparency), WebP and, when this libvips can, AVIF. Files go to the content-addressed
 `MediaStore`, so running it again on the same original gives the same paths and writes nothing.
 
 Safety, in the order it is applied:
-- the format is sniffed from the bytes and must be in `shared.imaging.ALLOWED`; only that one
-  Pillow parser ever sees the file (no EPS/Ghostscript, SVG, PSD, TIFF...);
-- `shared.imaging.probe` checks the pixel count from the header before anything is decoded
-  (decompression bombs are refused there, with the size in the message);
-- truncated or corrupt data is refused (`ImageFile.LOAD_TRUNCATED_IMAGES` stays off);
-- a JPEG is decoded at a smaller scale than libvips would use rather than decode more than
-  DECODE_PIXELS at once, which bounds the memory a 50 MP photo needs;
-- `time_limit` is checked between steps (decode, each resize, each encode); one step itself
-  cannot be interrupted from Python, so the Celery task that calls this must also have a hard
+- the format is sniffed from the bytes and must be in `shared.imaging.ALLOWED`;
+  `shared.imaging.probe` then reads the header with Pillow and checks the pixel count before
+  anything is decoded (decompression bombs are refused there, with the size in the message);
+- in libvips every loader is blocked but those of ALLOWED (so no SVG, TIFF, UltraHDR, CSV,
+  matrix or raw loader can run whatever the bytes are), and the loader libvips picks must be
+  the one of the sniffed format;
+- truncated or corrupt data is refused (`fail_on="truncated"`);
+- the orientation is the one the probe read (the size in the article's JSON comes from it too),
+  applied after resizing; libvips' own reading of the EXIF is not used;
+- `time_limit` is checked between steps (each size, each encode); one step itself cannot be
+  interrupted from Python, so the Celery task that calls this must also have a hard
   `time_limit` (which kills the worker child) a little above the soft one here;
-- animated GIF/WebP/PNG: only the first frame is decoded.
+- animated GIF/WebP/PNG: only the first frame is decoded;
+- no metadata reaches an output: the pixels are copied into a new image before encoding, and
+  every encoder is told to keep nothing.
 
 All failures that are the file's fault raise `shared.imaging.ImageRefused` subclasses whose
 `str()` is the reason to show the submitter.
 
-Encoder settings follow libvips' defaults (the benchmark reference), so that sizes are
-comparable: JPEG quality 75 with 4:2:0 chroma and Huffman optimisation off, WebP quality 75
-effort 4, PNG zlib level 6, and AVIF quality 50 at libaom speed 5 (vips' effort 4; libheif and
-libavif map quality to the same quantizer; libavif's default tuning, "iq", gives vips' bytes
-within 1%) up to 1024 wide.
-Larger AVIFs use speed 6 at quality 47: a fifth of the CPU time for about the same bytes and
+Encoder settings are libvips' defaults (the benchmark reference), so that sizes are comparable:
+JPEG quality 75 with 4:2:0 chroma and Huffman optimisation off, WebP quality 75 effort 4, PNG
+zlib level 6, and AVIF quality 50 at effort 4 (libaom speed 5) up to 1024 wide. Larger AVIFs
+use effort 3 (speed 6) at quality 47: less than half the CPU time for about the same bytes and
 SSIM (see AVIF_OPTIONS).
+
+libvips is loaded on first use, in the process that renders (a Celery worker child, after the
+fork), with one thread per photo: a worker renders one photo per core already.
 """
 
 from __future__ import annotations
 
-import io
+import re
 import time
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from PIL import Image, ImageCms
-
-from shared.imaging import (
-    AVIF_SUPPORTED,
-    NAMES,
-    ImageRefused,
-    Undecodable,
-    open_image,
-    probe,
-)
+from shared.imaging import ALLOWED, NAMES, ImageRefused, Undecodable, probe
 from shared.media import MediaStore
+
+if TYPE_CHECKING:
+    import pyvips
 
 WIDTHS = (320, 640, 1024, 1600)
 MAX_SIDE = 2560  # the capped original: longest side at most this many pixels
-# At most this many pixels are decoded at once (4 bytes each in Pillow): a JPEG is decoded at
-# a smaller scale than libvips would pick rather than pass it (peak RSS at 50 MP).
-DECODE_PIXELS = 16_000_000
+UNBOUNDED = 10_000_000  # `thumbnail`'s other side, when only the width is given
 
-JPEG_OPTIONS: dict[str, Any] = {"quality": 75, "subsampling": "4:2:0", "optimize": False}
-PNG_OPTIONS: dict[str, Any] = {"compress_level": 6}
-WEBP_OPTIONS: dict[str, Any] = {"quality": 75, "method": 4}
-# AVIF, by the rendition's pixel count: vips' defaults (quality 50, effort 4 = libaom speed 5)
-# up to about 1024 x 1269; larger ones use speed 6, a fifth of the CPU time, which spends more
-# bytes at the same quantizer, so their quality is lowered to 47 (quantizer 33 instead of 32):
-# within 3% of vips' bytes and at SSIM 0.976-0.984 against vips' outputs on the benchmark photo.
-# (At 1024 x 768, speed 6 gives either 10% more bytes at quality 50 or SSIM 0.966 at 47.)
-# One encoder thread: a worker runs one photo per CPU, and threads only add CPU time.
+JPEG_OPTIONS: dict[str, Any] = {"Q": 75, "optimize_coding": False, "subsample_mode": "auto"}
+PNG_OPTIONS: dict[str, Any] = {"compression": 6}
+WEBP_OPTIONS: dict[str, Any] = {"Q": 75, "effort": 4}
+# AVIF, by the rendition's pixel count: libvips' defaults (quality 50, effort 4 = libaom speed
+# 5) up to about 1024 x 1269; larger ones use effort 3 (speed 6), less than half the CPU time,
+# which spends more bytes at the same quantizer, so their quality is lowered to 47: within 4% of
+# the reference's bytes and at SSIM 0.976-0.984 against its outputs on the benchmark photo.
+# (At 1024 x 768, effort 3 at quality 47 gives SSIM 0.967.)
 AVIF_OPTIONS: tuple[tuple[int, dict[str, Any]], ...] = (
-    (1_300_000, {"quality": 50, "speed": 5, "max_threads": 1}),
-    (2**62, {"quality": 47, "speed": 6, "max_threads": 1}),
+    (1_300_000, {"Q": 50, "effort": 4}),
+    (2**62, {"Q": 47, "effort": 3}),
 )
+SAVERS = {"jpeg": "jpegsave_buffer", "png": "pngsave_buffer", "webp": "webpsave_buffer"}
 
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError)
-# The transposition for each EXIF orientation, as ImageOps.exif_transpose does it.
-_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
+# The libvips loader classes each accepted format may be read by (their subclasses follow).
+LOADERS = {
+    "jpeg": "VipsForeignLoadJpeg",
+    "png": "VipsForeignLoadPng",
+    "webp": "VipsForeignLoadWebp",
+    "gif": "VipsForeignLoadNsgif",
+    "avif": "VipsForeignLoadHeif",
 }
+# ... and the name each of them gives itself in an image's "vips-loader" field.
+LOADER_NAMES = {
+    "jpeg": ("jpegload",),
+    "png": ("pngload",),
+    "webp": ("webpload",),
+    "gif": ("gifload",),
+    "avif": ("heifload",),
+}
+# The words libvips' loaders use when the data ends too early (libpng: "read error").
+_TRUNCATED = ("premature end", "truncated", "unexpected end", "end of file", "read error")
 
 
 class TooSlow(ImageRefused):
@@ -110,7 +114,8 @@ class Rendered:
 
 
 def output_formats(transparent: bool) -> tuple[str, ...]:
-    return ("png" if transparent else "jpeg", "webp") + (("avif",) if AVIF_SUPPORTED else ())
+    avif = ("avif",) if avif_supported() else ()
+    return ("png" if transparent else "jpeg", "webp", *avif)
 
 
 def render(
@@ -119,109 +124,157 @@ def render(
     """Make and store the renditions of `original`; see the module docstring."""
     clock = _Clock(time_limit)
     info = probe(original, max_pixels=max_pixels)
-    orient = info.orientation
-    # The capped original, in upright orientation, then each smaller width.
+    vips = _vips()
+    name = NAMES[info.format]
+    grey = _header(vips, original, info.format)
+    # libheif turns an AVIF upright itself (its irot/imir boxes, which Pillow reports as the
+    # orientation): the pixels libvips gets are upright already.
+    orient = 1 if info.format == "avif" else info.orientation
     scale = min(1.0, MAX_SIDE / max(info.upright_width, info.upright_height))
-    capped = (max(1, round(info.upright_width * scale)), max(1, round(info.upright_height * scale)))
-    sizes = [capped] + [
-        (w, max(1, round(info.upright_height * w / info.upright_width)))
-        for w in sorted(WIDTHS, reverse=True)
-        if w < capped[0]
+    capped_width = max(1, round(info.upright_width * scale))
+    # (width, height) boxes, upright: the capped original, then each smaller width.
+    boxes = [(MAX_SIDE, MAX_SIDE)] + [
+        (w, UNBOUNDED) for w in sorted(WIDTHS, reverse=True) if w < capped_width
     ]
     renditions: list[RenditionOut] = []
-    smallest: Image.Image | None = None
-    # One decode per shrink-on-load factor (JPEG; other formats decode once at full size),
-    # largest first; every size is resized from its decode, never from another size. The
-    # decode is freed before the sizes made from it are encoded.
-    for factor, group in _decode_plan(info.format, (info.width, info.height), sizes, orient):
-        source, icc = _decode(original, info.format, factor)
-        clock.check("decoding")
-        made: list[Image.Image] = []
-        for size in group:
-            im = _resize(source, (size[1], size[0]) if orient >= 5 else size)
-            if orient in _TRANSPOSE:
-                im = im.transpose(_TRANSPOSE[orient])
-            im = _to_srgb(im, icc)
-            im.info = {}  # no EXIF, XMP, ICC, comment or anything else reaches the outputs
-            made.append(im)
-            clock.check(f"resizing to {size[0]} x {size[1]}")
-        del source
-        for im in made:
-            for fmt in output_formats(im.mode == "RGBA"):
-                data = encode(im, fmt)
-                path = store.put_public(data, fmt)
-                renditions.append(RenditionOut(path, *im.size, fmt, len(data)))
-                clock.check(f"encoding {im.width} x {im.height} {NAMES[fmt]}")
-            smallest = im
-        del made
+    transparent: bool | None = None  # decided on the largest size, for every size
+    smallest: pyvips.Image | None = None
+    for width, height in boxes:
+        try:
+            im = _thumbnail(vips, original, (width, height), orient, grey)
+            if transparent is None:
+                transparent = im.hasalpha() and _alpha(vips, im).min() < 255
+            if im.hasalpha() and not transparent:
+                im = _pixels(vips, im.extract_band(0, n=im.bands - 1))
+        except vips.Error as e:
+            raise _undecodable(name, e) from None
+        clock.check(f"resizing to {im.width} x {im.height}")
+        for fmt in output_formats(transparent):
+            data = encode(im, fmt)
+            path = store.put_public(data, fmt)
+            renditions.append(RenditionOut(path, im.width, im.height, fmt, len(data)))
+            clock.check(f"encoding {im.width} x {im.height} {NAMES[fmt]}")
+        smallest = im
     assert smallest is not None
     renditions.sort(key=lambda r: r.width)  # stable: formats keep their order per size
     return Rendered(info.upright_width, info.upright_height, placeholder(smallest), renditions)
 
 
-def _decode_plan(
-    fmt: str, stored: tuple[int, int], sizes: list[tuple[int, int]], orient: int
-) -> list[tuple[int, list[tuple[int, int]]]]:
-    """[(JPEG shrink-on-load factor, the upright sizes made from that decode)], largest
-    decode first. The factor is the one libvips' `thumbnail` picks (8, 4 or 2 when the photo is
-    at least 16, 8 or 4 times the size, so that at least a factor of two is left to the
-    Lanczos filter), raised while the decoded pixels would pass DECODE_PIXELS."""
-    plan: dict[int, list[tuple[int, int]]] = {}
-    width, height = stored
-    for size in sizes:
-        w, h = (size[1], size[0]) if orient >= 5 else size
-        if fmt != "jpeg":
-            factor = 1
-        else:
-            shrink = min(width / w, height / h)
-            factor = next((f for f in (8, 4, 2) if shrink >= 2 * f), 1)
-            while (
-                factor < 8
-                and (width // factor) * (height // factor) > DECODE_PIXELS
-                and width // (factor * 2) >= w
-                and height // (factor * 2) >= h
-            ):
-                factor *= 2
-        plan.setdefault(factor, []).append(size)
-    return sorted(plan.items())
-
-
-def _decode(original: Path, fmt: str, factor: int) -> tuple[Image.Image, bytes | None]:
-    """The first frame (stored orientation, a mode from `_resizable`; JPEG decoded at
-    1/`factor` scale) and its ICC profile."""
-    with original.open("rb") as fp, open_image(fp, fmt) as im:
-        if fmt == "jpeg" and factor > 1:
-            # Shrink-on-load: libjpeg decodes at 1/2, 1/4 or 1/8 scale.
-            im.draft("RGB", (im.width // factor, im.height // factor))
-        try:
-            im.load()
-        except _DECODE_ERRORS as e:
-            raise _undecodable(NAMES[fmt], e) from None
-        icc = im.info.get("icc_profile")
-        base = _resizable(im)
-        if base is im:
-            base = im.copy()  # a plain image, independent of the file
-        return base, icc if isinstance(icc, bytes) and icc else None
-
-
-def encode(im: Image.Image, fmt: str) -> bytes:
-    """The encoded bytes of `im` (mode L, RGB or RGBA, empty `info`) with no metadata."""
+def encode(im: pyvips.Image, fmt: str) -> bytes:
+    """The encoded bytes of `im` (8-bit sRGB or grey, alpha last if any) with no metadata."""
     if fmt == "avif":
         options = next(o for most, o in AVIF_OPTIONS if im.width * im.height <= most)
+        data = im.heifsave_buffer(compression="av1", keep="none", **options)
     else:
         options = {"jpeg": JPEG_OPTIONS, "png": PNG_OPTIONS, "webp": WEBP_OPTIONS}[fmt]
-    out = io.BytesIO()
-    im.save(out, format=fmt.upper(), **options)
-    return out.getvalue()
+        data = getattr(im, SAVERS[fmt])(keep="none", **options)
+    assert isinstance(data, bytes)
+    return data
 
 
-def placeholder(im: Image.Image) -> str:
+def placeholder(im: pyvips.Image) -> str:
     """The average colour of `im` as "#rrggbb"; transparent parts count as white."""
-    pixel = im.convert("RGBA").resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
-    assert isinstance(pixel, tuple)
-    r, g, b, a = (int(v) for v in pixel)
-    r, g, b = (round((c * a + 255 * (255 - a)) / 255) for c in (r, g, b))
+    flat = im.flatten(background=[255] * (im.bands - 1)) if im.hasalpha() else im
+    means = [flat.extract_band(b).avg() for b in range(flat.bands)]
+    r, g, b = (round(v) for v in (means * 3 if len(means) == 1 else means))
     return f"#{r:02x}{g:02x}{b:02x}"
+
+
+@cache
+def avif_supported() -> bool:
+    """Whether this libvips can write AVIF (libheif with an AV1 encoder)."""
+    vips = _vips()
+    try:
+        vips.Image.black(16, 16, bands=3).heifsave_buffer(compression="av1", keep="none")
+    except vips.Error:
+        return False
+    return True
+
+
+@cache
+def _vips() -> Any:
+    """pyvips, loaded once per process and locked down: only the loaders of ALLOWED can run,
+    one thread per photo, no operation cache (every photo is a new file)."""
+    import pyvips
+
+    pyvips.concurrency_set(1)
+    pyvips.cache_set_max(0)
+    pyvips.block_untrusted_set(True)
+    pyvips.operation_block_set("VipsForeignLoad", True)
+    for fmt in ALLOWED:
+        pyvips.operation_block_set(LOADERS[fmt], False)
+    return pyvips
+
+
+def _header(vips: Any, original: Path, fmt: str) -> bool:
+    """Check that libvips reads `original` with the loader of `fmt` (the header only; no pixel
+    is decoded); True when the photo is grey (one band, and alpha)."""
+    try:
+        head = vips.Image.new_from_file(str(original), access="sequential", fail_on="truncated")
+        loader = head.get("vips-loader")
+    except vips.Error as e:
+        raise _undecodable(NAMES[fmt], e) from None
+    if loader not in LOADER_NAMES[fmt]:
+        raise Undecodable(f"not a valid {NAMES[fmt]} file: it reads as {loader}")
+    return bool(head.bands - head.hasalpha() == 1)
+
+
+def _thumbnail(
+    vips: Any, original: Path, box: tuple[int, int], orient: int, grey: bool
+) -> pyvips.Image:
+    """The photo fitted into the upright `box` (never enlarged), upright, 8-bit sRGB (an
+    opaque grey photo stays grey), in memory with no metadata at all."""
+    width, height = box if orient < 5 else box[::-1]
+    im = vips.Image.thumbnail(
+        str(original), width, height=height, size="down", no_rotate=True, fail_on="truncated"
+    )
+    im = _to_srgb(vips, im)
+    target = "b-w" if grey and not im.hasalpha() else "srgb"
+    if im.interpretation != target or im.format != "uchar":
+        im = im.colourspace(target)  # 16-bit scaled to 8, grey to RGB and back (alpha kept)
+    if im.format != "uchar":
+        im = im.cast("uchar")
+    im = _pixels(vips, im)
+    if orient > 1:  # on the pixels in memory: a quarter turn reads them out of order
+        im.set_type(vips.GValue.gint_type, "orientation", orient)
+        im = _pixels(vips, im.autorot())
+    return im
+
+
+def _to_srgb(vips: Any, im: pyvips.Image) -> pyvips.Image:
+    """`im` converted from its embedded ICC profile to sRGB, when the profile fits the image
+    (an RGB profile for RGB, CMYK for CMYK, grey for grey) and can be read; otherwise the
+    profile is ignored, as browsers do. CMYK without a usable profile uses libvips' built-in
+    CMYK profile. An embedded sRGB profile is converted too: a profile that only calls itself
+    sRGB is not trusted."""
+    cmyk = im.interpretation == "cmyk"
+    icc = im.get("icc-profile-data") if "icc-profile-data" in im.get_fields() else b""
+    space = {1: b"GRAY", 3: b"RGB ", 4: b"CMYK"}.get(im.bands - (im.hasalpha() and not cmyk))
+    fits = len(icc) >= 128 and icc[36:40] == b"acsp" and icc[16:20] == space
+    if not fits and not cmyk:
+        return im
+    try:
+        if fits:
+            return im.icc_transform("srgb", embedded=True, intent="relative")
+    except vips.Error:
+        if not cmyk:
+            return im
+    im = im.copy()
+    if icc:
+        im.remove("icc-profile-data")
+    return im.icc_transform("srgb", input_profile="cmyk", intent="relative")
+
+
+def _pixels(vips: Any, im: pyvips.Image) -> pyvips.Image:
+    """`im` computed into memory as a new image: its pixels and interpretation, nothing else
+    (no EXIF, XMP, ICC profile, comment or any other field)."""
+    data = im.write_to_memory()
+    bare = vips.Image.new_from_memory(data, im.width, im.height, im.bands, "uchar")
+    return bare.copy(interpretation=im.interpretation)
+
+
+def _alpha(vips: Any, im: pyvips.Image) -> pyvips.Image:
+    return im.extract_band(im.bands - 1)
 
 
 class _Clock:
@@ -235,94 +288,11 @@ class _Clock:
 
 
 def _undecodable(name: str, error: Exception) -> Undecodable:
-    message = str(error) or type(error).__name__
-    if "truncated" in message:
-        return Undecodable(f"truncated {name}: {message}")
+    """The reason a libvips error gives, for the submitter: its first line, without the
+    library's prefix ("VipsJpeg: ...", "vipspng: ...")."""
+    detail = (getattr(error, "detail", "") or str(error)).strip()
+    first = detail.splitlines()[0] if detail else type(error).__name__
+    message = re.sub(r"^\w+: ", "", first)
+    if any(word in detail.lower() for word in _TRUNCATED):
+        return Undecodable(f"truncated {name}: the file ends before the image does ({message})")
     return Undecodable(f"broken {name}: {message}")
-
-
-def _resizable(im: Image.Image) -> Image.Image:
-    """`im` in a mode that resizes well: L, RGB, RGBA (alpha kept only where some pixel is
-    not opaque) or CMYK (left for the ICC conversion). 16-bit is scaled down, not clipped."""
-    mode = im.mode
-    if mode in ("P", "PA"):
-        if mode == "P" and "transparency" in im.info:
-            im.apply_transparency()  # into the palette (changes `im`, which is ours)
-        mode = "RGBA" if im.palette is not None and im.palette.mode == "RGBA" else "RGB"
-        im = im.convert("RGBA" if im.mode == "PA" else mode)
-    elif mode in ("LA", "La", "RGBa") or (mode in ("L", "RGB") and "transparency" in im.info):
-        im = im.convert("RGBA")
-    elif mode.startswith("I;16") or mode == "I":
-        im = im.convert("I")
-        high = im.getextrema()[1]
-        if mode != "I" or (isinstance(high, int) and high > 255):
-            im = im.point(lambda v: v / 256)
-        im = im.convert("L")
-    elif mode in ("1", "F"):
-        im = im.convert("L")
-    elif mode not in ("L", "RGB", "RGBA", "CMYK"):
-        im = im.convert("RGB")
-    if im.mode == "RGBA" and _opaque(im):
-        im = im.convert("RGB")
-    return im
-
-
-def _opaque(im: Image.Image) -> bool:
-    low = im.getchannel("A").getextrema()[0]
-    return isinstance(low, int) and low == 255
-
-
-def _resize(im: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """`im` resized to `size` as libvips' `thumbnail` does it: Lanczos-3, the vertical pass
-    first, then the horizontal one (each rounds to 8 bits, so the order shows), with a box
-    pre-shrink by whole factors only where more than twice that is left (libvips' `gap` 2)."""
-    if im.size == size:
-        return im
-    if im.height != size[1]:
-        im = im.resize((im.width, size[1]), Image.Resampling.LANCZOS, reducing_gap=2.0)
-    if im.width != size[0]:
-        im = im.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
-    return im
-
-
-_SRGB = ImageCms.createProfile("sRGB")
-
-
-def _to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
-    """`im` converted from its embedded profile to sRGB; 8-bit L, RGB or RGBA."""
-    transform = _transform(icc, "RGB" if im.mode == "RGBA" else im.mode) if icc else None
-    if transform is not None:
-        if im.mode == "RGBA":
-            rgb = transform.apply(im.convert("RGB"))
-            rgb.putalpha(im.getchannel("A"))
-            im = rgb
-        else:
-            grey = im.mode == "L"
-            im = transform.apply(im)  # always to RGB; a grey profile gives R = G = B
-            if grey:
-                im = im.convert("L")
-    if im.mode == "CMYK":
-        im = im.convert("RGB")  # no profile: Pillow's plain formula
-    return im
-
-
-@lru_cache(maxsize=16)
-def _transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
-    """A cached transform from the profile `icc` to sRGB for images of `mode`; None when the
-    profile does not fit the mode or cannot be read (then it is ignored, as browsers do).
-    An sRGB profile is converted too: that costs ~50 ms at 2560 x 1920, and a profile that
-    only calls itself sRGB is not trusted."""
-    try:
-        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        space = source.profile.xcolor_space.strip()
-        if {"RGB": "RGB", "CMYK": "CMYK", "L": "GRAY"}.get(mode) != space:
-            return None
-        return ImageCms.buildTransform(
-            source,
-            _SRGB,
-            mode,
-            "RGB",
-            renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
-        )
-    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
-        return None

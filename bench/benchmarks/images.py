@@ -12,30 +12,22 @@ side 2560), each as JPEG, WebP and AVIF, written to a `MediaStore`.
   (getrusage of the parent's children, imports included) is reported too. Ratio = ours / vips
   per repetition; `ratios.cpu_vs_vips` is their median. Goal: at most 0.8.
 - Not in --quick: each round also renders with ours but every AVIF at the reference's settings
-  (Q50, libaom speed 5; `ratios.cpu_same_avif_vs_vips`), since most of the difference is there.
+  (Q50, effort 4; `ratios.cpu_same_avif_vs_vips`), since the whole difference is there: ours
+  renders with libvips too (the same `thumbnail` calls, so the same pixels).
 - The reference: pyvips `thumbnail` from the file for each size (shrink-on-load; `height` huge
   for the widths, 2560 x 2560 `size=down` for the capped original), then jpegsave Q75 (4:2:0,
   no Huffman optimisation), webpsave Q75 effort 4, heifsave AV1 Q50 effort 4 (libvips' own
-  defaults, which workers/images.py copies; its AVIFs above 1024 wide use libaom speed 6 at Q47
-  to match their bytes and SSIM), all metadata stripped, files written. VIPS_CONCURRENCY=1: a
-  worker renders one photo per core, as ours does. When pyvips cannot be imported the reference
-  is reported as skipped (`pip install pyvips pyvips-binary`) and ours is still measured.
+  defaults, which workers/images.py copies; its AVIFs above 1024 wide use effort 3, libaom
+  speed 6, at Q47 to match their bytes and SSIM), all metadata stripped, files written.
+  VIPS_CONCURRENCY=1: a worker renders one photo per core, and ours sets libvips to one thread
+  too. When pyvips cannot be imported or this libvips cannot write AVIF, the reference is
+  reported as skipped (`pip install pyvips pyvips-binary`).
 - Outputs: each of ours against the reference's output of the same width and format: bytes
   (goal: within 10%) and SSIM (bench/ssim.py: grayscale, 11 x 11 Gaussian window, sigma 1.5;
   a 1-pixel height difference is resized away; goal: at least 0.97). Needs numpy. Both are
   lossy, so for context each row also has the SSIM of ours and of the reference's output
   against the reference's lossless thumbnail of that size (`ssim_to_pixels`,
   `ref_ssim_to_pixels`; the same pixels for both; not in --quick): what each encoding loses.
-  Also for context (not in --quick; widths up to 1024): `ref_nudged_ssim`, the SSIM against
-  the reference's output of the reference itself run on its own thumbnails with 1% of the
-  samples moved by +1 or -1 (bench/image_worker.py `vips --nudged`): lossy encoders decide
-  differently on invisibly different pixels, so this is about the best any other resizer
-  could hope for; `summary.nudged_below_goal` lists those outputs under 0.97. And
-  `ref_pixels_ours_encoded_ssim` (not in --quick; WebP and AVIF up to 1024 wide): the
-  reference's own thumbnails encoded by our encoders (`workers.images.encode`), against the
-  reference's output: what is left when the pixels are exactly libvips', that is, what the
-  encoder libraries alone make of the same input (Pillow's libwebp and libavif, libvips'
-  libwebp and libheif); `summary.ref_pixels_ours_encoded_below_goal` lists those under 0.97.
   The SSIMs are computed by a process pool (nothing is being timed then).
 - Photos per second: a pool of os.cpu_count() processes (the worker's default concurrency),
   started and warmed up first, renders copies of the input, each into its own store.
@@ -65,7 +57,7 @@ from typing import Any
 
 from PIL import Image, ImageChops
 
-from bench.image_worker import NUDGED_MAX_WIDTH, render_copy, warm_up
+from bench.image_worker import render_copy, warm_up
 from bench.registry import Context, Results, benchmark
 from bench.stats import ratio
 from shared.settings import LIMITS
@@ -327,24 +319,15 @@ def _compare(
         return {"summary": summary, "rows": rows}
 
     pixels: dict[int, str] = {}
-    nudged: dict[tuple[str, int], str] = {}
-    encoded: dict[tuple[str, int], str] = {}
     if to_pixels:
         made = _child("pixels", INPUT, scratch / "pixels")["outputs"]
         pixels = {o["width"]: o["file"] for o in made}
-        made = _child("vips", INPUT, scratch / "nudged", "--nudged")["outputs"]
-        nudged = {(o["format"], o["width"]): o["file"] for o in made}
-        encoded = _encode_ours(pixels, scratch / "encoded", max_width=NUDGED_MAX_WIDTH)
     jobs: list[tuple[str, str]] = []
     for row in matched:
         mine_file, ref_file = row["_files"]
         jobs.append((mine_file, ref_file))
         if row["width"] in pixels:
             jobs += [(pixels[row["width"]], mine_file), (pixels[row["width"]], ref_file)]
-        if (row["format"], row["width"]) in nudged:
-            jobs.append((nudged[row["format"], row["width"]], ref_file))
-        if (row["format"], row["width"]) in encoded:
-            jobs.append((encoded[row["format"], row["width"]], ref_file))
     with _pool(min(procs, len(jobs))) as pool:
         values = iter(list(pool.map(ssim_files, jobs)))
     for row in matched:
@@ -353,10 +336,6 @@ def _compare(
         if row["width"] in pixels:
             row["ssim_to_pixels"] = next(values)
             row["ref_ssim_to_pixels"] = next(values)
-        if (row["format"], row["width"]) in nudged:
-            row["ref_nudged_ssim"] = next(values)
-        if (row["format"], row["width"]) in encoded:
-            row["ref_pixels_ours_encoded_ssim"] = next(values)
     lowest = min(matched, key=lambda r: r["ssim"])
     summary["min_ssim"] = lowest["ssim"]
     summary["min_ssim_at"] = f"{lowest['format']} {lowest['width']}"
@@ -364,21 +343,6 @@ def _compare(
     summary["all_ssim_at_least"] = len(matched) == len(rows) and all(
         r["ssim"] >= GOAL_SSIM for r in matched
     )
-    floor = [r for r in matched if "ref_nudged_ssim" in r]
-    if floor:
-        summary["nudged_min_ssim"] = min(r["ref_nudged_ssim"] for r in floor)
-        summary["nudged_below_goal"] = [
-            f"{r['format']} {r['width']}: {r['ref_nudged_ssim']:.4f}"
-            for r in floor
-            if r["ref_nudged_ssim"] < GOAL_SSIM
-        ]
-    exact = [r for r in matched if "ref_pixels_ours_encoded_ssim" in r]
-    if exact:
-        summary["ref_pixels_ours_encoded_below_goal"] = [
-            f"{r['format']} {r['width']}: {r['ref_pixels_ours_encoded_ssim']:.4f}"
-            for r in exact
-            if r["ref_pixels_ours_encoded_ssim"] < GOAL_SSIM
-        ]
     # Context: ours minus the reference's SSIM against the same lossless thumbnail (negative:
     # our encoding loses more than the reference's).
     deltas = [r for r in matched if "ssim_to_pixels" in r]
@@ -390,28 +354,6 @@ def _compare(
             r["ssim_to_pixels"] - r["ref_ssim_to_pixels"] for r in deltas
         )
     return {"summary": summary, "rows": rows}
-
-
-def _encode_ours(
-    pixels: dict[int, str], out: Path, *, max_width: int
-) -> dict[tuple[str, int], str]:
-    """The reference's lossless thumbnails (up to `max_width`) encoded as WebP and AVIF by
-    `workers.images.encode`, with the settings our renditions of that size get."""
-    from workers.images import encode, output_formats
-
-    out.mkdir(parents=True, exist_ok=True)
-    files: dict[tuple[str, int], str] = {}
-    for width, png in pixels.items():
-        if width > max_width:
-            continue
-        with Image.open(png) as im:
-            rgb = im.convert("RGB")
-        rgb.info = {}
-        for fmt in output_formats(False)[1:]:  # WebP, and AVIF when Pillow has it
-            path = out / f"{width}.{fmt}"
-            path.write_bytes(encode(rgb, fmt))
-            files[fmt, width] = str(path)
-    return files
 
 
 # --- photos per second on every core --------------------------------------------------------
