@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -596,3 +597,39 @@ def test_50_megapixel_jpeg_renders_in_bounded_memory(tmp_path: Path) -> None:
     per_format = len(OPAQUE)
     assert found["outcome"] == sorted([320, 640, 1024, 1600, 2560] * per_format)
     assert found["peak_mb"] < 300
+
+
+ARENAS = """
+import ctypes, sys, threading
+from workers.images import limit_malloc_arenas
+if sys.argv[1] == "limited":
+    limit_malloc_arenas()
+def work():
+    kept = [bytes(1000 + i) for i in range(2000)]  # malloc'd by each thread (not pymalloc)
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+out = libc.fopen(sys.argv[2].encode(), b"w")
+libc.malloc_info(0, ctypes.c_void_p(out))
+libc.fclose(ctypes.c_void_p(out))
+print(open(sys.argv[2]).read().count("<heap nr="))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc arenas")
+def test_one_malloc_arena_for_every_thread(tmp_path: Path) -> None:
+    # libvips' thread would otherwise get an arena of its own, and RSS keep its freed pages.
+    counts = {}
+    for mode in ("limited", "default"):
+        done = subprocess.run(
+            [sys.executable, "-c", ARENAS, mode, str(tmp_path / f"{mode}.xml")],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        counts[mode] = int(done.stdout)
+    assert counts["limited"] == 1
+    assert counts["default"] > 1  # the test can tell

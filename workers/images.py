@@ -41,6 +41,7 @@ fork), with one thread per photo: a worker renders one photo per core already.
 
 from __future__ import annotations
 
+import ctypes
 import re
 import time
 from dataclasses import dataclass
@@ -88,6 +89,7 @@ LOADER_NAMES = {
     "gif": ("gifload",),
     "avif": ("heifload",),
 }
+_M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
 # The words libvips' loaders use when the data ends too early (libpng: "read error").
 _TRUNCATED = ("premature end", "truncated", "unexpected end", "end of file", "read error")
 
@@ -191,10 +193,28 @@ def avif_supported() -> bool:
     return True
 
 
+def limit_malloc_arenas() -> None:
+    """Make glibc's malloc keep one arena for every thread of this process (and of the
+    processes it forks), as MALLOC_ARENA_MAX=1 would. libvips decodes and encodes in its own
+    thread, which would otherwise get an arena of its own whose freed pages glibc keeps: a
+    50 MP photo peaked at 247-296 MB with arenas per thread, 204-209 MB with one (5 runs each,
+    bench/image_worker.py with a worker's imports), for the same CPU time. The limit is read
+    when a process first needs a second arena, so `bantin worker` calls this before anything
+    starts a thread; `_vips()` calls it too, for a process that renders without a worker. No-op
+    where the C library has no `mallopt` (musl, macOS)."""
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_ARENA_MAX, 1)
+
+
 @cache
 def _vips() -> Any:
     """pyvips, loaded once per process and locked down: only the loaders of ALLOWED can run,
     one thread per photo, no operation cache (every photo is a new file)."""
+    limit_malloc_arenas()
     import pyvips
 
     pyvips.concurrency_set(1)
