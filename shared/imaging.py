@@ -67,6 +67,12 @@ if AVIF_SUPPORTED:
 
     _OPENERS["avif"] = AvifImagePlugin.AvifImageFile
 
+# What Pillow's parsers raise on a file they cannot read: RuntimeError from the AVIF plugin
+# ("Failed to decode image: ..."), DecompressionBombError (its own global check, which a WebP
+# header or a GIF frame can still reach) for sizes far beyond any cap.
+_PARSE_ERRORS = (SyntaxError, ValueError, OSError, EOFError, IndexError, TypeError, KeyError,
+                 RuntimeError, struct.error, Image.DecompressionBombError)  # fmt: skip
+
 _AVIF_BRANDS = frozenset({b"avif", b"avis"})
 _HEIC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"})
 # How formats are named in messages.
@@ -236,8 +242,7 @@ def open_image(fp: IO[bytes], fmt: str) -> ImageFile.ImageFile:
     fp.seek(0)
     try:
         im = _OPENERS[fmt](fp, getattr(fp, "name", ""))
-    except (SyntaxError, ValueError, OSError, EOFError, IndexError, TypeError, KeyError,
-            struct.error) as e:  # fmt: skip
+    except _PARSE_ERRORS as e:
         raise Undecodable(f"not a valid {NAMES[fmt]} file: {e}") from None
     if im.format not in PIL_FORMATS[fmt]:
         im.close()
@@ -246,12 +251,17 @@ def open_image(fp: IO[bytes], fmt: str) -> ImageFile.ImageFile:
 
 
 def orientation(im: Image.Image) -> int:
-    """The EXIF orientation (1 to 8) that `ImageOps.exif_transpose` would apply, read from the
-    header only (a PNG's own `getexif()` would decode the pixels to look after them)."""
+    """The EXIF orientation (1 to 8), read from the header's EXIF only: not from XMP, which
+    Pillow's `getexif()` falls back to but browsers and libvips ignore (and a PNG's own
+    `getexif()` would decode the pixels to look for an eXIf chunk after them)."""
+    data = im.info.get("exif")
+    if not isinstance(data, bytes) or not data:
+        return 1
     try:
-        value = Image.Image.getexif(im).get(ExifTags.Base.Orientation, 1)
-    except (SyntaxError, ValueError, OSError, EOFError, IndexError, TypeError, KeyError,
-            struct.error):  # fmt: skip
+        exif = Image.Exif()
+        exif.load(data)
+        value = exif.get(ExifTags.Base.Orientation, 1)
+    except _PARSE_ERRORS:
         return 1  # unreadable EXIF: shown as stored, as browsers do
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
@@ -276,7 +286,7 @@ def probe(path: Path, *, max_pixels: int) -> Probe:
             orient = orientation(im)
             try:
                 frames = int(getattr(im, "n_frames", 1))
-            except (SyntaxError, ValueError, OSError, EOFError, struct.error) as e:
+            except _PARSE_ERRORS as e:
                 raise Undecodable(f"not a valid {NAMES[fmt]} file: {e}") from None
     upright_width, upright_height = upright((width, height), orient)
     return Probe(fmt, width, height, upright_width, upright_height, orient, frames)

@@ -311,6 +311,30 @@ def test_probe_refuses_a_heic_dressed_as_avif(tmp_path: Path) -> None:
         probe(path, max_pixels=50_000_000)
 
 
+def test_probe_refuses_a_webp_canvas_past_pillows_own_bomb_check(tmp_path: Path) -> None:
+    # Pillow's WebP parser applies its global limit itself (DecompressionBombError, not one of
+    # ours): a 20000 x 20000 canvas around one 8 x 8 frame.
+    frame = encoded("WEBP", (8, 8), lossless=True)[12:]
+    side = (20_000 - 1).to_bytes(3, "little")
+    body = b"WEBP" + b"VP8X" + struct.pack("<I", 10) + bytes(4) + side + side + frame
+    path = tmp_path / "x"
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    with pytest.raises(Undecodable, match=r"^not a valid WebP file: Image size \(400000000 pix"):
+        probe(path, max_pixels=50_000_000)
+
+
+@needs_avif
+def test_probe_refuses_an_avif_whose_primary_item_is_missing(tmp_path: Path) -> None:
+    # Pillow's AVIF parser raises RuntimeError for this one.
+    data = bytearray(encoded("AVIF", (8, 8)))
+    at = data.find(b"pitm")
+    data[at + 8 : at + 10] = struct.pack(">H", 7)  # no item 7
+    path = tmp_path / "x"
+    path.write_bytes(bytes(data))
+    with pytest.raises(Undecodable, match=r"^not a valid AVIF file: .*Missing or empty image item"):
+        probe(path, max_pixels=50_000_000)
+
+
 def test_refusals_survive_pickling() -> None:
     # Celery carries a task's exception between processes.
     for error in (
