@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import re
+import struct
 import subprocess
 import sys
 import time
@@ -17,15 +18,17 @@ from pathlib import Path
 import pytest
 from PIL import ExifTags, Image, ImageCms, ImageDraw, features
 
-from shared.imaging import NotAccepted, TooManyPixels, Undecodable, sniff
+from shared.imaging import NotAccepted, Probe, TooManyPixels, Undecodable, probe, sniff
 from shared.media import MediaStore
 from tests.fixtures.images import (
     BLUE,
     CORNERS,
     GREEN,
     RED,
+    avif_with_thumbnail,
     corner_colours,
     exif,
+    gif_on_a_larger_screen,
     heic_head,
     jpeg_claiming,
     near,
@@ -169,9 +172,9 @@ def test_libvips_runs_no_loader_outside_the_allowed_formats(tmp_path: Path) -> N
 def test_the_loader_libvips_picks_must_be_the_sniffed_formats(
     tmp_path: Path, store: MediaStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(images.LOADER_NAMES, "jpeg", ("pngload",))
+    monkeypatch.setitem(images.LOADER_NAMES, "jpeg", ("pngload_source",))
     path = save(tmp_path, quadrants((300, 200)), "JPEG")
-    with pytest.raises(Undecodable, match=r"^not a valid JPEG file: it reads as jpegload$"):
+    with pytest.raises(Undecodable, match=r"^not a valid JPEG file: it reads as jpegload_source$"):
         render(path, store, max_pixels=MAX_PIXELS)
     assert not store.public.exists()
 
@@ -374,7 +377,7 @@ def test_la_png_keeps_its_alpha(tmp_path: Path, store: MediaStore) -> None:
 # Other inputs ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "PNG"])
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "PNG", pytest.param("AVIF", marks=needs_avif)])
 def test_animations_render_their_first_frame(tmp_path: Path, store: MediaStore, fmt: str) -> None:
     frames = [Image.new("RGB", (480, 360), c) for c in (RED, GREEN, BLUE)]
     path = save(tmp_path, frames[0], fmt, save_all=True, append_images=frames[1:], duration=200)
@@ -428,6 +431,75 @@ def test_avif_input(tmp_path: Path, store: MediaStore) -> None:
 def test_placeholder_is_the_average_colour(tmp_path: Path, store: MediaStore) -> None:
     result = do_render(save(tmp_path, Image.new("RGB", (640, 480), (18, 52, 86)), "PNG"), store)
     assert result.placeholder == "#123456"
+
+
+@needs_avif
+def test_an_avifs_thumbnail_item_is_never_used(tmp_path: Path, store: MediaStore) -> None:
+    # libvips' thumbnail would take the embedded 800 x 600 thumbnail for the small sizes.
+    vips = images._vips()
+    blue = (vips.Image.black(1600, 1200, bands=3) + list(BLUE)).cast("uchar")
+    red = (vips.Image.black(800, 600, bands=3) + list(RED)).cast("uchar")
+    path = tmp_path / "thumb.avif"
+    path.write_bytes(
+        avif_with_thumbnail(
+            blue.heifsave_buffer(compression="av1", effort=0),
+            red.heifsave_buffer(compression="av1", effort=0),
+        )
+    )
+    assert vips.Image.thumbnail(str(path), 320).getpoint(5, 5)[0] > 150  # the trap is real
+    result = do_render(path, store)
+    assert sizes(result, "jpeg") == [(320, 240), (640, 480), (1024, 768), (1600, 1200)]
+    for r in result.renditions:
+        assert near(corner_colours(opened(store, r))["top_left"], BLUE), r
+
+
+def test_a_gif_frame_smaller_than_its_screen_stays_in_place(
+    tmp_path: Path, store: MediaStore
+) -> None:
+    # libnsgif takes the frame's extent for an 800 x 600 screen; the probe (and browsers) the
+    # screen, whose uncovered part is transparent.
+    path = tmp_path / "small-frame.gif"
+    path.write_bytes(gif_on_a_larger_screen((800, 600), (100, 100)))
+    assert images._vips().Image.new_from_file(str(path)).width == 100  # the trap is real
+    result = do_render(path, store)
+    assert (result.width, result.height) == (800, 600)
+    assert sizes(result, "png") == [(320, 240), (640, 480), (800, 600)]
+    for r in result.renditions:
+        im = opened(store, r)
+        assert near(im.getpixel((2, 2)), (*RED, 255), 10), r  # type: ignore[arg-type]
+        assert im.getpixel((im.width - 5, im.height - 5))[3] == 0, r  # type: ignore[index]
+
+
+def test_libvips_must_see_the_size_the_probe_checked(
+    tmp_path: Path, store: MediaStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two libraries can read two images from one file (an AVIF's still item and its
+    # animation): libvips must never decode another size than the one checked against the cap.
+    path = save(tmp_path, quadrants((600, 400)), "PNG")
+    small = Probe("png", 60, 40, 60, 40, 1, 1)
+    monkeypatch.setattr(images, "probe", lambda *a, **k: small)
+    with pytest.raises(Undecodable, match=r"^not a valid PNG file: its image is 600 x 400 pixels,"
+                       r" its header says 60 x 40$"):  # fmt: skip
+        render(path, store, max_pixels=MAX_PIXELS)
+    assert not store.public.exists()
+
+
+def test_xmp_orientation_is_ignored(tmp_path: Path, store: MediaStore) -> None:
+    # Browsers and libvips turn a photo by its EXIF only; Pillow's getexif() also reads XMP.
+    path = save(
+        tmp_path, quadrants((600, 400)), "JPEG",
+        xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+        b'02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/"'
+        b' tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>',
+    )  # fmt: skip
+    with Image.open(path) as im:
+        assert im.getexif().get(ExifTags.Base.Orientation) == 6  # what Pillow would do
+    assert probe(path, max_pixels=MAX_PIXELS).orientation == 1
+    result = do_render(path, store)
+    assert (result.width, result.height) == (600, 400)
+    for r in result.renditions:
+        colours = corner_colours(opened(store, r))
+        assert all(near(colours[k], v) for k, v in CORNERS.items()), (r, colours)
 
 
 # Idempotence -------------------------------------------------------------------------------
@@ -501,6 +573,25 @@ def test_truncated_files_are_refused(tmp_path: Path, store: MediaStore, fmt: str
     name = {"WEBP": "WebP"}.get(fmt, fmt)
     assert re.match(rf"(truncated|broken|not a valid) {name}", str(caught.value)), caught.value
     assert not list(store.public.rglob("*.*")) if store.public.exists() else True
+
+
+@pytest.mark.parametrize("options", [{}, {"lossless": True}], ids=["lossy", "lossless"])
+def test_a_cut_webp_whose_sizes_were_mended_is_refused_by_libvips(
+    tmp_path: Path, store: MediaStore, options: dict[str, bool]
+) -> None:
+    # Pillow's probe reads the header of a cut WebP whose RIFF and chunk sizes agree with the
+    # cut; libvips' decoder must still refuse it.
+    data = io.BytesIO()
+    Image.effect_noise((600, 400), 60).convert("RGB").save(data, "WEBP", **options)
+    cut = bytearray(data.getvalue()[: len(data.getvalue()) * 2 // 3 & ~1])
+    cut[4:8] = struct.pack("<I", len(cut) - 8)
+    cut[16:20] = struct.pack("<I", len(cut) - 20)
+    path = tmp_path / "cut.webp"
+    path.write_bytes(bytes(cut))
+    assert probe(path, max_pixels=MAX_PIXELS).width == 600  # the probe does not notice
+    with pytest.raises(Undecodable, match=r"^(truncated|broken) WebP: "):
+        render(path, store, max_pixels=MAX_PIXELS)
+    assert not store.public.exists()
 
 
 def test_truncated_jpeg_message(tmp_path: Path, store: MediaStore) -> None:

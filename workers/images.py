@@ -1,28 +1,33 @@
 """Photo renditions: small, upright, sRGB, metadata-free copies of an uploaded original.
 
 `render()` is a pure function of the original's bytes. It renders with libvips (pyvips): the
-capped original (longest side at most 2560) and each smaller width are each made by
-`thumbnail` straight from the file, never from another size, so a JPEG is decoded at 1/2, 1/4
-or 1/8 scale where the size allows it (shrink-on-load) and the rest is streamed through
-libvips' Lanczos-3 reduction a few lines at a time: a 50 MP photo is never held decoded. Each
-size gets the EXIF orientation and 8-bit sRGB, and is encoded as JPEG (PNG when the photo has
-transparency), WebP and, when this libvips can, AVIF. Files go to the content-addressed
-`MediaStore`, so running it again on the same original gives the same paths and writes nothing.
+capped original (longest side at most 2560) and each smaller width are each made straight from
+the file, never from another size: `thumbnail_source` for JPEG, PNG and WebP (a JPEG is decoded
+at 1/2, 1/4 or 1/8 scale where the size allows it: shrink-on-load), the GIF or AVIF loader and
+`thumbnail_image` for the others; the rest is streamed through libvips' Lanczos-3 reduction a
+few lines at a time, so a 50 MP photo is never held decoded. Each size gets the EXIF
+orientation and 8-bit sRGB, and is encoded as JPEG (PNG when the photo has transparency), WebP
+and, when this libvips can, AVIF. Files go to the content-addressed `MediaStore`, so running
+it again on the same original gives the same paths and writes nothing.
 
 Safety, in the order it is applied:
 - the format is sniffed from the bytes and must be in `shared.imaging.ALLOWED`;
   `shared.imaging.probe` then reads the header with Pillow and checks the pixel count before
   anything is decoded (decompression bombs are refused there, with the size in the message);
 - in libvips every loader is blocked but those of ALLOWED (so no SVG, TIFF, UltraHDR, CSV,
-  matrix or raw loader can run whatever the bytes are), and the loader libvips picks must be
-  the one of the sniffed format;
+  matrix or raw loader can run whatever the bytes are); files are read from a `Source`, never
+  by name (a name is parsed for "[options]");
+- libvips' header must agree with the probe: the loader is the sniffed format's and the size
+  the one checked against the cap (libheif and Pillow's libavif can pick different images from
+  one AVIF; an AVIF's embedded thumbnail item is never used; a GIF frame smaller than its screen
+  is put back on the screen);
 - truncated or corrupt data is refused (`fail_on="truncated"`);
-- the orientation is the one the probe read (the size in the article's JSON comes from it too),
-  applied after resizing; libvips' own reading of the EXIF is not used;
+- the orientation is the one the probe read from the EXIF (the size in the article's JSON comes
+  from it too), applied after resizing; an AVIF is turned upright by libheif itself;
 - `time_limit` is checked between steps (each size, each encode); one step itself cannot be
   interrupted from Python, so the Celery task that calls this must also have a hard
   `time_limit` (which kills the worker child) a little above the soft one here;
-- animated GIF/WebP/PNG: only the first frame is decoded;
+- animated GIF/WebP/PNG/AVIF: only the first frame (an AVIF: its primary image) is decoded;
 - no metadata reaches an output: the pixels are copied into a new image before encoding, and
   every encoder is told to keep nothing.
 
@@ -49,7 +54,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.imaging import ALLOWED, NAMES, ImageRefused, Undecodable, probe
+from shared.imaging import ALLOWED, NAMES, ImageRefused, Probe, Undecodable, probe
 from shared.media import MediaStore
 
 if TYPE_CHECKING:
@@ -83,11 +88,11 @@ LOADERS = {
 }
 # ... and the name each of them gives itself in an image's "vips-loader" field.
 LOADER_NAMES = {
-    "jpeg": ("jpegload",),
-    "png": ("pngload",),
-    "webp": ("webpload",),
-    "gif": ("gifload",),
-    "avif": ("heifload",),
+    "jpeg": ("jpegload_source",),
+    "png": ("pngload_source",),
+    "webp": ("webpload_source",),
+    "gif": ("gifload_source",),
+    "avif": ("heifload_source",),
 }
 _M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
 # The words libvips' loaders use when the data ends too early (libpng: "read error").
@@ -128,12 +133,10 @@ def render(
     info = probe(original, max_pixels=max_pixels)
     vips = _vips()
     name = NAMES[info.format]
-    grey = _header(vips, original, info.format)
-    # libheif turns an AVIF upright itself (its irot/imir boxes, which Pillow reports as the
-    # orientation): the pixels libvips gets are upright already.
-    orient = 1 if info.format == "avif" else info.orientation
-    scale = min(1.0, MAX_SIDE / max(info.upright_width, info.upright_height))
-    capped_width = max(1, round(info.upright_width * scale))
+    photo = _inspect(vips, original, info)
+    upright = (photo.width, photo.height) if photo.orient < 5 else (photo.height, photo.width)
+    scale = min(1.0, MAX_SIDE / max(upright))
+    capped_width = max(1, round(upright[0] * scale))
     # (width, height) boxes, upright: the capped original, then each smaller width.
     boxes = [(MAX_SIDE, MAX_SIDE)] + [
         (w, UNBOUNDED) for w in sorted(WIDTHS, reverse=True) if w < capped_width
@@ -143,13 +146,13 @@ def render(
     smallest: pyvips.Image | None = None
     for width, height in boxes:
         try:
-            im = _thumbnail(vips, original, (width, height), orient, grey)
+            im = _thumbnail(vips, original, photo, (width, height))
             if transparent is None:
                 transparent = im.hasalpha() and _alpha(vips, im).min() < 255
             if im.hasalpha() and not transparent:
                 im = _pixels(vips, im.extract_band(0, n=im.bands - 1))
         except vips.Error as e:
-            raise _undecodable(name, e) from None
+            raise _undecodable(name, e, original) from None
         clock.check(f"resizing to {im.width} x {im.height}")
         for fmt in output_formats(transparent):
             data = encode(im, fmt)
@@ -159,7 +162,7 @@ def render(
         smallest = im
     assert smallest is not None
     renditions.sort(key=lambda r: r.width)  # stable: formats keep their order per size
-    return Rendered(info.upright_width, info.upright_height, placeholder(smallest), renditions)
+    return Rendered(*upright, placeholder(smallest), renditions)
 
 
 def encode(im: pyvips.Image, fmt: str) -> bytes:
@@ -226,37 +229,94 @@ def _vips() -> Any:
     return pyvips
 
 
-def _header(vips: Any, original: Path, fmt: str) -> bool:
-    """Check that libvips reads `original` with the loader of `fmt` (the header only; no pixel
-    is decoded); True when the photo is grey (one band, and alpha)."""
+@dataclass(frozen=True, slots=True)
+class _Photo:
+    """What libvips will decode, checked against what the probe read."""
+
+    format: str
+    width: int  # as libvips decodes it (a GIF: its screen), before `orient`
+    height: int
+    orient: int  # EXIF orientation still to apply after resizing
+    grey: bool  # one band (and alpha)
+    screen: tuple[int, int] | None  # a GIF's screen, when its first frame is smaller
+
+
+def _inspect(vips: Any, original: Path, info: Probe) -> _Photo:
+    """Open `original` in libvips (the header only: no pixel is decoded) and check it against
+    the probe: the loader must be the sniffed format's and the size the one the probe checked
+    against the pixel cap, so that libvips never decodes another image than the one measured
+    (an AVIF's libheif and Pillow's libavif can pick different images from one file)."""
+    name = NAMES[info.format]
     try:
-        head = vips.Image.new_from_file(str(original), access="sequential", fail_on="truncated")
+        head = _load(vips, original, info.format)
         loader = head.get("vips-loader")
     except vips.Error as e:
-        raise _undecodable(NAMES[fmt], e) from None
-    if loader not in LOADER_NAMES[fmt]:
-        raise Undecodable(f"not a valid {NAMES[fmt]} file: it reads as {loader}")
-    return bool(head.bands - head.hasalpha() == 1)
+        raise _undecodable(name, e, original) from None
+    if loader not in LOADER_NAMES[info.format]:
+        raise Undecodable(f"not a valid {name} file: it reads as {loader}")
+    size, stored = (head.width, head.height), (info.width, info.height)
+    orient, screen = info.orientation, None
+    if info.format == "avif":
+        # libheif applies the file's rotation and mirroring itself (the irot/imir boxes, which
+        # Pillow reports as the orientation): what libvips gets is upright already.
+        orient = 1
+        fits = size in (stored, stored[::-1])
+    elif info.format == "gif" and size[0] <= stored[0] and size[1] <= stored[1]:
+        # libnsgif takes the first frame's extent for some screen sizes; the rest of the
+        # screen is transparent, as browsers show it.
+        fits, screen = True, (stored if size != stored else None)
+    else:
+        fits = size == stored
+    if not fits:
+        raise Undecodable(
+            f"not a valid {name} file: its image is {size[0]} x {size[1]} pixels,"
+            f" its header says {stored[0]} x {stored[1]}"
+        )
+    grey = bool(head.bands - head.hasalpha() == 1)
+    width, height = screen or size
+    return _Photo(info.format, width, height, orient, grey, screen)
 
 
-def _thumbnail(
-    vips: Any, original: Path, box: tuple[int, int], orient: int, grey: bool
-) -> pyvips.Image:
+def _load(vips: Any, original: Path, fmt: str) -> pyvips.Image:
+    """`original` opened by libvips (lazily) from a source, never by file name (a name is
+    parsed for "[options]"). GIF and AVIF by their own loader: libvips' sniffing does not know
+    animated AVIF ("avis"); JPEG, PNG and WebP as `thumbnail_source` will find them."""
+    source = vips.Source.new_from_file(str(original))
+    options = {"access": "sequential", "fail_on": "truncated"}
+    if fmt == "gif":
+        return vips.Image.gifload_source(source, **options)
+    if fmt == "avif":
+        return vips.Image.heifload_source(source, thumbnail=False, **options)
+    return vips.Image.new_from_source(source, "", **options)
+
+
+def _thumbnail(vips: Any, original: Path, photo: _Photo, box: tuple[int, int]) -> pyvips.Image:
     """The photo fitted into the upright `box` (never enlarged), upright, 8-bit sRGB (an
     opaque grey photo stays grey), in memory with no metadata at all."""
-    width, height = box if orient < 5 else box[::-1]
-    im = vips.Image.thumbnail(
-        str(original), width, height=height, size="down", no_rotate=True, fail_on="truncated"
-    )
+    width, height = box if photo.orient < 5 else box[::-1]
+    options = {"height": height, "size": "down", "no_rotate": True}
+    if photo.format in ("jpeg", "png", "webp"):
+        # Shrink-on-load (JPEG, WebP) happens here. (libvips 8.18's thumbnail_source does not
+        # pass its own `fail_on` to the loader; the option string does.)
+        source = vips.Source.new_from_file(str(original))
+        im = vips.Image.thumbnail_source(
+            source, width, option_string="fail_on=truncated", **options
+        )
+    else:
+        im = _load(vips, original, photo.format)  # never an AVIF's embedded thumbnail
+        if photo.screen is not None:  # the rest of a GIF's screen is transparent
+            im = im if im.hasalpha() else im.bandjoin_const([255])
+            im = im.embed(0, 0, *photo.screen, extend="background", background=[0] * im.bands)
+        im = im.thumbnail_image(width, **options)
     im = _to_srgb(vips, im)
-    target = "b-w" if grey and not im.hasalpha() else "srgb"
+    target = "b-w" if photo.grey and not im.hasalpha() else "srgb"
     if im.interpretation != target or im.format != "uchar":
         im = im.colourspace(target)  # 16-bit scaled to 8, grey to RGB and back (alpha kept)
     if im.format != "uchar":
         im = im.cast("uchar")
     im = _pixels(vips, im)
-    if orient > 1:  # on the pixels in memory: a quarter turn reads them out of order
-        im.set_type(vips.GValue.gint_type, "orientation", orient)
+    if photo.orient > 1:  # on the pixels in memory: a quarter turn reads them out of order
+        im.set_type(vips.GValue.gint_type, "orientation", photo.orient)
         im = _pixels(vips, im.autorot())
     return im
 
@@ -307,10 +367,10 @@ class _Clock:
             raise TooSlow(f"rendering took longer than {self.limit:g} s (stopped after {step})")
 
 
-def _undecodable(name: str, error: Exception) -> Undecodable:
+def _undecodable(name: str, error: Exception, original: Path) -> Undecodable:
     """The reason a libvips error gives, for the submitter: its first line, without the
-    library's prefix ("VipsJpeg: ...", "vipspng: ...")."""
-    detail = (getattr(error, "detail", "") or str(error)).strip()
+    library's prefix ("VipsJpeg: ...", "vipspng: ...") or the server's path of the file."""
+    detail = (getattr(error, "detail", "") or str(error)).strip().replace(str(original), "file")
     first = detail.splitlines()[0] if detail else type(error).__name__
     message = re.sub(r"^\w+: ", "", first)
     if any(word in detail.lower() for word in _TRUNCATED):
