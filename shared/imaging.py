@@ -7,7 +7,8 @@ The ingest service calls this on every upload, so nothing here decodes image dat
 - `accept(head)` does the same, but refuses anything outside `ALLOWED` with a message that says
   what the file looks like ("not an image: looks like HTML", "SVG is not accepted", ...);
 - `probe(path, max_pixels=...)` reads the header with Pillow (lazily: no `load()`), checks the
-  pixel count against the limit, and gives the upright size the renditions will have.
+  pixel count against the limit (an AVIF: every image inside it, see `_check_heif_items`), and
+  gives the upright size the renditions will have.
 
 Every refusal is an `ImageRefused` whose `str()` is an English sentence for the submitter.
 
@@ -22,7 +23,7 @@ BANTIN_MAX_PIXELS itself. Pillow's default limit stays in force for any other Pi
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -72,6 +73,12 @@ if AVIF_SUPPORTED:
 # header or a GIF frame can still reach) for sizes far beyond any cap.
 _PARSE_ERRORS = (SyntaxError, ValueError, OSError, EOFError, IndexError, TypeError, KeyError,
                  RuntimeError, struct.error, Image.DecompressionBombError)  # fmt: skip
+
+# An AVIF's images together (see _check_heif_items), and the largest `meta` box read.
+HEIF_ITEMS_FACTOR = 5
+HEIF_ITEMS_SLACK = 1_000_000
+HEIF_META_MAX = 4 * 1024 * 1024
+HEIF_TOP_BOXES = 1000  # where the meta box must be found (it comes second, after ftyp)
 
 _AVIF_BRANDS = frozenset({b"avif", b"avis"})
 _HEIC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"})
@@ -250,6 +257,93 @@ def open_image(fp: IO[bytes], fmt: str) -> ImageFile.ImageFile:
     return im
 
 
+def _check_heif_items(fp: IO[bytes], size: tuple[int, int], max_pixels: int) -> None:
+    """Refuse an AVIF whose other images would make libheif decode far more than the photo
+    the header announces: libheif decodes, besides the primary image, its alpha and depth
+    images and, for a grid, every tile, each with a size of its own (`ispe`). Each image in the
+    file must be within the pixel cap, and all of them together within
+    HEIF_ITEMS_FACTOR times the photo (a grid's tiles, an alpha image and its own tiles are
+    about four) plus HEIF_ITEMS_SLACK (thumbnails, gain maps of small photos)."""
+    extents = _heif_extents(fp)
+    for width, height in extents:
+        if width * height > max_pixels:
+            raise TooManyPixels(width, height, max_pixels)
+    total = sum(width * height for width, height in extents)
+    if total > HEIF_ITEMS_FACTOR * size[0] * size[1] + HEIF_ITEMS_SLACK:
+        raise Undecodable(
+            f"not a valid AVIF file: its {len(extents)} images add up to {total:,} pixels,"
+            f" far more than its {size[0]} x {size[1]} photo needs"
+        )
+
+
+def _heif_extents(fp: IO[bytes]) -> list[tuple[int, int]]:
+    """The size (`ispe`) of every image item of an ISO-BMFF file, from its `meta` box."""
+    fp.seek(0)
+    for _ in range(HEIF_TOP_BOXES):
+        kind, payload_size = _box_header(fp)
+        if kind is None:
+            return []
+        if kind == b"meta":
+            if payload_size is None or payload_size > HEIF_META_MAX:
+                raise Undecodable("not a valid AVIF file: its metadata box is too large")
+            meta = fp.read(payload_size)
+            break
+        if payload_size is None:
+            return []
+        fp.seek(payload_size, 1)
+    else:
+        raise Undecodable(f"not a valid AVIF file: no metadata in its first {HEIF_TOP_BOXES} boxes")
+    iprp = _child_box(meta, b"iprp", 4)  # meta is a full box: version and flags first
+    ipco = _child_box(iprp, b"ipco", 0) if iprp is not None else None
+    extents: list[tuple[int, int]] = []
+    for kind, payload in _boxes(ipco or b"", 0):
+        if kind == b"ispe" and len(payload) >= 12:
+            extents.append(struct.unpack(">II", payload[4:12]))
+    return extents
+
+
+def _box_header(fp: IO[bytes]) -> tuple[bytes | None, int | None]:
+    """(type, payload size) of the box at `fp`'s position (None: to the end of the file), or
+    (None, None) at the end."""
+    head = fp.read(8)
+    if len(head) < 8:
+        return None, None
+    size, kind = struct.unpack(">I4s", head)
+    if size == 1:
+        large = fp.read(8)
+        if len(large) < 8:
+            return None, None
+        size = struct.unpack(">Q", large)[0]
+        if size < 16:
+            raise Undecodable(f"not a valid AVIF file: a box of {size} bytes")
+        return kind, size - 16
+    if size == 0:
+        return kind, None
+    if size < 8:
+        raise Undecodable(f"not a valid AVIF file: a box of {size} bytes")
+    return kind, size - 8
+
+
+def _boxes(data: bytes, start: int) -> Iterator[tuple[bytes, bytes]]:
+    """(type, payload) of each box in `data` from `start`; stops at a malformed one."""
+    at = start
+    while at + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[at : at + 8])
+        head = 8
+        if size == 1 and at + 16 <= len(data):
+            size, head = struct.unpack(">Q", data[at + 8 : at + 16])[0], 16
+        elif size == 0:
+            size = len(data) - at
+        if size < head or at + size > len(data):
+            return
+        yield kind, data[at + head : at + size]
+        at += size
+
+
+def _child_box(data: bytes, kind: bytes, start: int) -> bytes | None:
+    return next((payload for k, payload in _boxes(data, start) if k == kind), None)
+
+
 def orientation(im: Image.Image) -> int:
     """The EXIF orientation (1 to 8), read from the header's EXIF only: not from XMP, which
     Pillow's `getexif()` falls back to but browsers and libvips ignore (and a PNG's own
@@ -288,5 +382,7 @@ def probe(path: Path, *, max_pixels: int) -> Probe:
                 frames = int(getattr(im, "n_frames", 1))
             except _PARSE_ERRORS as e:
                 raise Undecodable(f"not a valid {NAMES[fmt]} file: {e}") from None
+        if fmt == "avif":
+            _check_heif_items(fp, (width, height), max_pixels)
     upright_width, upright_height = upright((width, height), orient)
     return Probe(fmt, width, height, upright_width, upright_height, orient, frames)

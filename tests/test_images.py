@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import ExifTags, Image, ImageCms, ImageDraw, features
+from PIL import ExifTags, Image, ImageCms, ImageDraw, PngImagePlugin, features
 
 from shared.imaging import NotAccepted, Probe, TooManyPixels, Undecodable, probe, sniff
 from shared.media import MediaStore
@@ -25,7 +25,8 @@ from tests.fixtures.images import (
     CORNERS,
     GREEN,
     RED,
-    avif_with_thumbnail,
+    avif_cropped,
+    avif_with_item,
     corner_colours,
     exif,
     gif_on_a_larger_screen,
@@ -441,7 +442,7 @@ def test_an_avifs_thumbnail_item_is_never_used(tmp_path: Path, store: MediaStore
     red = (vips.Image.black(800, 600, bands=3) + list(RED)).cast("uchar")
     path = tmp_path / "thumb.avif"
     path.write_bytes(
-        avif_with_thumbnail(
+        avif_with_item(
             blue.heifsave_buffer(compression="av1", effort=0),
             red.heifsave_buffer(compression="av1", effort=0),
         )
@@ -451,6 +452,77 @@ def test_an_avifs_thumbnail_item_is_never_used(tmp_path: Path, store: MediaStore
     assert sizes(result, "jpeg") == [(320, 240), (640, 480), (1024, 768), (1600, 1200)]
     for r in result.renditions:
         assert near(corner_colours(opened(store, r))["top_left"], BLUE), r
+
+
+def av1(size: tuple[int, int], colour: tuple[int, ...]) -> bytes:
+    """A one-item AVIF of one colour (grey when `colour` has one value), quickly encoded."""
+    vips = images._vips()
+    im = (vips.Image.black(*size, bands=len(colour)) + list(colour)).cast("uchar")
+    data = im.heifsave_buffer(compression="av1", effort=0)
+    assert isinstance(data, bytes)
+    return data
+
+
+@needs_avif
+@pytest.mark.parametrize(
+    ("alpha", "max_pixels", "refusal", "message"),
+    [
+        ((1200, 1000), 1_100_000, TooManyPixels, "^photo is 1200 x 1000 pixels"),
+        ((2000, 1000), MAX_PIXELS, Undecodable, "^not a valid AVIF file: its 2 images add up to"
+         " 2,003,072 pixels, far more than its 64 x 48 photo needs$"),
+    ],
+    ids=["an-image-over-the-cap", "all-images-far-over-the-photo"],
+)  # fmt: skip
+def test_an_avifs_other_images_count_against_the_cap(
+    tmp_path: Path,
+    store: MediaStore,
+    alpha: tuple[int, int],
+    max_pixels: int,
+    refusal: type[Exception],
+    message: str,
+) -> None:
+    # libheif decodes an alpha image (and a grid's tiles) besides the primary one, each of its
+    # own size: a 64 x 48 photo with a 108 MP alpha image took 1.6 GB. Grid tiles are counted
+    # by the same rule (every `ispe` of the file).
+    path = tmp_path / "alpha.avif"
+    path.write_bytes(avif_with_item(av1((64, 48), RED), av1(alpha, (255,)), b"auxl"))
+    with pytest.raises(refusal, match=message):
+        probe(path, max_pixels=max_pixels)  # the upload is refused, not only the rendering
+    with pytest.raises(refusal, match=message):
+        render(path, store, max_pixels=max_pixels)
+    path.write_bytes(avif_with_item(av1((64, 48), RED), av1((64, 48), (255,)), b"auxl"))
+    assert sizes(do_render(path, store, max_pixels=max_pixels), "jpeg") == [(64, 48)]
+
+
+@needs_avif
+def test_a_libvips_message_that_is_not_text_spoils_nothing(
+    tmp_path: Path, store: MediaStore
+) -> None:
+    # libheif names the unknown box in its message; pyvips cannot decode it as UTF-8 and left
+    # it in libvips' error buffer, where it broke every later photo of the worker process.
+    path = tmp_path / "odd.avif"
+    path.write_bytes(avif_with_item(av1((64, 48), RED), av1((64, 48), (255,)), b"auxl", b"\xcduxC"))
+    with pytest.raises(Undecodable, match=r"^broken AVIF: libvips could not read it$"):
+        render(path, store, max_pixels=MAX_PIXELS)
+    after = do_render(save(tmp_path, quadrants((300, 200)), "JPEG", name="next.jpg"), store)
+    assert sizes(after, "jpeg") == [(300, 200)]
+
+
+def test_a_png_text_key_in_latin1(tmp_path: Path, store: MediaStore) -> None:
+    # PNG keys are Latin-1; pyvips fails to decode one as a field name (get_fields()).
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Título", "anh")
+    path = save(tmp_path, quadrants((300, 200)), "PNG", pnginfo=text)
+    assert sizes(do_render(path, store), "jpeg") == [(300, 200)]
+
+
+@needs_avif
+def test_an_avif_crop_is_applied(tmp_path: Path, store: MediaStore) -> None:
+    path = tmp_path / "clap.avif"
+    path.write_bytes(avif_cropped(av1((600, 400), RED), 500, 300))
+    result = do_render(path, store)
+    assert (result.width, result.height) == (500, 300)
+    assert sizes(result, "jpeg") == [(320, 192), (500, 300)]
 
 
 def test_a_gif_frame_smaller_than_its_screen_stays_in_place(

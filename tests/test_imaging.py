@@ -335,6 +335,20 @@ def test_probe_refuses_an_avif_whose_primary_item_is_missing(tmp_path: Path) -> 
         probe(path, max_pixels=50_000_000)
 
 
+@pytest.mark.parametrize(
+    ("boxes", "message"),
+    [
+        (struct.pack(">I4sQ", 1, b"free", 0), "a box of 0 bytes"),  # would seek backwards
+        (struct.pack(">I4s", 8, b"free") * 2000, "no metadata in its first 1000 boxes"),
+    ],
+    ids=["64-bit-size-too-small", "endless-boxes"],
+)
+def test_reading_heif_items_always_ends(boxes: bytes, message: str) -> None:
+    data = ftyp(b"avif", b"avif", b"mif1") + boxes
+    with pytest.raises(Undecodable, match=message):
+        imaging._heif_extents(io.BytesIO(data))
+
+
 def test_refusals_survive_pickling() -> None:
     # Celery carries a task's exception between processes.
     for error in (

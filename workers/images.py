@@ -13,7 +13,8 @@ it again on the same original gives the same paths and writes nothing.
 Safety, in the order it is applied:
 - the format is sniffed from the bytes and must be in `shared.imaging.ALLOWED`;
   `shared.imaging.probe` then reads the header with Pillow and checks the pixel count before
-  anything is decoded (decompression bombs are refused there, with the size in the message);
+  anything is decoded (decompression bombs are refused there, with the size in the message;
+  an AVIF's alpha images and grid tiles count too);
 - in libvips every loader is blocked but those of ALLOWED (so no SVG, TIFF, UltraHDR, CSV,
   matrix or raw loader can run whatever the bytes are); files are read from a `Source`, never
   by name (a name is parsed for "[options]");
@@ -28,6 +29,8 @@ Safety, in the order it is applied:
   interrupted from Python, so the Celery task that calls this must also have a hard
   `time_limit` (which kills the worker child) a little above the soft one here;
 - animated GIF/WebP/PNG/AVIF: only the first frame (an AVIF: its primary image) is decoded;
+- a libvips error is a refusal with libvips' reason, and never leaves libvips' error buffer
+  spoiled for the next photo (see `_refusing`);
 - no metadata reaches an output: the pixels are copied into a new image before encoding, and
   every encoder is told to keep nothing.
 
@@ -49,6 +52,8 @@ from __future__ import annotations
 import ctypes
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -132,7 +137,11 @@ def render(
     clock = _Clock(time_limit)
     info = probe(original, max_pixels=max_pixels)
     vips = _vips()
-    name = NAMES[info.format]
+    with _refusing(vips, NAMES[info.format], original):
+        return _render(vips, original, info, store, clock)
+
+
+def _render(vips: Any, original: Path, info: Probe, store: MediaStore, clock: _Clock) -> Rendered:
     photo = _inspect(vips, original, info)
     upright = (photo.width, photo.height) if photo.orient < 5 else (photo.height, photo.width)
     scale = min(1.0, MAX_SIDE / max(upright))
@@ -145,14 +154,11 @@ def render(
     transparent: bool | None = None  # decided on the largest size, for every size
     smallest: pyvips.Image | None = None
     for width, height in boxes:
-        try:
-            im = _thumbnail(vips, original, photo, (width, height))
-            if transparent is None:
-                transparent = im.hasalpha() and _alpha(vips, im).min() < 255
-            if im.hasalpha() and not transparent:
-                im = _pixels(vips, im.extract_band(0, n=im.bands - 1))
-        except vips.Error as e:
-            raise _undecodable(name, e, original) from None
+        im = _thumbnail(vips, original, photo, (width, height))
+        if transparent is None:
+            transparent = im.hasalpha() and _alpha(vips, im).min() < 255
+        if im.hasalpha() and not transparent:
+            im = _pixels(vips, im.extract_band(0, n=im.bands - 1))
         clock.check(f"resizing to {im.width} x {im.height}")
         for fmt in output_formats(transparent):
             data = encode(im, fmt)
@@ -163,6 +169,22 @@ def render(
     assert smallest is not None
     renditions.sort(key=lambda r: r.width)  # stable: formats keep their order per size
     return Rendered(*upright, placeholder(smallest), renditions)
+
+
+@contextmanager
+def _refusing(vips: Any, name: str, original: Path) -> Iterator[None]:
+    """libvips' errors as `Undecodable`. libvips' messages can carry bytes from the file (an
+    unknown box type, a PNG text key in Latin-1) that pyvips fails to decode as UTF-8; it then
+    raises UnicodeDecodeError and leaves the message in libvips' error buffer, where it would
+    spoil every later error of this process. The buffer is cleared before and after."""
+    vips.vips_lib.vips_error_clear()
+    try:
+        yield
+    except vips.Error as e:
+        raise _undecodable(name, e, original) from None
+    except UnicodeDecodeError:
+        vips.vips_lib.vips_error_clear()
+        raise Undecodable(f"broken {name}: libvips could not read it") from None
 
 
 def encode(im: pyvips.Image, fmt: str) -> bytes:
@@ -247,20 +269,18 @@ def _inspect(vips: Any, original: Path, info: Probe) -> _Photo:
     against the pixel cap, so that libvips never decodes another image than the one measured
     (an AVIF's libheif and Pillow's libavif can pick different images from one file)."""
     name = NAMES[info.format]
-    try:
-        head = _load(vips, original, info.format)
-        loader = head.get("vips-loader")
-    except vips.Error as e:
-        raise _undecodable(name, e, original) from None
+    head = _load(vips, original, info.format)
+    loader = head.get("vips-loader")
     if loader not in LOADER_NAMES[info.format]:
         raise Undecodable(f"not a valid {name} file: it reads as {loader}")
     size, stored = (head.width, head.height), (info.width, info.height)
     orient, screen = info.orientation, None
     if info.format == "avif":
         # libheif applies the file's rotation and mirroring itself (the irot/imir boxes, which
-        # Pillow reports as the orientation): what libvips gets is upright already.
+        # Pillow reports as the orientation): what libvips gets is upright already. It also
+        # applies a crop (clap), which libavif does not: never larger than the probe's.
         orient = 1
-        fits = size in (stored, stored[::-1])
+        fits = any(size[0] <= w and size[1] <= h for w, h in (stored, stored[::-1]))
     elif info.format == "gif" and size[0] <= stored[0] and size[1] <= stored[1]:
         # libnsgif takes the first frame's extent for some screen sizes; the rest of the
         # screen is transparent, as browsers show it.
@@ -328,7 +348,7 @@ def _to_srgb(vips: Any, im: pyvips.Image) -> pyvips.Image:
     CMYK profile. An embedded sRGB profile is converted too: a profile that only calls itself
     sRGB is not trusted."""
     cmyk = im.interpretation == "cmyk"
-    icc = im.get("icc-profile-data") if "icc-profile-data" in im.get_fields() else b""
+    icc = im.get("icc-profile-data") if im.get_typeof("icc-profile-data") else b""
     space = {1: b"GRAY", 3: b"RGB ", 4: b"CMYK"}.get(im.bands - (im.hasalpha() and not cmyk))
     fits = len(icc) >= 128 and icc[36:40] == b"acsp" and icc[16:20] == space
     if not fits and not cmyk:
