@@ -128,7 +128,8 @@ class Probe:
     upright_width: int
     upright_height: int
     orientation: int  # EXIF orientation, 1 to 8 (1 when absent or invalid)
-    frames: int  # more than 1 for animations; only the first frame is rendered
+    animated: bool  # more than one frame (only the first is rendered); frames are not
+    # counted: Pillow would read through a whole GIF to count them (1.7 M frames: seconds)
 
 
 def sniff(head: bytes) -> str | None:
@@ -379,10 +380,10 @@ def probe(path: Path, *, max_pixels: int) -> Probe:
                 raise TooManyPixels(width, height, max_pixels)
             orient = orientation(im)
             try:
-                frames = int(getattr(im, "n_frames", 1))
+                animated = bool(getattr(im, "is_animated", False))
             except _PARSE_ERRORS as e:
                 raise Undecodable(f"not a valid {NAMES[fmt]} file: {e}") from None
         if fmt == "avif":
             _check_heif_items(fp, (width, height), max_pixels)
     upright_width, upright_height = upright((width, height), orient)
-    return Probe(fmt, width, height, upright_width, upright_height, orient, frames)
+    return Probe(fmt, width, height, upright_width, upright_height, orient, animated)

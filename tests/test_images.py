@@ -548,7 +548,7 @@ def test_libvips_must_see_the_size_the_probe_checked(
     # Two libraries can read two images from one file (an AVIF's still item and its
     # animation): libvips must never decode another size than the one checked against the cap.
     path = save(tmp_path, quadrants((600, 400)), "PNG")
-    small = Probe("png", 60, 40, 60, 40, 1, 1)
+    small = Probe("png", 60, 40, 60, 40, 1, False)
     monkeypatch.setattr(images, "probe", lambda *a, **k: small)
     with pytest.raises(Undecodable, match=r"^not a valid PNG file: its image is 600 x 400 pixels,"
                        r" its header says 60 x 40$"):  # fmt: skip

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image, features
+from PIL import GifImagePlugin, Image, features
 
 from shared import imaging
 from shared.imaging import (
@@ -167,7 +167,7 @@ def test_an_html_page_named_jpg_is_refused_by_its_bytes(tmp_path: Path) -> None:
 def test_probe_jpeg(tmp_path: Path) -> None:
     path = tmp_path / "a"
     path.write_bytes(encoded("JPEG", (640, 480)))
-    assert probe(path, max_pixels=50_000_000) == Probe("jpeg", 640, 480, 640, 480, 1, 1)
+    assert probe(path, max_pixels=50_000_000) == Probe("jpeg", 640, 480, 640, 480, 1, False)
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -184,29 +184,59 @@ def test_probe_png_webp_gif(tmp_path: Path) -> None:
     for fmt, pil in (("png", "PNG"), ("webp", "WEBP"), ("gif", "GIF")):
         path = tmp_path / fmt
         path.write_bytes(encoded(pil, (33, 21)))
-        assert probe(path, max_pixels=10_000) == Probe(fmt, 33, 21, 33, 21, 1, 1)
+        assert probe(path, max_pixels=10_000) == Probe(fmt, 33, 21, 33, 21, 1, False)
 
 
 @needs_avif
 def test_probe_avif(tmp_path: Path) -> None:
     path = tmp_path / "a.avif"
     path.write_bytes(encoded("AVIF", (64, 48)))
-    assert probe(path, max_pixels=10_000) == Probe("avif", 64, 48, 64, 48, 1, 1)
+    assert probe(path, max_pixels=10_000) == Probe("avif", 64, 48, 64, 48, 1, False)
 
 
-def test_probe_counts_frames(tmp_path: Path) -> None:
+def test_probe_tells_animations(tmp_path: Path) -> None:
     frames = [Image.new("RGB", (20, 20), c) for c in ((200, 0, 0), (0, 200, 0), (0, 0, 200))]
     for fmt in ("GIF", "WEBP", "PNG"):
         path = tmp_path / f"anim.{fmt}"
         frames[0].save(path, fmt, save_all=True, append_images=frames[1:], duration=100)
-        assert probe(path, max_pixels=10_000).frames == 3, fmt
+        assert probe(path, max_pixels=10_000).animated, fmt
+        frames[0].save(path, fmt)
+        assert not probe(path, max_pixels=10_000).animated, fmt
+
+
+def test_probe_does_not_read_through_a_gif_to_count_its_frames(tmp_path: Path) -> None:
+    # 200,000 one-pixel frames: n_frames reads them all, is_animated stops at the second.
+    frame = io.BytesIO()
+    Image.new("P", (1, 1)).save(frame, "GIF")
+    data = frame.getvalue()
+    start = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)  # after the palette
+    while data[start] == 0x21:  # extensions, up to the image descriptor (0x2c)
+        start += 2
+        while data[start]:
+            start += data[start] + 1
+        start += 1
+    path = tmp_path / "many.gif"
+    path.write_bytes(data[:start] + data[start:-1] * 200_000 + b"\x3b")
+    with Image.open(path) as im:
+        assert im.n_frames == 200_000  # the file really is that
+    reached = []
+    real = GifImagePlugin.GifImageFile._seek
+
+    def _seek(im: GifImagePlugin.GifImageFile, frame: int, *args: bool) -> None:
+        reached.append(frame)
+        real(im, frame, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(GifImagePlugin.GifImageFile, "_seek", _seek)
+        assert probe(path, max_pixels=10_000).animated
+    assert max(reached) <= 1
 
 
 def test_probe_mpo(tmp_path: Path) -> None:
     path = tmp_path / "mpo"
     first, second = Image.new("RGB", (64, 48)), Image.new("RGB", (64, 48), (9, 9, 9))
     first.save(path, "MPO", save_all=True, append_images=[second])
-    assert probe(path, max_pixels=10_000) == Probe("jpeg", 64, 48, 64, 48, 1, 2)
+    assert probe(path, max_pixels=10_000) == Probe("jpeg", 64, 48, 64, 48, 1, True)
 
 
 def test_probe_refuses_too_many_pixels_from_the_header(tmp_path: Path) -> None:
