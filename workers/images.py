@@ -156,7 +156,7 @@ def _render(vips: Any, original: Path, info: Probe, store: MediaStore, clock: _C
     for width, height in boxes:
         im = _thumbnail(vips, original, photo, (width, height))
         if transparent is None:
-            transparent = im.hasalpha() and _alpha(vips, im).min() < 255
+            transparent = im.hasalpha() and im.extract_band(im.bands - 1).min() < 255
         if im.hasalpha() and not transparent:
             im = _pixels(vips, im.extract_band(0, n=im.bands - 1))
         clock.check(f"resizing to {im.width} x {im.height}")
@@ -371,10 +371,6 @@ def _pixels(vips: Any, im: pyvips.Image) -> pyvips.Image:
     data = im.write_to_memory()
     bare = vips.Image.new_from_memory(data, im.width, im.height, im.bands, "uchar")
     return bare.copy(interpretation=im.interpretation)
-
-
-def _alpha(vips: Any, im: pyvips.Image) -> pyvips.Image:
-    return im.extract_band(im.bands - 1)
 
 
 class _Clock:
