@@ -285,7 +285,7 @@ def test_beat_runs_exactly_once(services: dict[str, Any]) -> None:
 
 
 def test_worker_serves_every_queue(services: dict[str, Any]) -> None:
-    from workers.app import QUEUES
+    from shared.tasks import QUEUES
 
     command = services["worker"]["command"]
     if "--queues" in command:

@@ -18,63 +18,54 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from celery import Celery, signals
-from kombu import Queue
 from redis import Redis
 
 from shared import db, keys
 from shared.logs import new_request_id, request_id
 from shared.settings import Settings
+from shared.tasks import (
+    ARTICLE_CHANGED,
+    DRAIN_HITS,
+    PERSIST_COUNTERS,
+    PROCESS_ARTICLE,
+    PUBLISH_ARTICLE,
+    REBUILD_FEEDS,
+    RENDER_IMAGE,
+    SITE_CHANGED,
+    SWEEP,
+    WEBSUB_PING,
+    broker_conf,
+)
 
 T = TypeVar("T")
 
 app = Celery("bantin")
 
-QUEUES = ("default", "images", "feeds", "counters")
-
-# Task names are part of the contract between senders (ingest, beat) and workers.
-PROCESS_ARTICLE = "bantin.process_article"
-PUBLISH_ARTICLE = "bantin.publish_article"
-SWEEP = "bantin.sweep"
-REBUILD_FEEDS = "bantin.rebuild_feeds"
-ARTICLE_CHANGED = "bantin.article_changed"
-SITE_CHANGED = "bantin.site_changed"
-RENDER_IMAGE = "bantin.render_image"
-WEBSUB_PING = "bantin.websub_ping"
-DRAIN_HITS = "bantin.drain_hits"
-PERSIST_COUNTERS = "bantin.persist_counters"
+# Task names live in shared/tasks.py (senders use them too); re-exported for the task modules.
+__all__ = [
+    "ARTICLE_CHANGED",
+    "DRAIN_HITS",
+    "PERSIST_COUNTERS",
+    "PROCESS_ARTICLE",
+    "PUBLISH_ARTICLE",
+    "REBUILD_FEEDS",
+    "RENDER_IMAGE",
+    "SITE_CHANGED",
+    "SWEEP",
+    "WEBSUB_PING",
+    "app",
+    "configure",
+    "pool",
+    "redis",
+    "run",
+    "settings",
+]
 
 
 def configure(settings: Settings) -> Celery:
     _, redis_url = settings.require_backends()
+    app.conf.update(broker_conf(redis_url))
     app.conf.update(
-        broker_url=redis_url,
-        broker_connection_retry_on_startup=True,
-        broker_transport_options={
-            "visibility_timeout": 3600,
-            "socket_timeout": 5,
-            "socket_connect_timeout": 5,
-        },
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        task_ignore_result=True,
-        result_backend=None,
-        timezone="UTC",
-        enable_utc=True,
-        task_default_queue="default",
-        task_queues=[Queue(name) for name in QUEUES],
-        task_routes={
-            PROCESS_ARTICLE: {"queue": "default"},
-            PUBLISH_ARTICLE: {"queue": "default"},
-            SWEEP: {"queue": "default"},
-            ARTICLE_CHANGED: {"queue": "default"},
-            SITE_CHANGED: {"queue": "default"},
-            REBUILD_FEEDS: {"queue": "feeds"},
-            WEBSUB_PING: {"queue": "feeds"},
-            RENDER_IMAGE: {"queue": "images"},
-            DRAIN_HITS: {"queue": "counters"},
-            PERSIST_COUNTERS: {"queue": "counters"},
-        },
         worker_hijack_root_logger=False,
         worker_prefetch_multiplier=1,
         task_acks_on_failure_or_timeout=True,

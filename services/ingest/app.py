@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
 from services.ingest.routes import setup_routes
+from services.ingest.views.common import tasks_key
 from shared.metrics import ServiceMetrics
 from shared.metrics import handler as metrics_handler
 from shared.settings import Settings
+from shared.tasks import TaskSender
 from shared.web import install_clients, redis_key, service_middleware
-from workers.app import configure as configure_celery
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -21,6 +24,14 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.router.add_get("/metrics", metrics_handler(metrics, redis_key))
     install_clients(app, settings)
-    configure_celery(settings)  # ingest only sends tasks; nothing connects until it does
+    _, redis_url = settings.require_backends()
+
+    async def tasks(app: web.Application) -> AsyncIterator[None]:
+        # Ingest only sends tasks, by name; nothing connects until the first send.
+        app[tasks_key] = TaskSender(redis_url)
+        yield
+        app[tasks_key].close()
+
+    app.cleanup_ctx.append(tasks)
     setup_routes(app)
     return app

@@ -7,8 +7,8 @@ from services.ingest.validation import check_category
 from services.ingest.views.common import enqueue, read_json
 from shared import articles
 from shared.problems import Problem, invalid
+from shared.tasks import SITE_CHANGED
 from shared.web import pool_key
-from workers.app import SITE_CHANGED
 
 
 async def list_categories(request: web.Request) -> web.Response:
@@ -31,7 +31,7 @@ async def create_category(request: web.Request) -> web.Response:
                 409, "Conflict", f"The category {slug!r} exists already.", kind="category-exists"
             ) from err
     # The navigation on every page lists the categories, and the new one needs its feeds.
-    await enqueue(SITE_CHANGED, [category.slug])
+    await enqueue(request.app, SITE_CHANGED, [category.slug])
     return web.json_response(
         {"slug": category.slug, "name": category.name},
         status=201,

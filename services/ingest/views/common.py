@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 from typing import Any
 
 from aiohttp import web
@@ -13,11 +11,9 @@ from shared import articles
 from shared.articles import Conn
 from shared.models import Article
 from shared.problems import Problem
+from shared.tasks import TaskSender
 from shared.tokens import Token
 from shared.web import settings_key
-from workers.app import app as celery
-
-log = logging.getLogger(__name__)
 
 
 async def read_json(request: web.Request) -> Any:
@@ -36,13 +32,13 @@ async def read_json(request: web.Request) -> Any:
         ) from err
 
 
-async def enqueue(task: str, *args: Any) -> None:
-    """Send a task after the caller's commit. Celery's client is synchronous, so its socket
-    work runs in a thread; if the broker is down, the periodic sweep sends it later."""
-    try:
-        await asyncio.to_thread(celery.send_task, task, args=list(args))
-    except Exception:
-        log.warning("could not enqueue %s%s; the sweep will retry", task, args, exc_info=True)
+tasks_key = web.AppKey("tasks", TaskSender)
+
+
+async def enqueue(app: web.Application, task: str, *args: Any) -> None:
+    """Send a task after the caller's commit; if the broker is down, beat's sweep sends it
+    later (see `TaskSender.send`)."""
+    await app[tasks_key].send(task, *args)
 
 
 async def load_for(conn: Conn, article_id: int, token: Token) -> Article:

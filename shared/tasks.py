@@ -1,0 +1,93 @@
+"""Task names, their queues, and how a service sends one.
+
+The names are the contract between senders (ingest, beat, the importer) and workers. A service
+sends by name through `TaskSender`, a Celery client that knows no task code: services never
+import workers/. workers/app.py takes its routes from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from shared.logs import request_id
+
+log = logging.getLogger(__name__)
+
+PROCESS_ARTICLE = "bantin.process_article"
+PUBLISH_ARTICLE = "bantin.publish_article"
+SWEEP = "bantin.sweep"
+REBUILD_FEEDS = "bantin.rebuild_feeds"
+ARTICLE_CHANGED = "bantin.article_changed"
+SITE_CHANGED = "bantin.site_changed"
+RENDER_IMAGE = "bantin.render_image"
+WEBSUB_PING = "bantin.websub_ping"
+DRAIN_HITS = "bantin.drain_hits"
+PERSIST_COUNTERS = "bantin.persist_counters"
+
+QUEUES = ("default", "images", "feeds", "counters")
+ROUTES = {
+    PROCESS_ARTICLE: "default",
+    PUBLISH_ARTICLE: "default",
+    SWEEP: "default",
+    ARTICLE_CHANGED: "default",
+    SITE_CHANGED: "default",
+    REBUILD_FEEDS: "feeds",
+    WEBSUB_PING: "feeds",
+    RENDER_IMAGE: "images",
+    DRAIN_HITS: "counters",
+    PERSIST_COUNTERS: "counters",
+}
+
+
+def broker_conf(redis_url: str) -> dict[str, Any]:
+    """What every Celery client of bantin shares, senders and workers alike."""
+    return {
+        "broker_url": redis_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": 3600,
+            "socket_timeout": 5,
+            "socket_connect_timeout": 5,
+        },
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "result_backend": None,
+        "timezone": "UTC",
+        "enable_utc": True,
+        "task_default_queue": "default",
+        "task_queues": [Queue(name) for name in QUEUES],
+        "task_routes": {name: {"queue": queue} for name, queue in ROUTES.items()},
+    }
+
+
+class TaskSender:
+    """Sends tasks by name after the caller's commit. Celery's client is synchronous, so its
+    socket work runs in a thread; a send that fails is logged and left to beat's sweep, which
+    re-sends whatever a lost message leaves waiting."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._celery = Celery("bantin-sender")
+        self._celery.conf.update(broker_conf(redis_url))
+
+    async def send(self, name: str, *args: Any) -> bool:
+        if name not in ROUTES:
+            raise ValueError(f"unknown task {name!r}")
+        current = request_id.get()
+        # The request's id travels with the task, so its log lines can be followed.
+        headers = {"request_id": current} if current else None
+        try:
+            await asyncio.to_thread(self._celery.send_task, name, args=list(args), headers=headers)
+        except Exception:
+            log.warning("could not send %s%s; the sweep will retry", name, args, exc_info=True)
+            return False
+        return True
+
+    def close(self) -> None:
+        self._celery.close()
