@@ -6,6 +6,7 @@ domain errors (`NotFound`, `Conflict`); only views turn them into HTTP answers.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,8 +16,10 @@ from typing import Any
 from psycopg import AsyncConnection, errors
 
 from shared.models import Article, Category, Image, Rendition
+from shared.text import search_text
 
 Conn = AsyncConnection[Any]
+log = logging.getLogger(__name__)
 
 
 class NotFound(LookupError):
@@ -95,9 +98,14 @@ async def create_category(conn: Conn, slug: str, name: str) -> Category:
 
 # For queries elsewhere that return articles (the publisher's listings, related news, search):
 # select ARTICLE_COLUMNS from ARTICLE_FROM, then pass the rows to with_images().
-ARTICLE_COLUMNS = """
+# A publication time Python cannot hold (a row written before ingest refused such dates) is
+# read as NULL and flagged, so that one bad row never fails a page: with_images() skips it.
+_READABLE = "a.published_at BETWEEN '0002-01-01 00:00+00' AND '9998-12-31 00:00+00'"
+ARTICLE_COLUMNS = f"""
     a.id, a.uuid, a.slug, a.title, a.summary, a.body_html, a.body_format, a.author, a.unit,
-    a.status, a.published_at, a.created_at, a.updated_at, a.version, a.gallery_title, a.tags,
+    a.status, CASE WHEN {_READABLE} THEN a.published_at END AS published_at,
+    a.published_at IS NOT NULL AND NOT ({_READABLE}) AS unreadable,
+    a.created_at, a.updated_at, a.version, a.gallery_title, a.tags,
     a.submitted_by, a.error,
     c.id AS category_id, c.slug AS category_slug, c.name AS category_name
 """
@@ -128,33 +136,53 @@ def _text_values(draft: ArticleDraft) -> list[Any]:
 
 async def insert_article(conn: Conn, draft: ArticleDraft, submitted_by: int | None) -> int:
     """Insert the article and its photos (status `processing`); returns the new id."""
+    (article_id,) = await insert_articles(conn, [draft], submitted_by)
+    return article_id
+
+
+async def insert_articles(
+    conn: Conn, drafts: Sequence[ArticleDraft], submitted_by: int | None
+) -> list[int]:
+    """Insert articles and their photos (status `processing`) in as few round trips as the
+    driver allows; returns the new ids in the drafts' order."""
     columns = ("uuid", *_TEXT_COLUMNS, "submitted_by")
-    cur = await conn.execute(
-        f"INSERT INTO articles ({', '.join(columns)})"
-        f" VALUES ({', '.join(['%s'] * len(columns))}) RETURNING id",
-        (uuid.uuid4(), *_text_values(draft), submitted_by),
-    )
-    row = await cur.fetchone()
-    assert row is not None
-    article_id: int = row["id"]
-    for position, image in enumerate(draft.images):
-        await conn.execute(
-            "INSERT INTO images (article_id, position, part, caption, role, sha256, format, bytes,"
-            " width, height) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+    ids: list[int] = []
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            f"INSERT INTO articles ({', '.join(columns)})"
+            f" VALUES ({', '.join(['%s'] * len(columns))}) RETURNING id",
+            [(uuid.uuid4(), *_text_values(draft), submitted_by) for draft in drafts],
+            returning=True,
+        )
+        while True:
+            row = await cur.fetchone()
+            assert row is not None
+            ids.append(row["id"])
+            if not cur.nextset():
+                break
+        images = [
             (
                 article_id,
                 position,
-                image.part,
-                image.caption,
-                image.role,
-                image.sha256,
-                image.format,
-                image.bytes,
-                image.width,
-                image.height,
-            ),
-        )
-    return article_id
+                i.part,
+                i.caption,
+                i.role,
+                i.sha256,
+                i.format,
+                i.bytes,
+                i.width,
+                i.height,
+            )
+            for article_id, draft in zip(ids, drafts, strict=True)
+            for position, i in enumerate(draft.images)
+        ]
+        if images:
+            await cur.executemany(
+                "INSERT INTO images (article_id, position, part, caption, role, sha256, format,"
+                " bytes, width, height) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                images,
+            )
+    return ids
 
 
 async def update_article(conn: Conn, article_id: int, version: int, draft: ArticleDraft) -> bool:
@@ -179,13 +207,54 @@ async def body_source(conn: Conn, article_id: int) -> str:
 
 
 async def get_article(conn: Conn, article_id: int) -> Article:
+    """The article, even with a publication time that cannot be read (given as none): its
+    owner can still see it, correct it or unpublish it."""
     cur = await conn.execute(
         f"SELECT {ARTICLE_COLUMNS} FROM {ARTICLE_FROM} WHERE a.id = %s", (article_id,)
     )
     row = await cur.fetchone()
     if row is None:
         raise NotFound(article_id)
-    return (await with_images(conn, [row]))[0]
+    found = await with_images(conn, [{**row, "unreadable": False}])
+    if not found:
+        raise NotFound(article_id)
+    return found[0]
+
+
+async def list_articles(
+    conn: Conn,
+    *,
+    submitted_by: int | None = None,
+    status: str | None = None,
+    category: str | None = None,
+    title: str | None = None,
+    before: int | None = None,
+    limit: int = 50,
+) -> list[Article]:
+    """Newest first (by id), after the id `before` when given: a keyset page. `title` matches
+    the titles' words without diacritics or tone habits (shared/text.py's search_text): the
+    stored search text begins with the folded title, one character for each of the title's."""
+    where, params = ["TRUE"], []
+    for condition, value in (
+        ("a.submitted_by = %s", submitted_by),
+        ("a.status = %s", status),
+        ("c.slug = %s", category),
+        ("a.id < %s", before),
+    ):
+        if value is not None:
+            where.append(condition)
+            params.append(value)
+    for word in search_text(title or "").split():
+        where.append("left(a.search_text, char_length(a.title)) LIKE %s")
+        params.append(
+            "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        )
+    cur = await conn.execute(
+        f"SELECT {ARTICLE_COLUMNS} FROM {ARTICLE_FROM} WHERE {' AND '.join(where)}"
+        " ORDER BY a.id DESC LIMIT %s",
+        (*params, limit),
+    )
+    return await with_images(conn, await cur.fetchall())
 
 
 async def latest_published(
@@ -251,6 +320,9 @@ async def pending_ids(conn: Conn, *, stuck_after_seconds: int) -> tuple[list[int
 
 
 async def with_images(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[Article]:
+    """The rows (selected as ARTICLE_COLUMNS) as articles with their photos. A row that cannot
+    be made into an article is logged and left out: one bad row never fails a page."""
+    rows = [row for row in rows if _readable(row)]
     if not rows:
         return []
     ids = [row["id"] for row in rows]
@@ -279,7 +351,20 @@ async def with_images(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[Articl
                 renditions=tuple(Rendition(*item) for item in r["renditions"]),
             )
         )
-    return [_article(row, tuple(images.get(row["id"], ()))) for row in rows]
+    found = []
+    for row in rows:
+        try:
+            found.append(_article(row, tuple(images.get(row["id"], ()))))
+        except (KeyError, TypeError, ValueError) as err:
+            log.error("article %s cannot be read and is left out: %r", row.get("id"), err)
+    return found
+
+
+def _readable(row: dict[str, Any]) -> bool:
+    if row.get("unreadable"):
+        log.error("article %s has a publication time out of range and is left out", row["id"])
+        return False
+    return True
 
 
 def _article(row: dict[str, Any], images: tuple[Image, ...]) -> Article:

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pydantic_core
 from aiohttp import web
 
 log = logging.getLogger(__name__)
@@ -63,26 +64,47 @@ class Problem(Exception):
     def response(self, instance: str | None = None) -> web.Response:
         return web.Response(
             status=self.status,
-            # A detail may quote the client's own bad input, lone surrogates included: escape
-            # what UTF-8 cannot carry rather than fail while explaining a failure.
-            body=json.dumps(self.body(instance), ensure_ascii=False).encode(
-                "utf-8", "backslashreplace"
-            ),
+            body=dumps(self.body(instance)),
             content_type=CONTENT_TYPE,
             headers=self.headers,
         )
 
 
-def invalid(errors: list[dict[str, str]]) -> Problem:
-    """A 422 listing every field that needs fixing, each with a pointer and a message."""
+def invalid(errors: list[dict[str, str]], what: str = "article") -> Problem:
+    """A 422 listing every field that needs fixing, each with a pointer and a message; `what`
+    names the thing refused ("article", "category", "site")."""
     fields = ", ".join(e["field"] for e in errors)
     return Problem(
         422,
-        "Invalid article" if errors else "Invalid request",
+        f"Invalid {what}" if errors else "Invalid request",
         f"Fix these fields: {fields}",
         kind="validation",
         errors=errors,
     )
+
+
+def dumps(value: Any) -> bytes:
+    """The one JSON writer of the API's answers: UTF-8 (Vietnamese stays readable, never
+    `\\u00ea`), datetimes as RFC 3339. A value may quote the client's own bad input, lone
+    surrogates included: what UTF-8 cannot carry is escaped rather than fail while explaining
+    a failure."""
+    try:
+        return pydantic_core.to_json(value)
+    except pydantic_core.PydanticSerializationError:
+        return json.dumps(value, ensure_ascii=False, default=str).encode(
+            "utf-8", "backslashreplace"
+        )
+
+
+def loads(raw: bytes, what: str = "The body") -> Any:
+    """The one JSON reader of the API: strict UTF-8, no NaN, nesting bounded (a document nested
+    a thousand deep is refused with 400, never a RecursionError)."""
+    try:
+        return pydantic_core.from_json(raw, allow_inf_nan=False)
+    except ValueError as err:
+        raise Problem(
+            400, "Malformed JSON", f"{what} is not valid JSON: {err}.", kind="malformed-json"
+        ) from err
 
 
 def field_error(field: str, message: str) -> dict[str, str]:

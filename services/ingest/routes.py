@@ -14,7 +14,9 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/categories", categories.create_category)
     app.router.add_get("/api/v1/site", site.get_site)
     app.router.add_put("/api/v1/site", site.put_site)
+    app.router.add_get("/api/v1/articles", articles.list_articles)
     app.router.add_post("/api/v1/articles", articles.create_article)
+    app.router.add_post("/api/v1/articles/batch", articles.create_batch)
     article = r"/api/v1/articles/{id:\d{1,18}}"
     app.router.add_get(article, articles.get_article)
     app.router.add_patch(article, articles.patch_article)

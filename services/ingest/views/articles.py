@@ -1,18 +1,41 @@
-"""Articles: submit (JSON, or multipart with photos), read, edit with If-Match, unpublish."""
+"""Articles: submit (JSON, or multipart with photos; one or a batch), list, read, edit with
+If-Match, unpublish."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 
 from aiohttp import web
+from yarl import URL
 
 from services.ingest import idempotency, uploads
 from services.ingest.auth import authenticate
-from services.ingest.submit import edit_article, submit_article, unpublish_article
-from services.ingest.views.common import article_json, load_for, read_json
-from shared import keys
-from shared.models import Article
+from services.ingest.submit import (
+    BATCH_LIMIT,
+    edit_article,
+    submit_article,
+    submit_batch,
+    unpublish_article,
+)
+from services.ingest.views.common import (
+    answer,
+    article_item,
+    article_json,
+    if_match,
+    load_for,
+    origin,
+    read_json,
+)
+from shared import articles, keys, shapes
+from shared.models import STATUSES, Article
+from shared.problems import field_error, invalid
 from shared.web import media_key, pool_key, redis_key, settings_key
+
+LIMIT = 50
+MAX_LIMIT = 500
+QUERY = ("status", "category", "q", "limit", "cursor")
 
 
 async def create_article(request: web.Request) -> web.Response:
@@ -33,13 +56,84 @@ async def create_article(request: web.Request) -> web.Response:
         if upload is not None:
             upload.discard()  # whatever was not adopted into the store
     if accepted.replayed:
-        return web.json_response(
-            accepted.body, status=accepted.status, headers={"Idempotent-Replayed": "true"}
+        return answer(
+            "Accepted",
+            accepted.body,
+            status=accepted.status,
+            headers={"Idempotent-Replayed": "true"},
         )
     body = accepted.body
-    return web.json_response(
-        body, status=202, headers={"Location": body["links"]["self"], "ETag": f'"{body["id"]}-1"'}
+    return answer(
+        "Accepted",
+        body,
+        status=202,
+        headers={"Location": body["links"]["self"], "ETag": f'"{body["id"]}-1"'},
     )
+
+
+async def create_batch(request: web.Request) -> web.Response:
+    """Up to BATCH_LIMIT JSON articles, written in one transaction; one result per article,
+    in order: accepted ones as POST /api/v1/articles answers, refused ones as problems."""
+    token = await authenticate(request)
+    data = await read_json(request)
+    if not isinstance(data, dict) or not isinstance(data.get("articles"), list):
+        raise invalid(
+            [field_error("articles", f"is required: a list of 1 to {BATCH_LIMIT} articles")],
+            "batch",
+        )
+    extra = sorted(set(data) - {"articles"})
+    if extra:
+        raise invalid(
+            [field_error(k, "unknown field; known fields: articles") for k in extra], "batch"
+        )
+    items = data["articles"]
+    if not 1 <= len(items) <= BATCH_LIMIT:
+        raise invalid(
+            [field_error("articles", f"has {len(items)} articles; send 1 to {BATCH_LIMIT}")],
+            "batch",
+        )
+    results = await submit_batch(request, token, items)
+    accepted = sum(1 for r in results if "id" in r)
+    return answer(
+        "BatchResults",
+        {"accepted": accepted, "refused": len(results) - accepted, "results": results},
+    )
+
+
+async def list_articles(request: web.Request) -> web.Response:
+    """Newest first, a page at a time: `next` carries an opaque keyset cursor (the last id
+    shown), so a page costs the same however deep it is and no article is shown twice when
+    new ones arrive in between."""
+    token = await authenticate(request)
+    query = request.query
+    errors = [
+        field_error(name, f"unknown parameter; known: {', '.join(QUERY)}")
+        for name in sorted(set(query) - set(QUERY))
+    ]
+    status = query.get("status") or None
+    if status is not None and status not in STATUSES:
+        errors.append(field_error("status", f"must be one of {', '.join(STATUSES)}"))
+    limit = _limit(query.get("limit"), errors)
+    before = _cursor(query.get("cursor"), errors)
+    if errors:
+        raise invalid(errors, "query")
+    async with request.app[pool_key].connection() as conn:
+        found = await articles.list_articles(
+            conn,
+            submitted_by=None if token.role == "admin" else token.id,
+            status=status,
+            category=query.get("category") or None,
+            title=query.get("q") or None,
+            before=before,
+            limit=limit + 1,
+        )
+    page, more = found[:limit], len(found) > limit
+    views = await _views(request, page)
+    body: shapes.ArticleList = {
+        "items": [article_item(request, a, v) for a, v in zip(page, views, strict=True)],
+        "next": str(_next_url(request, page[-1].id)) if more and page else None,
+    }
+    return answer("ArticleList", body)
 
 
 async def get_article(request: web.Request) -> web.Response:
@@ -52,10 +146,9 @@ async def get_article(request: web.Request) -> web.Response:
 async def patch_article(request: web.Request) -> web.Response:
     """Edit the text of an article; `If-Match` with the ETag from GET is required."""
     token = await authenticate(request)
+    match = if_match(request)
     changes = await read_json(request)
-    updated = await edit_article(
-        request, token, int(request.match_info["id"]), request.headers.get("If-Match"), changes
-    )
+    updated = await edit_article(request, token, int(request.match_info["id"]), match, changes)
     return await _answer(request, updated)
 
 
@@ -63,13 +156,46 @@ async def delete_article(request: web.Request) -> web.Response:
     """Unpublish: the page answers 410 Gone and the article leaves the feeds."""
     token = await authenticate(request)
     updated = await unpublish_article(
-        request, token, int(request.match_info["id"]), request.headers.get("If-Match")
+        request, token, int(request.match_info["id"]), if_match(request)
     )
     return await _answer(request, updated)
 
 
 async def _answer(request: web.Request, article: Article) -> web.Response:
-    views = await request.app[redis_key].get(keys.article_views(article.id))
-    return web.json_response(
-        article_json(request, article, int(views or 0)), headers={"ETag": article.etag}
-    )
+    (views,) = await _views(request, [article])
+    return answer("Article", article_json(request, article, views), headers={"ETag": article.etag})
+
+
+async def _views(request: web.Request, found: list[Article]) -> list[int]:
+    if not found:
+        return []
+    counts = await request.app[redis_key].mget([keys.article_views(a.id) for a in found])
+    return [int(n or 0) for n in counts]
+
+
+def _limit(raw: str | None, errors: list[dict[str, str]]) -> int:
+    if raw is None or raw == "":
+        return LIMIT
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        errors.append(field_error("limit", f"must be a whole number from 1 to {MAX_LIMIT}"))
+        return LIMIT
+    return int(raw)
+
+
+def _cursor(raw: str | None, errors: list[dict[str, str]]) -> int | None:
+    """The opaque cursor is the last id shown, base64url-encoded: clients pass `next` on."""
+    if not raw:
+        return None
+    try:
+        value = base64.urlsafe_b64decode(raw.encode("ascii") + b"==").decode("ascii")
+        if value.startswith("a") and value[1:].isdigit() and len(value) < 20:
+            return int(value[1:])
+    except (UnicodeError, binascii.Error, ValueError):
+        pass
+    errors.append(field_error("cursor", "is not one this API gave; use the `next` link as is"))
+    return None
+
+
+def _next_url(request: web.Request, last_id: int) -> URL:
+    cursor = base64.urlsafe_b64encode(f"a{last_id}".encode()).decode().rstrip("=")
+    return origin(request).join(request.rel_url).update_query(cursor=cursor)

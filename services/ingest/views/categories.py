@@ -3,10 +3,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.ingest.auth import authenticate
-from services.ingest.validation import check_category
-from services.ingest.views.common import enqueue, read_json
+from services.ingest.views.common import answer, enqueue, read_json
 from shared import articles
 from shared.problems import Problem, invalid
+from shared.shapes import check_category
 from shared.tasks import SITE_CHANGED
 from shared.web import pool_key
 
@@ -14,14 +14,14 @@ from shared.web import pool_key
 async def list_categories(request: web.Request) -> web.Response:
     async with request.app[pool_key].connection() as conn:
         found = await articles.list_categories(conn)
-    return web.json_response([{"slug": c.slug, "name": c.name} for c in found])
+    return answer("Categories", [{"slug": c.slug, "name": c.name} for c in found])
 
 
 async def create_category(request: web.Request) -> web.Response:
     await authenticate(request, role="admin")
     checked, errors = check_category(await read_json(request))
     if checked is None:
-        raise invalid(errors)
+        raise invalid(errors, "category")
     slug, name = checked
     async with request.app[pool_key].connection() as conn:
         try:
@@ -32,7 +32,8 @@ async def create_category(request: web.Request) -> web.Response:
             ) from err
     # The navigation on every page lists the categories, and the new one needs its feeds.
     await enqueue(request.app, SITE_CHANGED, [category.slug])
-    return web.json_response(
+    return answer(
+        "Category",
         {"slug": category.slug, "name": category.name},
         status=201,
         headers={"Location": f"/api/v1/categories/{category.slug}"},
