@@ -103,7 +103,9 @@ def _text(limit: int, *, required: bool = False, **extra: Any) -> Any:
 
 
 Title = _text(300, required=True, examples=["Hội nghị tổng kết công tác năm 2021"])
-Slug = Annotated[str, Field(max_length=80, pattern=SLUG_PATTERN, examples=["tin-hoat-dong"])]
+Slug = Annotated[
+    str, Field(min_length=1, max_length=80, pattern=SLUG_PATTERN, examples=["tin-hoat-dong"])
+]
 Body = _text(500_000, required=True, description='photos are placed with <img src="cid:PART">')
 Tag = _text(60, required=True)
 PublishedAt = Annotated[

@@ -8,6 +8,7 @@ import json
 import unicodedata
 from typing import Any
 
+import aiohttp
 import feedparser
 import pytest
 
@@ -250,3 +251,282 @@ async def test_token_last_use_is_recorded(api: Any, submitter: str, clean: Any) 
     assert first is not None
     await api.get("/api/v1/articles/1", headers=bearer(submitter))
     assert last_used() == first  # written at most once a minute, not on every call
+
+
+# --- issue 22's defects and the first hour's messages --------------------------------------------
+
+
+async def seeded(api: Any, admin: str, **changes: Any) -> dict[str, Any]:
+    """A text article submitted by `admin` (its category created first): the 202 body."""
+    if not await (await api.get("/api/v1/categories")).json():
+        await create_category(api, admin)
+    article = {**text_only(SEED["article"]), **changes}
+    response = await api.post("/api/v1/articles", json=article, headers=bearer(admin))
+    assert response.status == 202, await response.text()
+    body: dict[str, Any] = await response.json()
+    return body
+
+
+@pytest.mark.parametrize(
+    "when", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "1899-12-31T23:00:00+00:00"]
+)
+async def test_publication_time_out_of_range_is_refused(api: Any, admin: str, when: str) -> None:
+    await create_category(api, admin)
+    article = {**text_only(SEED["article"]), "published_at": when}
+    body = await problem(
+        await api.post("/api/v1/articles", json=article, headers=bearer(admin)), 422
+    )
+    assert body["errors"] == [
+        {
+            "field": "published_at",
+            "pointer": "/published_at",
+            "message": "must be between the years 1900 and 2200",
+        }
+    ]
+    accepted = await seeded(api, admin)
+    url = f"/api/v1/articles/{accepted['id']}"
+    before = await api.get(url, headers=bearer(admin))
+    edit = await api.patch(
+        url,
+        json={"published_at": when},
+        headers={**bearer(admin), "If-Match": before.headers["ETag"]},
+    )
+    await problem(edit, 422)
+    after = await (await api.get(url, headers=bearer(admin))).json()
+    assert after["published_at"] == (await before.json())["published_at"]  # nothing written
+
+
+async def test_a_row_that_cannot_be_read_never_fails_a_page(
+    api: Any, site: Any, admin: str, clean: Any
+) -> None:
+    """A publication time Python cannot hold, as a row written before the check: the article
+    itself can still be read (and corrected), and every listing leaves it out."""
+    import psycopg
+
+    from shared import articles
+
+    good = await seeded(api, admin)
+    bad = await seeded(api, admin, title="Bài có ngày hỏng")
+    with psycopg.connect(clean.database_url, autocommit=True) as conn:
+        conn.execute("UPDATE articles SET status = 'published'")
+        conn.execute(
+            "UPDATE articles SET published_at = '0001-01-01 00:00:00+14' WHERE id = %s",
+            (bad["id"],),
+        )
+    response = await api.get(f"/api/v1/articles/{bad['id']}", headers=bearer(admin))
+    assert response.status == 200 and (await response.json())["published_at"] is None
+    listing = await (await api.get("/api/v1/articles", headers=bearer(admin))).json()
+    assert [item["id"] for item in listing["items"]] == [good["id"]]
+    async with await psycopg.AsyncConnection.connect(
+        clean.database_url, row_factory=psycopg.rows.dict_row
+    ) as conn:
+        latest = await articles.latest_published(conn)
+    assert [a.id for a in latest] == [good["id"]]
+    for path in ("/", f"/{SEED['category']['slug']}/"):
+        assert (await site.get(path)).status == 200
+
+
+DEEP = b"[" * 1000 + b"]" * 1000
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api/v1/categories"),
+        ("POST", "/api/v1/articles"),
+        ("POST", "/api/v1/articles/batch"),
+        ("PUT", "/api/v1/site"),
+        ("PATCH", "/api/v1/articles/1"),
+    ],
+)
+async def test_json_nested_a_thousand_deep_is_400(
+    api: Any, admin: str, method: str, path: str
+) -> None:
+    await seeded(api, admin)
+    headers = {**bearer(admin), "Content-Type": "application/json", "If-Match": '"1-1"'}
+    body = await problem(await api.request(method, path, data=DEEP, headers=headers), 400)
+    assert "not valid JSON" in body["detail"]
+
+
+async def test_multipart_article_part_nested_a_thousand_deep_is_400(
+    api: Any, submitter: str
+) -> None:
+    form = aiohttp.FormData()
+    form.add_field("article", DEEP.decode(), content_type="application/json")
+    body = await problem(
+        await api.post("/api/v1/articles", data=form, headers=bearer(submitter)), 400
+    )
+    assert "'article' part is not valid JSON" in body["detail"]
+
+
+async def test_long_category_is_422(api: Any, submitter: str) -> None:
+    article = {**text_only(SEED["article"]), "category": "a" * 10_001}
+    body = await problem(
+        await api.post("/api/v1/articles", json=article, headers=bearer(submitter)), 422
+    )
+    assert body["errors"][0]["field"] == "category"
+    assert "at most 80" in body["errors"][0]["message"]
+
+
+async def test_refusals_are_titled_by_what_was_refused(api: Any, admin: str) -> None:
+    category = await api.post("/api/v1/categories", json={"name": ""}, headers=bearer(admin))
+    assert (await problem(category, 422))["title"] == "Invalid category"
+    site = await api.put("/api/v1/site", json={"link_blocks": 1}, headers=bearer(admin))
+    assert (await problem(site, 422))["title"] == "Invalid site"
+    article = await api.post("/api/v1/articles", json={}, headers=bearer(admin))
+    assert (await problem(article, 422))["title"] == "Invalid article"
+
+
+async def test_long_slug_is_told_its_limit(api: Any, admin: str) -> None:
+    response = await api.post(
+        "/api/v1/categories", json={"slug": "a" * 300, "name": "Tin"}, headers=bearer(admin)
+    )
+    (error,) = (await problem(response, 422))["errors"]
+    assert error["field"] == "slug"
+    assert error["message"] == "is too long (300 characters; at most 80)"
+
+
+async def test_null_category_slug_is_refused(api: Any, admin: str) -> None:
+    response = await api.post(
+        "/api/v1/categories", json={"slug": None, "name": "Tin"}, headers=bearer(admin)
+    )
+    assert (await problem(response, 422))["errors"][0]["field"] == "slug"
+
+
+async def test_body_that_sanitizes_to_nothing_is_422(api: Any, admin: str) -> None:
+    await create_category(api, admin)
+    article = {**text_only(SEED["article"]), "body": "<script>alert(1)</script><style></style>"}
+    body = await problem(
+        await api.post("/api/v1/articles", json=article, headers=bearer(admin)), 422
+    )
+    assert [e["field"] for e in body["errors"]] == ["body"]
+    assert "nothing left" in body["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("header", "told"),
+    [("24-2", 'ETags are quoted: send If-Match: "24-2"'), ("", "names no ETag")],
+)
+async def test_if_match_given_but_unusable_is_412(
+    api: Any, admin: str, header: str, told: str
+) -> None:
+    accepted = await seeded(api, admin)
+    url = f"/api/v1/articles/{accepted['id']}"
+    for method in ("PATCH", "DELETE"):
+        response = await api.request(
+            method, url, json={"title": "Mới"}, headers={**bearer(admin), "If-Match": header}
+        )
+        assert told in (await problem(response, 412))["detail"]
+    after = await (await api.get(url, headers=bearer(admin))).json()
+    assert after["version"] <= 2 and after["status"] != "unpublished"  # the worker's, not ours
+
+
+async def test_answers_are_utf8_not_escapes(api: Any, admin: str) -> None:
+    await create_category(api, admin)
+    listing = await api.get("/api/v1/categories")
+    assert "Tin hoạt động".encode() in await listing.read()
+    refused = await api.post("/api/v1/articles", json={"tiêu_đề": "x"}, headers=bearer(admin))
+    raw = await refused.read()
+    assert "tiêu_đề".encode() in raw and b"\\u" not in raw
+
+
+# --- the listing --------------------------------------------------------------------------------
+
+
+async def test_listing_pages_newest_first_with_an_opaque_cursor(
+    api: Any, admin: str, submitter: str
+) -> None:
+    ids = [(await seeded(api, admin, title=f"Tin số {n}"))["id"] for n in range(5)]
+    mine = (await seeded(api, submitter))["id"]
+    seen, url = [], "/api/v1/articles?limit=2"
+    while url:
+        response = await api.get(url.removeprefix("http://127.0.0.1"), headers=bearer(admin))
+        page = await response.json()
+        assert response.status == 200 and len(page["items"]) <= 2
+        assert all("body" not in item and item["views"] == 0 for item in page["items"])
+        seen += [item["id"] for item in page["items"]]
+        url = page["next"] and "/" + page["next"].split("/", 3)[3]
+    assert seen == [mine, *reversed(ids)]
+    own = await (await api.get("/api/v1/articles", headers=bearer(submitter))).json()
+    assert [item["id"] for item in own["items"]] == [mine] and own["next"] is None
+    single = await (await api.get(f"/api/v1/articles/{mine}", headers=bearer(submitter))).json()
+    assert own["items"][0] == {k: v for k, v in single.items() if k != "body"}
+
+
+async def test_listing_filters(api: Any, admin: str) -> None:
+    await create_category(api, admin)
+    other = {"slug": "thong-bao", "name": "Thông báo"}
+    assert (await api.post("/api/v1/categories", json=other, headers=bearer(admin))).status == 201
+    hoa = (await seeded(api, admin, title="Hội nghị hoà giải ở Thái Bình"))["id"]
+    uy = (await seeded(api, admin, title="Uỷ ban nhân dân tỉnh", category="thong-bao"))["id"]
+
+    async def found(query: str) -> list[int]:
+        response = await api.get(f"/api/v1/articles?{query}", headers=bearer(admin))
+        assert response.status == 200, await response.text()
+        return [item["id"] for item in (await response.json())["items"]]
+
+    assert await found("q=hòa giải") == [hoa]  # the other tone habit
+    assert await found("q=hoa giai thai binh") == [hoa]  # without diacritics
+    assert await found("q=ủy ban") == [uy]
+    assert await found("q=nghi%25") == []  # wildcards are words, not patterns
+    assert await found("category=thong-bao") == [uy]
+    assert await found("status=unpublished") == []
+    await api.delete(f"/api/v1/articles/{hoa}", headers=bearer(admin))
+    assert await found("status=unpublished&category=tin-hoat-dong") == [hoa]
+    assert await found("status=unpublished&category=thong-bao") == []
+
+
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=501", "limit=x", "status=done", "cursor=zzz", "page=2"]
+)
+async def test_listing_refuses_bad_parameters(api: Any, submitter: str, query: str) -> None:
+    response = await api.get(f"/api/v1/articles?{query}", headers=bearer(submitter))
+    assert (await problem(response, 422))["errors"][0]["field"] == query.split("=")[0]
+
+
+# --- the batch ----------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("worker")
+async def test_batch_writes_the_valid_articles_and_answers_each_in_order(
+    api: Any, admin: str
+) -> None:
+    await create_category(api, admin)
+    good = text_only(SEED["article"])
+    items = [
+        {**good, "title": "Bài một"},
+        {**good, "category": "khong-co"},
+        {**good, "title": "Bài hai"},
+        "not an object",
+        {**good, "images": [{"part": "anh-1"}]},
+    ]
+    response = await api.post(
+        "/api/v1/articles/batch", json={"articles": items}, headers=bearer(admin)
+    )
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    assert (body["accepted"], body["refused"]) == (2, 3)
+    results = body["results"]
+    assert [set(r) >= {"id", "status", "links"} for r in results] == [
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]
+    assert results[1]["errors"][0]["field"] == "category"
+    assert results[3]["errors"][0]["field"] == "article"
+    assert "multipart" in results[4]["errors"][0]["message"]
+    assert all(r["status"] == 422 for r in results if "errors" in r)
+    for r in (results[0], results[2]):
+        published = await wait_status(api, admin, r["id"], "published")
+        assert published["links"] == r["links"]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"articles": []}, {"articles": [{}] * 501}, {"items": []}, [], {"articles": {}}],
+)
+async def test_batch_refuses_a_wrong_envelope(api: Any, admin: str, payload: Any) -> None:
+    response = await api.post("/api/v1/articles/batch", json=payload, headers=bearer(admin))
+    await problem(response, 422)

@@ -179,6 +179,19 @@ async def test_undecodable_photo(api: Client, submitter: str, clean: Settings) -
     assert media_files(clean) == []
 
 
+async def test_broken_gif_is_told_in_words_not_python_internals(
+    api: Client, submitter: str, clean: Settings
+) -> None:
+    article = {**text_only(SEED["article"]), "images": [{"part": "a"}]}
+    response = await api.post(
+        "/api/v1/articles", data=multipart(article, {"a": b"GIF89a\x01"}), headers=bearer(submitter)
+    )
+    detail = (await problem(response, 422))["detail"]
+    assert detail.startswith("Part 'a': not a valid GIF file; it may be cut short or damaged")
+    assert "unpack" not in detail and "buffer" not in detail
+    assert media_files(clean) == []
+
+
 async def test_parts_and_images_must_match(api: Client, admin: str, clean: Settings) -> None:
     await create_category(api, admin)
     article = {**text_only(SEED["article"]), "images": [{"part": "a"}, {"part": "b"}]}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -29,7 +28,7 @@ from shared.imaging import (
     probe,
 )
 from shared.media import MediaStore
-from shared.problems import Problem
+from shared.problems import Problem, loads
 from shared.settings import Settings
 
 # What aiohttp raises on a broken multipart body (no boundary, bad part headers, ...).
@@ -167,15 +166,7 @@ async def _read_json_part(part: BodyPartReader, limit: int) -> bytes:
 
 
 def _parse(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise Problem(
-            400,
-            "Malformed JSON",
-            f"The 'article' part is not valid JSON: {err}.",
-            kind="malformed-json",
-        ) from err
+    return loads(raw, "The 'article' part")
 
 
 async def _stream_photo(
@@ -214,10 +205,14 @@ async def _stream_photo(
         except TooManyPixels as err:
             raise _too_large(f"Part {name!r}: {err}", part=name) from err
         except ImageRefused as err:
+            # The reader's own words (a parser's "unpack_from requires a buffer...") help no
+            # submitter: say what the file is not, and what to do.
+            what = str(err).partition(":")[0]
             raise Problem(
                 422,
                 "Undecodable image",
-                f"Part {name!r}: {err}",
+                f"Part {name!r}: {what}; it may be cut short or damaged. Save or export the"
+                " photo again (JPEG or PNG) and send it again.",
                 kind="undecodable-image",
                 part=name,
             ) from err
