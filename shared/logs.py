@@ -42,7 +42,8 @@ def new_request_id() -> str:
 
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request_id.get() or "-"
+        if not hasattr(record, "request_id"):  # the access line brings its own
+            record.request_id = request_id.get() or "-"
         return True
 
 
@@ -62,6 +63,9 @@ class JsonFormatter(logging.Formatter):
         rid = getattr(record, "request_id", "-")
         if rid != "-":
             doc["request_id"] = rid
+        http = getattr(record, "http", None)
+        if http is not None:  # an access line: its fields as fields
+            doc.update(http)
         if record.exc_info:
             doc["error"] = self.formatException(record.exc_info)
         return json.dumps(doc, ensure_ascii=False)
@@ -81,7 +85,7 @@ def setup(settings: Settings, role: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
-    # The access log and beat's line per sent task (the counters' drain runs every second)
-    # would drown everything else; metrics count requests and tasks instead.
-    for noisy in ("aiohttp.access", "celery.beat"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Beat's line per sent task (the counters' drain runs every second) would drown everything
+    # else; metrics count tasks instead. The access log (shared/web.py) stays: one line per
+    # request is what an operator follows a request by.
+    logging.getLogger("celery.beat").setLevel(logging.WARNING)

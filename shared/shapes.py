@@ -20,8 +20,9 @@ database: services/ingest/submit.py checks it.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal, NotRequired, TypeVar, get_args
 from urllib.parse import urlsplit
 
@@ -33,6 +34,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
 )
 from pydantic import create_model as _create_model
 from pydantic.json_schema import JsonSchemaMode
@@ -62,7 +64,8 @@ RESERVED = frozenset(
     }
 )
 # The years a publication time may fall in: every such time round-trips through PostgreSQL and
-# Python in any UTC offset (year 1 at +14:00 is year 0 in UTC, which Python cannot hold).
+# Python in any UTC offset (year 1 at +14:00 is year 0 in UTC, which Python cannot hold). The
+# document says it as a pattern.
 YEARS = (1900, 2200)
 EXAMPLE_TIME = "2022-01-12T08:16:46+07:00"
 SLUG_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
@@ -93,7 +96,7 @@ def _time(value: Any) -> datetime | None:
             ) from None
     if when.tzinfo is None:
         raise ValueError(f"needs a UTC offset, for example {EXAMPLE_TIME}")
-    if not YEARS[0] <= when.year <= YEARS[1] or not YEARS[0] <= when.astimezone(UTC).year:
+    if not YEARS[0] <= when.year <= YEARS[1]:
         raise ValueError(f"must be between the years {YEARS[0]} and {YEARS[1]}")
     return when
 
@@ -111,7 +114,23 @@ Tag = _text(60, required=True)
 PublishedAt = Annotated[
     AwareDatetime | None,
     BeforeValidator(_time),
-    Field(description="with a UTC offset; in the future: scheduled", examples=[EXAMPLE_TIME]),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {
+                    "type": "string",
+                    "format": "date-time",
+                    "pattern": r"^(19[0-9]{2}|2[01][0-9]{2}|2200)-",
+                },
+                {"type": "string", "maxLength": 0},
+                {"type": "null"},
+            ],
+            "description": f"with a UTC offset, years {YEARS[0]} to {YEARS[1]}; in the future:"
+            ' scheduled; null or "" for now',
+            "examples": [EXAMPLE_TIME],
+        },
+        mode="validation",
+    ),
 ]
 
 
@@ -186,7 +205,14 @@ class SiteIn(_In):
 
 
 class BatchIn(_In):
-    articles: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=500)]
+    articles: Annotated[
+        list[Any],
+        Field(
+            min_length=1,
+            max_length=500,
+            description="each an ArticleIn, checked (and refused) one by one: see the results",
+        ),
+    ]
 
 
 # --- answers ----------------------------------------------------------------------------------
@@ -374,16 +400,17 @@ def check_article(data: Any, *, max_photos: int) -> tuple[Submission | None, lis
     article, errors = _validate(ArticleIn, data, "article")
     if not isinstance(data, dict):
         return None, errors
-    body_html = article_rules(data, article, errors, max_photos=max_photos)
-    if article is None or body_html is None or errors:
+    body = article_rules(data, article, errors, max_photos=max_photos)
+    if article is None or body is None or errors:
         return None, errors
+    body_source, body_html = body
     title = clean_text(article.title)
     summary = clean_text(article.summary or "", multiline=True)
     return Submission(
         title=title,
         category=article.category,
         summary=summary,
-        body_source=clean_text(article.body, multiline=True),
+        body_source=body_source,
         body_format=article.body_format,
         body_html=body_html,
         author=clean_text(article.author or ""),
@@ -396,7 +423,7 @@ def check_article(data: Any, *, max_photos: int) -> tuple[Submission | None, lis
             for i in article.images
         ],
         slug=slugify(title),
-        search_text=search_text(title, summary, clean_text(_strip_tags(body_html), multiline=True)),
+        search_text=search_text(title, summary, _strip_tags(body_html)),
     ), []
 
 
@@ -406,14 +433,15 @@ def article_rules(
     errors: list[dict[str, str]],
     *,
     max_photos: int,
-) -> str | None:
-    """The rules no declaration states, added to `errors`; returns the sanitized body when
-    everything is acceptable. Each rule looks only at fields that passed their declaration,
-    so a field is told one thing at a time."""
+) -> tuple[str, str] | None:
+    """The rules no declaration states, added to `errors`; returns the body (cleaned, and
+    sanitized HTML) when everything is acceptable. Each rule looks only at fields that passed
+    their declaration, so a field is told one thing at a time. Bodies are long: each is
+    cleaned once (a body of invisible characters only is told it has nothing left)."""
     bad = {e["field"].split(".")[0] for e in errors}
     for name in ("title", "category", "body"):
         value = data.get(name)
-        if name not in bad and isinstance(value, str) and not clean_text(value, multiline=True):
+        if name not in bad and isinstance(value, str) and not _visible(value, long=name == "body"):
             errors.append(field_error(name, "must not be blank"))
             bad.add(name)
     images = data.get("images")
@@ -435,9 +463,8 @@ def article_rules(
                 )
     if article is None or errors:
         return None
-    body_html = sanitize(
-        to_html(clean_text(article.body, multiline=True), article.body_format), parts
-    )
+    source = clean_text(article.body, multiline=True)
+    body_html = sanitize(to_html(source, article.body_format), parts)
     if not _strip_tags(body_html).strip() and "<img" not in body_html:
         errors.append(
             field_error(
@@ -447,7 +474,11 @@ def article_rules(
             )
         )
         return None
-    return body_html
+    return source, body_html
+
+
+def _visible(value: str, *, long: bool) -> bool:
+    return bool(value.strip() if long else clean_text(value))
 
 
 def check_patch(changes: Any) -> list[dict[str, str]]:
@@ -483,42 +514,55 @@ def category_rules(
 def check_site(data: Any) -> tuple[tuple[site.LinkBlock, ...] | None, list[dict[str, str]]]:
     """(blocks, []) when acceptable, else (None, every field error)."""
     checked, errors = _validate(SiteIn, data, "site")
-    blocks = site_rules(checked, errors)
+    blocks = site_rules(data, checked, errors)
     return (blocks, []) if blocks is not None and not errors else (None, errors)
 
 
 def site_rules(
-    checked: SiteIn | None, errors: list[dict[str, str]]
+    data: Any, checked: SiteIn | None, errors: list[dict[str, str]]
 ) -> tuple[site.LinkBlock, ...] | None:
-    """Titles that clean to nothing, and addresses: a host, a numeric port, no user name."""
-    if checked is None:
-        return None
-    blocks = []
-    for n, block in enumerate(checked.link_blocks):
+    """Titles that clean to nothing, and addresses: a host, a numeric port, no user name.
+    Looks at every block and link of the right shape whose field passed its declaration."""
+    bad = {e["field"] for e in errors}
+
+    def rule(where: str, value: Any, ok: Callable[[str], object], message: str) -> None:
+        if isinstance(value, str) and where not in bad and not ok(value):
+            errors.append(field_error(where, message))
+
+    blocks = data.get("link_blocks") if isinstance(data, dict) else None
+    for n, block in enumerate(blocks if isinstance(blocks, list) else ()):
+        if not isinstance(block, dict):
+            continue
         where = f"link_blocks.{n}"
-        if not clean_text(block.title):
-            errors.append(field_error(f"{where}.title", "must not be blank"))
-        links = []
-        for k, link in enumerate(block.links):
-            if not clean_text(link.title):
-                errors.append(field_error(f"{where}.links.{k}.title", "must not be blank"))
-            try:
-                parts = urlsplit(link.url)
-                parts.port  # noqa: B018 - raises ValueError on a port that is not a number
-                usable = bool(parts.hostname) and "@" not in parts.netloc
-            except ValueError:
-                usable = False
-            if not usable:
-                errors.append(
-                    field_error(
-                        f"{where}.links.{k}.url",
-                        "needs a host name, a numeric port if any and no user name: "
-                        "an address like https://vksndtc.gov.vn/",
-                    )
+        rule(f"{where}.title", block.get("title"), clean_text, "must not be blank")
+        links = block.get("links")
+        for k, link in enumerate(links if isinstance(links, list) else ()):
+            if isinstance(link, dict):
+                rule(f"{where}.links.{k}.title", link.get("title"), clean_text, "must not be blank")
+                rule(
+                    f"{where}.links.{k}.url",
+                    link.get("url"),
+                    _usable_url,
+                    "needs a host name, a numeric port if any and no user name:"
+                    " an address like https://vksndtc.gov.vn/",
                 )
-            links.append(site.Link(clean_text(link.title), link.url))
-        blocks.append(site.LinkBlock(clean_text(block.title), tuple(links)))
-    return None if errors else tuple(blocks)
+    if checked is None or errors:
+        return None
+    return tuple(
+        site.LinkBlock(
+            clean_text(b.title), tuple(site.Link(clean_text(k.title), k.url) for k in b.links)
+        )
+        for b in checked.link_blocks
+    )
+
+
+def _usable_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return False
+    return bool(parts.hostname) and "@" not in parts.netloc
 
 
 def _validate(model: type[M], data: Any, root: str) -> tuple[M | None, list[dict[str, str]]]:

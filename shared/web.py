@@ -4,6 +4,7 @@ health checks."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,6 +13,7 @@ from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any, Protocol
 
 from aiohttp import hdrs, web
+from aiohttp.abc import AbstractAccessLogger
 from multidict import istr
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
@@ -43,11 +45,42 @@ class ServerHook(Protocol):
 server_hook_key = web.AppKey("server_hook", ServerHook)
 
 
+class AccessLogger(AbstractAccessLogger):
+    """One line per request, written by aiohttp once the answer is sent: method, path, status,
+    duration and the request id (the one the answer carries); the JSON formatter
+    (BANTIN_LOG_FORMAT=json) writes each as a field."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        rid = response.headers.get(X_REQUEST_ID) or request.headers.get(X_REQUEST_ID, "-")
+        ms = round(time * 1000, 1)
+        self.logger.info(
+            "%s %s %s %.1f ms",
+            request.method,
+            request.path,
+            response.status,
+            ms,
+            extra={
+                "request_id": rid,
+                "http": {
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status,
+                    "duration_ms": ms,
+                },
+            },
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+
 def run(app: web.Application, *, host: str, port: int, shutdown_timeout: float = 10.0) -> None:
     """Serve `app` until SIGTERM or SIGINT, as web.run_app does (the same keep-alive timeout,
-    no access log), with the app's server hook (if it has one) installed before the first
-    connection; then shut down gracefully: stop listening, let requests in flight finish (up to
-    `shutdown_timeout` s), run the app's cleanup (the publisher flushes its page views there).
+    an access line per request through `AccessLogger`), with the app's server hook (if it has
+    one) installed before the first connection; then shut down gracefully: stop listening, let
+    requests in flight finish (up to `shutdown_timeout` s), run the app's cleanup (the
+    publisher flushes its page views there).
     A signal during start-up lets the start-up finish, then shuts down the same way."""
 
     async def main() -> None:
@@ -56,7 +89,11 @@ def run(app: web.Application, *, host: str, port: int, shutdown_timeout: float =
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         runner = web.AppRunner(
-            app, access_log=None, keepalive_timeout=75.0, shutdown_timeout=shutdown_timeout
+            app,
+            access_log=logging.getLogger("aiohttp.access"),
+            access_log_class=AccessLogger,
+            keepalive_timeout=75.0,
+            shutdown_timeout=shutdown_timeout,
         )
         try:
             await runner.setup()

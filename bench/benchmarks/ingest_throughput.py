@@ -175,6 +175,95 @@ def _count_articles(database_url: str) -> dict[str, int]:
     return {str(status): int(n) for status, n in rows}
 
 
+# --- POST /api/v1/articles/batch against one POST per article ----------------------------------
+
+BATCH = 500
+BATCH_GOAL = 10.0
+
+
+@benchmark(
+    "ingest_batch",
+    description="text articles/s through POST /api/v1/articles/batch (500 a request) vs one"
+    " POST per article at 50 clients",
+)
+def ingest_batch(ctx: Context) -> Results:
+    rounds = ctx.pick(3, 1)
+    articles = ctx.pick(2000, 500)  # per round and way
+    settle_timeout = ctx.pick(120.0, 30.0)
+    env = {"BANTIN_RATE_LIMIT_PER_MINUTE": str(10**9)}
+    with with_stack(env=env) as stack:
+        _, redis_url = backends(stack)
+        settled = Settled()
+        asyncio.run(_prepare(stack))
+        say(f"  {rounds} rounds of {articles} articles each way, the workers settled between")
+        single: list[float] = []
+        batch: list[float] = []
+        for n in range(rounds):
+            for way, rates in (("single", single), ("batch", batch)):
+                settle(redis_url, timeout=settle_timeout, record=settled)
+                rates.append(asyncio.run(_submit(stack, way, articles, f"{n}-{way}")))
+                say(f"  round {n + 1} {way}: {rates[-1]:,.0f} articles/s")
+    speedup = ratio(statistics.median(batch), statistics.median(single))
+    goals = {"batch_10x_single": bool(speedup and speedup >= BATCH_GOAL)}
+    banner(
+        "ingest_batch",
+        [
+            (
+                "articles/s batch : single",
+                f"{fmt_ratio(speedup)}   ({statistics.median(batch):,.0f} vs"
+                f" {statistics.median(single):,.0f}; goal >= {BATCH_GOAL:.0f}x:"
+                f" {'met' if goals['batch_10x_single'] else 'MISSED'})",
+            )
+        ],
+    )
+    return {
+        "params": {"rounds": rounds, "articles": articles, "batch": BATCH, "clients": CONNECTIONS},
+        "ratios": {"batch_vs_single_articles_per_s": speedup},
+        "goals": goals,
+        "single_articles_per_s": single,
+        "batch_articles_per_s": batch,
+        "background": {"settle_waits": settled.waits, "settle_total_s": settled.seconds},
+    }
+
+
+async def _submit(stack: Stack, way: str, count: int, label: str) -> float:
+    """Submit `count` text articles one way; returns accepted articles per second."""
+    seed = text_only(demo_seed()["article"])
+    items = [{**seed, "title": f"{seed['title']} ({label} {n})"} for n in range(count)]
+    timeout = aiohttp.ClientTimeout(total=300)
+    connector = aiohttp.TCPConnector(limit=CONNECTIONS)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+
+        async def post(path: str, body: Any) -> Any:
+            async with session.post(
+                stack.api(path), json=body, headers=stack.admin_headers
+            ) as response:
+                if response.status not in (200, 202):
+                    raise RuntimeError(f"{path} answered {response.status}")
+                return await response.json()
+
+        t0 = time.perf_counter()
+        if way == "single":
+            queue = iter(items)
+
+            async def client() -> int:
+                return sum([1 for item in queue if await post("/api/v1/articles", item)])
+
+            accepted = sum(await asyncio.gather(*(client() for _ in range(CONNECTIONS))))
+        else:
+            answers = await asyncio.gather(
+                *(
+                    post("/api/v1/articles/batch", {"articles": items[i : i + BATCH]})
+                    for i in range(0, count, BATCH)
+                )
+            )
+            accepted = sum(answer["accepted"] for answer in answers)
+        elapsed = time.perf_counter() - t0
+    if accepted != count:
+        raise RuntimeError(f"{way}: {accepted} of {count} articles accepted")
+    return count / elapsed
+
+
 # --- peak RSS while a 25 MB photo uploads -------------------------------------------------------
 
 

@@ -83,7 +83,7 @@ def _header(name: str, description: str, *, required: bool = False, **schema: An
 # What any JSON body can be refused for (views.common.read_json, the app's size cap, then the
 # declarations and their rules).
 JSON_BODY_ERRORS = {
-    "400": _problem("malformed JSON (nested deeper than 200 levels included)"),
+    "400": _problem("malformed JSON (nested deeper than 200 levels included) or If-Match"),
     "413": _problem("the body is too large"),
     "415": _problem("not JSON"),
     "422": _problem("invalid fields, every one listed in `errors`"),
@@ -95,9 +95,8 @@ AUTH_ERRORS = {
 ADMIN = {"403": _problem("the token is not an admin's")}
 ETAG = {"ETag": {"schema": {"type": "string"}, "description": "the article's version"}}
 SITE_ETAG = {"ETag": {"schema": {"type": "string"}, "description": "the link blocks' version"}}
-IF_MATCH = (
-    'the ETag from GET, quoted (If-Match: "24-2"); an empty or unquoted one is refused with 412'
-)
+IF_MATCH = 'the ETag from GET, quoted (If-Match: "24-2"); an empty or unquoted one is refused'
+ETAGS = r'^\s*(\*|(W/)?"[^"]*"(\s*,\s*(W/)?"[^"]*")*)\s*$'  # RFC 9110 section 13.1.1
 ARTICLE_ID = {
     "name": "id",
     "in": "path",
@@ -165,7 +164,11 @@ PATHS: dict[str, Any] = {
             "summary": "replace the sidebar's link blocks (admin); every page shows them",
             "security": BEARER,
             "parameters": [
-                _header("If-Match", "the ETag of GET /api/v1/site, to refuse a lost update")
+                _header(
+                    "If-Match",
+                    "the ETag of GET /api/v1/site, to refuse a lost update",
+                    pattern=ETAGS,
+                )
             ],
             "requestBody": _body("SiteIn"),
             "responses": {
@@ -197,7 +200,12 @@ PATHS: dict[str, Any] = {
                     minimum=1,
                     maximum=MAX_LIMIT,
                 ),
-                _query("cursor", "from the previous page's `next`; opaque", type="string"),
+                _query(
+                    "cursor",
+                    "from the previous page's `next`; opaque",
+                    type="string",
+                    pattern="^[0-9a-z]{1,13}$",
+                ),
             ],
             "responses": {
                 "200": _json("a page of articles, without their bodies", "ArticleList"),
@@ -285,13 +293,15 @@ PATHS: dict[str, Any] = {
         "patch": {
             "summary": "edit an article (If-Match required)",
             "security": BEARER,
-            "parameters": [_header("If-Match", IF_MATCH, required=True, example='"1-1"')],
+            "parameters": [
+                _header("If-Match", IF_MATCH, required=True, pattern=ETAGS, example='"1-1"')
+            ],
             "requestBody": _body("ArticlePatch"),
             "responses": {
                 "200": _json("the edited article", "Article", ETAG),
                 **JSON_BODY_ERRORS,
                 "404": _problem("no such article for this token"),
-                "412": _problem("the ETag is not the article's current one, or is malformed"),
+                "412": _problem("the ETag is not the article's current one"),
                 "428": _problem("If-Match is missing"),
                 **AUTH_ERRORS,
             },
@@ -299,11 +309,12 @@ PATHS: dict[str, Any] = {
         "delete": {
             "summary": "unpublish (the page answers 410, the feeds drop it)",
             "security": BEARER,
-            "parameters": [_header("If-Match", IF_MATCH)],
+            "parameters": [_header("If-Match", IF_MATCH, pattern=ETAGS)],
             "responses": {
                 "200": _json("the unpublished article", "Article", ETAG),
+                "400": _problem("a malformed If-Match"),
                 "404": _problem("no such article for this token"),
-                "412": _problem("the ETag is not the article's current one, or is malformed"),
+                "412": _problem("the ETag is not the article's current one"),
                 **AUTH_ERRORS,
             },
         },

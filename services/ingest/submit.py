@@ -21,12 +21,19 @@ from shared import articles
 from shared.articles import ArticleDraft, Conn, ImageDraft
 from shared.models import Article, Category
 from shared.problems import Problem, field_error, invalid
+from shared.settings import Settings
 from shared.shapes import Submission, check_article, check_patch
 from shared.tasks import ARTICLE_CHANGED, PROCESS_ARTICLE
 from shared.tokens import Token
 from shared.web import media_key, pool_key, settings_key
 
 BATCH_LIMIT = 500
+
+
+def batch_bytes(settings: Settings) -> int:
+    """A batch's body is read whole, as any JSON body: 16 times BANTIN_MAX_JSON_BYTES (32 MB by
+    default, 500 articles of 64 kB)."""
+    return 16 * settings.max_json_bytes
 
 
 @dataclass(frozen=True, slots=True)

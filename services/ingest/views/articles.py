@@ -3,9 +3,8 @@ If-Match, unpublish."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
+import re
 
 from aiohttp import web
 from yarl import URL
@@ -14,6 +13,7 @@ from services.ingest import idempotency, uploads
 from services.ingest.auth import authenticate
 from services.ingest.submit import (
     BATCH_LIMIT,
+    batch_bytes,
     edit_article,
     submit_article,
     submit_batch,
@@ -36,6 +36,7 @@ from shared.web import media_key, pool_key, redis_key, settings_key
 LIMIT = 50
 MAX_LIMIT = 500
 QUERY = ("status", "category", "q", "limit", "cursor")
+CURSOR = re.compile(r"[0-9a-z]{1,13}")
 
 
 async def create_article(request: web.Request) -> web.Response:
@@ -75,7 +76,8 @@ async def create_batch(request: web.Request) -> web.Response:
     """Up to BATCH_LIMIT JSON articles, written in one transaction; one result per article,
     in order: accepted ones as POST /api/v1/articles answers, refused ones as problems."""
     token = await authenticate(request)
-    data = await read_json(request)
+    cap = batch_bytes(request.app[settings_key])
+    data = await read_json(request.clone(client_max_size=cap))
     if not isinstance(data, dict) or not isinstance(data.get("articles"), list):
         raise invalid(
             [field_error("articles", f"is required: a list of 1 to {BATCH_LIMIT} articles")],
@@ -110,7 +112,7 @@ async def list_articles(request: web.Request) -> web.Response:
         field_error(name, f"unknown parameter; known: {', '.join(QUERY)}")
         for name in sorted(set(query) - set(QUERY))
     ]
-    status = query.get("status") or None
+    status = query.get("status")
     if status is not None and status not in STATUSES:
         errors.append(field_error("status", f"must be one of {', '.join(STATUSES)}"))
     limit = _limit(query.get("limit"), errors)
@@ -174,7 +176,7 @@ async def _views(request: web.Request, found: list[Article]) -> list[int]:
 
 
 def _limit(raw: str | None, errors: list[dict[str, str]]) -> int:
-    if raw is None or raw == "":
+    if raw is None:
         return LIMIT
     if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
         errors.append(field_error("limit", f"must be a whole number from 1 to {MAX_LIMIT}"))
@@ -183,19 +185,24 @@ def _limit(raw: str | None, errors: list[dict[str, str]]) -> int:
 
 
 def _cursor(raw: str | None, errors: list[dict[str, str]]) -> int | None:
-    """The opaque cursor is the last id shown, base64url-encoded: clients pass `next` on."""
-    if not raw:
+    """The opaque cursor is the last id shown, in base 36: clients pass `next` on."""
+    if raw is None:
         return None
-    try:
-        value = base64.urlsafe_b64decode(raw.encode("ascii") + b"==").decode("ascii")
-        if value.startswith("a") and value[1:].isdigit() and len(value) < 20:
-            return int(value[1:])
-    except (UnicodeError, binascii.Error, ValueError):
-        pass
-    errors.append(field_error("cursor", "is not one this API gave; use the `next` link as is"))
-    return None
+    if not CURSOR.fullmatch(raw):
+        errors.append(field_error("cursor", "is not one this API gave; use the `next` link as is"))
+        return None
+    return min(int(raw, 36), 2**63 - 1)
 
 
 def _next_url(request: web.Request, last_id: int) -> URL:
-    cursor = base64.urlsafe_b64encode(f"a{last_id}".encode()).decode().rstrip("=")
+    cursor = _base36(last_id)
     return origin(request).join(request.rel_url).update_query(cursor=cursor)
+
+
+def _base36(n: int) -> str:
+    digits = ""
+    while True:
+        n, d = divmod(n, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[d] + digits
+        if not n:
+            return digits

@@ -42,7 +42,7 @@ def answer(
 def if_match(request: web.Request) -> str | None:
     """The request's If-Match as aiohttp parses it, written back as a list of quoted ETags;
     None when there is none. A header that names no ETag (empty, or unquoted like `24-2`) is
-    given but cannot match: refused with what to send instead, never taken as missing."""
+    given but malformed: refused (400) with what to send instead, never taken as missing."""
     raw = request.headers.get("If-Match")
     if raw is None:
         return None
@@ -54,12 +54,7 @@ def if_match(request: web.Request) -> str | None:
             if bare and '"' not in bare
             else 'send the ETag that GET gave, quoted, like If-Match: "24-2"'
         )
-        raise Problem(
-            412,
-            "Precondition failed",
-            f"If-Match {raw!r} names no ETag; {how}.",
-            kind="bad-if-match",
-        )
+        raise Problem(400, "Malformed If-Match", f"If-Match {raw!r} names no ETag; {how}.")
     return ", ".join(
         "*" if t.value == "*" else ('W/"' if t.is_weak else '"') + t.value + '"' for t in tags
     )

@@ -9,7 +9,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from services.ingest.auth import authenticate
-from services.ingest.views.common import answer, read_json
+from services.ingest.views.common import answer, if_match, read_json
 from shared import keys, site
 from shared.problems import Problem, invalid
 from shared.shapes import check_site
@@ -28,10 +28,10 @@ async def get_site(request: web.Request) -> web.Response:
 
 async def put_site(request: web.Request) -> web.Response:
     token = await authenticate(request, role="admin")
+    if_version = _if_version(request)
     blocks, errors = check_site(await read_json(request))
     if blocks is None:
         raise invalid(errors, "site")
-    if_version = _if_version(request)
     async with request.app[pool_key].connection() as conn:
         version = await site.save_link_blocks(
             conn, blocks, token_id=token.id, if_version=if_version
@@ -60,16 +60,16 @@ async def put_site(request: web.Request) -> web.Response:
 
 
 def _if_version(request: web.Request) -> int | None:
-    """The version If-Match names (aiohttp parses the header); None when there is no
-    precondition ('*' or absent); -1 (never a version) when it names something else, an empty
-    or unquoted header included, so that the save is refused."""
-    if "If-Match" not in request.headers:
+    """The version If-Match names; None when there is no precondition ('*' or absent); -1
+    (never a version) when it names something else, so that the save is refused."""
+    header = if_match(request)
+    if header is None:
         return None
-    tags = request.if_match or ()
-    if any(t.value == "*" for t in tags):
+    tags = [t.strip().removeprefix("W/").strip('"') for t in header.split(",")]
+    if "*" in tags:
         return None
     for tag in tags:
-        match = _ETAG.fullmatch(tag.value)
+        match = _ETAG.fullmatch(tag)
         if match:
             return int(match.group(1))
     return -1
