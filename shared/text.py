@@ -133,8 +133,30 @@ def _clean_table(multiline: bool) -> dict[int, str | None]:
     return table
 
 
+def _changed_by(table: dict[int, str | None]) -> re.Pattern[str]:
+    """A character class of what `table` changes. Most text has none or few such characters,
+    and finding them costs less than passing every character through str.translate (about
+    40% of clean_text's time on an article body)."""
+    codes = sorted(k for k, v in table.items() if v != chr(k))
+    ranges: list[list[int]] = []
+    for code in codes:
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+    return re.compile(
+        "["
+        + "".join(
+            re.escape(chr(a)) + ("" if a == b else "-" + re.escape(chr(b))) for a, b in ranges
+        )
+        + "]+"
+    )
+
+
 _CLEAN_SINGLE = _clean_table(multiline=False)
 _CLEAN_MULTI = _clean_table(multiline=True)
+_CHANGED_SINGLE = _changed_by(_CLEAN_SINGLE)
+_CHANGED_MULTI = _changed_by(_CLEAN_MULTI)
 
 
 def clean_text(s: str, *, multiline: bool = False) -> str:
@@ -158,7 +180,10 @@ def clean_text(s: str, *, multiline: bool = False) -> str:
     """
     if multiline:
         s = s.replace("\r\n", "\n")
-    text = s.translate(_CLEAN_MULTI if multiline else _CLEAN_SINGLE)
+    table = _CLEAN_MULTI if multiline else _CLEAN_SINGLE
+    text = (_CHANGED_MULTI if multiline else _CHANGED_SINGLE).sub(
+        lambda found: found.group().translate(table), s
+    )
     # NFC after filtering: removing an invisible character can bring a base
     # letter and a combining mark together.
     text = nfc(text)

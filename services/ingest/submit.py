@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from services.ingest import idempotency, uploads
-from services.ingest.views.common import enqueue, links, load_for
+from services.ingest.views.common import enqueue, links, load_for, tasks_key
 from shared import articles
 from shared.articles import ArticleDraft, Conn, ImageDraft
 from shared.models import Article, Category
@@ -242,8 +242,8 @@ async def submit_batch(request: web.Request, token: Token, items: list[Any]) -> 
             "links": links(request, article_id, path),
         }
     # Committed: the workers never look for rows that are not there yet.
-    for _, article_id in zip(drafts, ids if drafts else [], strict=True):
-        await enqueue(request.app, PROCESS_ARTICLE, article_id)
+    if drafts:
+        await request.app[tasks_key].send_many(PROCESS_ARTICLE, [(i,) for i in ids])
     return results
 
 
