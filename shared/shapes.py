@@ -20,13 +20,14 @@ database: services/ingest/submit.py checks it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal, NotRequired, TypeVar, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -215,6 +216,34 @@ class BatchIn(_In):
     ]
 
 
+def _status(value: str | None) -> str | None:
+    if value is not None and value not in STATUSES:
+        raise ValueError(f"must be one of {', '.join(STATUSES)}")
+    return value
+
+
+class ListingQuery(BaseModel):
+    """GET /api/v1/articles's query: strings from the URL, a number for `limit`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: Annotated[
+        str | None,
+        AfterValidator(_status),
+        Field(json_schema_extra={"enum": list(STATUSES)}, description="only this status's"),
+    ] = None
+    category: Annotated[str | None, Field(description="only this category's (its slug)")] = None
+    q: Annotated[
+        str | None,
+        Field(description="words of the title; diacritics and tone habits do not matter"),
+    ] = None
+    limit: Annotated[int, Field(ge=1, le=500, description="articles per page")] = 50
+    cursor: Annotated[
+        str | None,
+        Field(pattern=r"^[0-9a-z]{1,13}$", description="the previous page's `next` has it"),
+    ] = None
+
+
 # --- answers ----------------------------------------------------------------------------------
 
 
@@ -332,6 +361,8 @@ class Health(TypedDict):
 
 
 REQUESTS: tuple[type[BaseModel], ...] = (ArticleIn, ArticlePatch, CategoryIn, SiteIn, BatchIn)
+# Said as query parameters (services/ingest/openapi.py), not as a schema of its own.
+QUERIES: tuple[type[BaseModel], ...] = (ListingQuery,)
 ANSWERS: dict[str, Any] = {
     "Problem": Problem,
     "Accepted": Accepted,
@@ -481,6 +512,17 @@ def _visible(value: str, *, long: bool) -> bool:
     return bool(value.strip() if long else clean_text(value))
 
 
+def check_batch(data: Any) -> tuple[list[Any] | None, list[dict[str, str]]]:
+    """(the articles, []) when the envelope is acceptable; each article is then checked (and
+    refused) on its own by `check_article`."""
+    batch, errors = _validate(BatchIn, data, "batch")
+    return (batch.articles if batch is not None else None), errors
+
+
+def check_listing(query: Mapping[str, str]) -> tuple[ListingQuery | None, list[dict[str, str]]]:
+    return _validate(ListingQuery, dict(query), "query")
+
+
 def check_patch(changes: Any) -> list[dict[str, str]]:
     """The errors of an edit's own shape (unknown fields, wrong types); the edited article is
     then checked whole by `check_article`."""
@@ -604,6 +646,12 @@ def _message(model: type[BaseModel], loc: tuple[Any, ...], error: Any) -> str:
         return f"is too long ({len(value)} characters; at most {ctx['max_length']})"
     if kind == "string_too_short":
         return "must not be empty"
+    if kind == "int_parsing" or kind == "int_type":
+        return "must be a whole number"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx['ge']}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx['le']}"
     if kind == "too_long":
         return f"has too many items (at most {ctx['max_length']})"
     if kind == "too_short":

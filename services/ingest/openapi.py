@@ -12,11 +12,10 @@ from functools import cache
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from services.ingest.submit import BATCH_LIMIT
-from services.ingest.views.articles import LIMIT, MAX_LIMIT
 from shared import shapes
-from shared.models import STATUSES
 from shared.problems import CONTENT_TYPE as PROBLEM
 from shared.problems import dumps
 
@@ -107,14 +106,19 @@ ARTICLE_ID = {
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
-def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        "schema": schema,
-    }
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """A model of a query string (shared/shapes.py), said as OpenAPI query parameters."""
+    parameters = []
+    for name, schema in model.model_json_schema()["properties"].items():
+        schema = {k: v for k, v in schema.items() if k not in ("title", "default")}
+        description = schema.pop("description", "")
+        for branch in schema.pop("anyOf", ()):
+            if branch.get("type") != "null":
+                schema.update(branch)
+        parameters.append(
+            {"name": name, "in": "query", "description": description, "schema": schema}
+        )
+    return parameters
 
 
 PATHS: dict[str, Any] = {
@@ -185,28 +189,7 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "list articles, newest first (submitters: their own)",
             "security": BEARER,
-            "parameters": [
-                _query("status", "only articles in this status", type="string", enum=STATUSES),
-                _query("category", "only this category's articles (its slug)", type="string"),
-                _query(
-                    "q",
-                    "words of the title; diacritics and tone habits do not matter",
-                    type="string",
-                ),
-                _query(
-                    "limit",
-                    f"articles per page (default {LIMIT})",
-                    type="integer",
-                    minimum=1,
-                    maximum=MAX_LIMIT,
-                ),
-                _query(
-                    "cursor",
-                    "from the previous page's `next`; opaque",
-                    type="string",
-                    pattern="^[0-9a-z]{1,13}$",
-                ),
-            ],
+            "parameters": _query_parameters(shapes.ListingQuery),
             "responses": {
                 "200": _json("a page of articles, without their bodies", "ArticleList"),
                 "422": _problem("an unknown parameter, status, limit or cursor"),

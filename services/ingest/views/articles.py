@@ -4,7 +4,6 @@ If-Match, unpublish."""
 from __future__ import annotations
 
 import hashlib
-import re
 
 from aiohttp import web
 from yarl import URL
@@ -12,7 +11,6 @@ from yarl import URL
 from services.ingest import idempotency, uploads
 from services.ingest.auth import authenticate
 from services.ingest.submit import (
-    BATCH_LIMIT,
     batch_bytes,
     edit_article,
     submit_article,
@@ -29,14 +27,9 @@ from services.ingest.views.common import (
     read_json,
 )
 from shared import articles, keys, shapes
-from shared.models import STATUSES, Article
-from shared.problems import field_error, invalid
+from shared.models import Article
+from shared.problems import invalid
 from shared.web import media_key, pool_key, redis_key, settings_key
-
-LIMIT = 50
-MAX_LIMIT = 500
-QUERY = ("status", "category", "q", "limit", "cursor")
-CURSOR = re.compile(r"[0-9a-z]{1,13}")
 
 
 async def create_article(request: web.Request) -> web.Response:
@@ -77,23 +70,9 @@ async def create_batch(request: web.Request) -> web.Response:
     in order: accepted ones as POST /api/v1/articles answers, refused ones as problems."""
     token = await authenticate(request)
     cap = batch_bytes(request.app[settings_key])
-    data = await read_json(request.clone(client_max_size=cap))
-    if not isinstance(data, dict) or not isinstance(data.get("articles"), list):
-        raise invalid(
-            [field_error("articles", f"is required: a list of 1 to {BATCH_LIMIT} articles")],
-            "batch",
-        )
-    extra = sorted(set(data) - {"articles"})
-    if extra:
-        raise invalid(
-            [field_error(k, "unknown field; known fields: articles") for k in extra], "batch"
-        )
-    items = data["articles"]
-    if not 1 <= len(items) <= BATCH_LIMIT:
-        raise invalid(
-            [field_error("articles", f"has {len(items)} articles; send 1 to {BATCH_LIMIT}")],
-            "batch",
-        )
+    items, errors = shapes.check_batch(await read_json(request.clone(client_max_size=cap)))
+    if items is None:
+        raise invalid(errors, "batch")
     results = await submit_batch(request, token, items)
     accepted = sum(1 for r in results if "id" in r)
     return answer(
@@ -107,29 +86,20 @@ async def list_articles(request: web.Request) -> web.Response:
     shown), so a page costs the same however deep it is and no article is shown twice when
     new ones arrive in between."""
     token = await authenticate(request)
-    query = request.query
-    errors = [
-        field_error(name, f"unknown parameter; known: {', '.join(QUERY)}")
-        for name in sorted(set(query) - set(QUERY))
-    ]
-    status = query.get("status")
-    if status is not None and status not in STATUSES:
-        errors.append(field_error("status", f"must be one of {', '.join(STATUSES)}"))
-    limit = _limit(query.get("limit"), errors)
-    before = _cursor(query.get("cursor"), errors)
-    if errors:
+    query, errors = shapes.check_listing(request.query)
+    if query is None:
         raise invalid(errors, "query")
     async with request.app[pool_key].connection() as conn:
         found = await articles.list_articles(
             conn,
             submitted_by=None if token.role == "admin" else token.id,
-            status=status,
-            category=query.get("category") or None,
-            title=query.get("q") or None,
-            before=before,
-            limit=limit + 1,
+            status=query.status,
+            category=query.category or None,
+            title=query.q or None,
+            before=None if query.cursor is None else min(int(query.cursor, 36), 2**63 - 1),
+            limit=query.limit + 1,
         )
-    page, more = found[:limit], len(found) > limit
+    page, more = found[: query.limit], len(found) > query.limit
     views = await _views(request, page)
     body: shapes.ArticleList = {
         "items": [article_item(request, a, v) for a, v in zip(page, views, strict=True)],
@@ -173,25 +143,6 @@ async def _views(request: web.Request, found: list[Article]) -> list[int]:
         return []
     counts = await request.app[redis_key].mget([keys.article_views(a.id) for a in found])
     return [int(n or 0) for n in counts]
-
-
-def _limit(raw: str | None, errors: list[dict[str, str]]) -> int:
-    if raw is None:
-        return LIMIT
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        errors.append(field_error("limit", f"must be a whole number from 1 to {MAX_LIMIT}"))
-        return LIMIT
-    return int(raw)
-
-
-def _cursor(raw: str | None, errors: list[dict[str, str]]) -> int | None:
-    """The opaque cursor is the last id shown, in base 36: clients pass `next` on."""
-    if raw is None:
-        return None
-    if not CURSOR.fullmatch(raw):
-        errors.append(field_error("cursor", "is not one this API gave; use the `next` link as is"))
-        return None
-    return min(int(raw, 36), 2**63 - 1)
 
 
 def _next_url(request: web.Request, last_id: int) -> URL:
