@@ -1,8 +1,9 @@
 """RFC 9457 problem details: the one shape every bantin error answer takes.
 
-Views raise `Problem`; the services' middleware (shared/metrics.py) turns it, aiohttp's own HTTP
-errors and anything unexpected into `application/problem+json`, so no client ever sees a bare
-500 page or a traceback.
+Views raise `Problem`; the services' middleware (shared/web.py's `service_middleware`) turns it,
+aiohttp's own HTTP errors and anything unexpected into `application/problem+json`, so no client
+ever sees a bare 500 page or a traceback. The API's JSON is read and written here too (`loads`,
+`dumps`), so that a malformed body is a problem like any other.
 """
 
 from __future__ import annotations

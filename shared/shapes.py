@@ -48,8 +48,6 @@ from shared.problems import dumps, field_error
 from shared.text import clean_text, search_text, slugify
 
 M = TypeVar("M", bound=BaseModel)
-FORMATS = ("html", "markdown", "text")
-ROLES = ("inline", "cover", "gallery")
 RESERVED = frozenset(
     {
         "api",
@@ -687,4 +685,14 @@ def _strip_tags(fragment: str) -> str:
     return re.sub(r"<[^>]+>", " ", fragment)
 
 
-__all__ = ["EDITABLE", "Submission", "check_article", "check_category", "check_site", "dumps"]
+__all__ = [
+    "EDITABLE",
+    "Submission",
+    "check_article",
+    "check_batch",
+    "check_category",
+    "check_listing",
+    "check_patch",
+    "check_site",
+    "dumps",
+]
