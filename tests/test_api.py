@@ -534,6 +534,20 @@ async def test_batch_writes_the_valid_articles_and_answers_each_in_order(
         assert published["links"] == r["links"]
 
 
+async def test_batch_sent_again_with_its_key_is_answered_again(api: Any, admin: str) -> None:
+    await create_category(api, admin)
+    batch = {"articles": [text_only(SEED["article"]), {"title": "x"}]}
+    headers = {**bearer(admin), "Idempotency-Key": "lo-1"}
+    first = await api.post("/api/v1/articles/batch", json=batch, headers=headers)
+    again = await api.post("/api/v1/articles/batch", json=batch, headers=headers)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert await again.json() == await first.json()
+    listing = await (await api.get("/api/v1/articles", headers=bearer(admin))).json()
+    assert len(listing["items"]) == 1
+    other = await api.post("/api/v1/articles/batch", json={"articles": [{}]}, headers=headers)
+    await problem(other, 422)
+
+
 @pytest.mark.parametrize(
     "payload",
     [{"articles": []}, {"articles": [{}] * 501}, {"items": []}, [], {"articles": {}}],

@@ -121,6 +121,12 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     return parameters
 
 
+IDEMPOTENCY_KEY = _header(
+    "Idempotency-Key",
+    "the same key and request replay the first answer",
+    minLength=1,
+    maxLength=255,
+)
 PATHS: dict[str, Any] = {
     "/healthz": {
         "get": {
@@ -202,14 +208,7 @@ PATHS: dict[str, Any] = {
             " and one part per photo named as in `images[].part`. Photos"
             " are JPEG, PNG, WebP, GIF or AVIF, decided by their bytes.",
             "security": BEARER,
-            "parameters": [
-                _header(
-                    "Idempotency-Key",
-                    "the same key and request replay the first answer",
-                    minLength=1,
-                    maxLength=255,
-                )
-            ],
+            "parameters": [IDEMPOTENCY_KEY],
             "requestBody": {
                 "required": True,
                 "content": {
@@ -254,10 +253,12 @@ PATHS: dict[str, Any] = {
             " (`id`, `status`, `links`), or a problem with every field error of that article"
             " (pointers relative to it). Photos need the single POST.",
             "security": BEARER,
+            "parameters": [IDEMPOTENCY_KEY],
             "requestBody": _body("BatchIn"),
             "responses": {
                 "200": _json("one result per article, in order", "BatchResults"),
                 **JSON_BODY_ERRORS,
+                "409": _problem("a request with this Idempotency-Key is still running"),
                 **AUTH_ERRORS,
             },
         }

@@ -207,10 +207,13 @@ def _match_photos(submission: Submission, photos: dict[str, uploads.Photo]) -> l
     return errors
 
 
-async def submit_batch(request: web.Request, token: Token, items: list[Any]) -> list[Any]:
+async def submit_batch(
+    request: web.Request, token: Token, key: str | None, items: list[Any], fingerprint: str
+) -> Accepted:
     """Check every article, write the acceptable ones in one transaction (one commit for the
     batch: the commit, a disk flush, is what bounds single submissions), then send their tasks.
-    Returns one result per item, in order: the 202 body, or the problem's body."""
+    Answers one result per item, in order: the 202 body, or the problem's body. With an
+    Idempotency-Key, the same batch sent again gets the first answer back."""
     settings = request.app[settings_key]
     # Sanitizing hundreds of bodies takes a while: off the event loop.
     checked = await asyncio.to_thread(
@@ -218,6 +221,7 @@ async def submit_batch(request: web.Request, token: Token, items: list[Any]) -> 
     )
     results: list[Any] = [None] * len(items)
     drafts: list[tuple[int, Submission, Category]] = []
+    ids: list[int] = []
     async with request.app[pool_key].connection() as conn:
         categories = {c.slug: c for c in await articles.list_categories(conn)}
         for n, (submission, errors) in enumerate(checked):
@@ -229,22 +233,34 @@ async def submit_batch(request: web.Request, token: Token, items: list[Any]) -> 
                 results[n] = invalid(errors).body()
                 continue
             drafts.append((n, submission, categories[submission.category]))
-        if drafts:
+        if key is not None:
+            replay = await idempotency.claim(conn, token.id, key, fingerprint)
+            if replay is not None:
+                return Accepted(replay.status, replay.response, replayed=True)
+        try:
             async with conn.transaction():
-                ids = await articles.insert_articles(
-                    conn, [_draft(s, c.id, {}) for _, s, c in drafts], token.id
-                )
-    for (n, submission, category), article_id in zip(drafts, ids if drafts else [], strict=True):
-        path = f"/{category.slug}/{submission.slug}-{article_id}"
-        results[n] = {
-            "id": article_id,
-            "status": "processing",
-            "links": links(request, article_id, path),
-        }
+                if drafts:
+                    ids = await articles.insert_articles(
+                        conn, [_draft(s, c.id, {}) for _, s, c in drafts], token.id
+                    )
+                for (n, submission, category), article_id in zip(drafts, ids, strict=True):
+                    path = f"/{category.slug}/{submission.slug}-{article_id}"
+                    results[n] = {
+                        "id": article_id,
+                        "status": "processing",
+                        "links": links(request, article_id, path),
+                    }
+                body = {"accepted": len(ids), "refused": len(items) - len(ids), "results": results}
+                if key is not None:
+                    await idempotency.complete(conn, token.id, key, 200, body)
+        except BaseException:
+            if key is not None:
+                await idempotency.release(conn, token.id, key)
+            raise
     # Committed: the workers never look for rows that are not there yet.
-    if drafts:
+    if ids:
         await request.app[tasks_key].send_many(PROCESS_ARTICLE, [(i,) for i in ids])
-    return results
+    return Accepted(200, body)
 
 
 def _known_category(slug: str, categories: dict[str, Category]) -> list[dict[str, str]]:

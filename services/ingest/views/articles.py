@@ -69,16 +69,15 @@ async def create_batch(request: web.Request) -> web.Response:
     """Up to BATCH_LIMIT JSON articles, written in one transaction; one result per article,
     in order: accepted ones as POST /api/v1/articles answers, refused ones as problems."""
     token = await authenticate(request)
-    cap = batch_bytes(request.app[settings_key])
-    items, errors = shapes.check_batch(await read_json(request.clone(client_max_size=cap)))
+    key = idempotency.check_key(request.headers.get("Idempotency-Key"))
+    body = request.clone(client_max_size=batch_bytes(request.app[settings_key]))
+    items, errors = shapes.check_batch(await read_json(body))
     if items is None:
         raise invalid(errors, "batch")
-    results = await submit_batch(request, token, items)
-    accepted = sum(1 for r in results if "id" in r)
-    return answer(
-        "BatchResults",
-        {"accepted": accepted, "refused": len(results) - accepted, "results": results},
-    )
+    fingerprint = hashlib.sha256(await body.read()).hexdigest()
+    accepted = await submit_batch(request, token, key, items, fingerprint)
+    replayed = {"Idempotent-Replayed": "true"} if accepted.replayed else None
+    return answer("BatchResults", accepted.body, headers=replayed)
 
 
 async def list_articles(request: web.Request) -> web.Response:
