@@ -100,16 +100,26 @@ def _time(value: Any) -> datetime | None:
     return when
 
 
-def _text(limit: int, *, required: bool = False, **extra: Any) -> Any:
-    return Annotated[str, Field(min_length=1 if required else 0, max_length=limit, **extra)]
-
-
-Title = _text(300, required=True, examples=["Hội nghị tổng kết công tác năm 2021"])
+Title = Annotated[
+    str, Field(min_length=1, max_length=300, examples=["Hội nghị tổng kết công tác năm 2021"])
+]
 Slug = Annotated[
     str, Field(min_length=1, max_length=80, pattern=SLUG_PATTERN, examples=["tin-hoat-dong"])
 ]
-Body = _text(500_000, required=True, description='photos are placed with <img src="cid:PART">')
-Tag = _text(60, required=True)
+Body = Annotated[
+    str,
+    Field(
+        min_length=1, max_length=500_000, description='photos are placed with <img src="cid:PART">'
+    ),
+]
+Summary = Annotated[str, Field(max_length=2000, description="the lead, plain text")]
+Caption = Annotated[str, Field(max_length=2000)]
+Byline = Annotated[str, Field(max_length=200)]  # author, unit
+GalleryTitle = Annotated[str, Field(max_length=300)]
+Tag = Annotated[str, Field(min_length=1, max_length=60)]
+CategoryName = Annotated[str, Field(min_length=1, max_length=100, examples=["Tin hoạt động"])]
+LinkTitle = Annotated[str, Field(min_length=1, max_length=200)]
+BlockTitle = Annotated[str, Field(min_length=1, max_length=100)]
 PublishedAt = Annotated[
     AwareDatetime | None,
     BeforeValidator(_time),
@@ -141,23 +151,23 @@ class ImageIn(_In):
     """One photo of a multipart submission, in the article's order."""
 
     part: Annotated[str, Field(pattern=PART_PATTERN, description="the multipart part's name")]
-    caption: _text(2000) = ""  # type: ignore[valid-type]
+    caption: Caption = ""
     role: Literal["inline", "cover", "gallery"] = "inline"
 
 
 class ArticleIn(_In):
     """An article as a submitter sends it (samples/seed-article.json's `article`)."""
 
-    title: Title  # type: ignore[valid-type]
+    title: Title
     category: Slug
-    summary: _text(2000, description="the lead, plain text") | None = ""  # type: ignore[valid-type]
-    body: Body  # type: ignore[valid-type]
+    summary: Summary | None = ""
+    body: Body
     body_format: Literal["html", "markdown", "text"] = "html"
-    author: _text(200) | None = ""  # type: ignore[valid-type]
-    unit: _text(200) | None = ""  # type: ignore[valid-type]
+    author: Byline | None = ""
+    unit: Byline | None = ""
     published_at: PublishedAt = None
-    tags: Annotated[list[Tag], Field(max_length=20)] | None = None  # type: ignore[valid-type]
-    gallery_title: _text(300) | None = ""  # type: ignore[valid-type]
+    tags: Annotated[list[Tag], Field(max_length=20)] | None = None
+    gallery_title: GalleryTitle | None = ""
     images: Annotated[
         list[ImageIn],
         Field(description="in order; multipart requests only; at most BANTIN_MAX_PHOTOS (50)"),
@@ -176,11 +186,11 @@ ArticlePatch: type[_In] = _create_model(  # type: ignore[call-overload]
 
 class CategoryIn(_In):
     slug: Slug = Field(default=None, description="made from the name when left out")  # type: ignore[assignment]
-    name: _text(100, required=True, examples=["Tin hoạt động"])  # type: ignore[valid-type]
+    name: CategoryName
 
 
 class LinkIn(_In):
-    title: _text(200, required=True)  # type: ignore[valid-type]
+    title: LinkTitle
     url: Annotated[
         str,
         Field(
@@ -193,7 +203,7 @@ class LinkIn(_In):
 
 
 class LinkBlockIn(_In):
-    title: _text(100, required=True)  # type: ignore[valid-type]
+    title: BlockTitle
     links: Annotated[list[LinkIn], Field(min_length=1, max_length=50)]
 
 
