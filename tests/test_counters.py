@@ -888,3 +888,165 @@ def test_finding_the_cookie_agrees_with_its_one_pattern_definition() -> None:
         assert find_cookie(header) == (match.groups() if match else None), repr(header)
         found += match is not None
     assert found > 1000  # the comparison saw many cookies, not only misses
+
+
+# --- outages, stops and odd clients --------------------------------------------------------------
+
+
+async def raw_get(site: Any, path: str, header_lines: bytes) -> tuple[int, bytes]:
+    """A GET sent byte for byte (aiohttp's client sends only what it can encode): its status
+    and its head."""
+    reader, writer = await asyncio.open_connection(site.server.host, site.server.port)
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: bantin.test\r\n".encode()
+        + header_lines
+        + b"Connection: close\r\n\r\n"
+    )
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    head = answer.split(b"\r\n\r\n", 1)[0]
+    return int(head.split(b" ", 2)[1]), head
+
+
+async def test_a_user_agent_that_is_not_utf8_reads_like_any_reader(
+    site: Any, r: redis_lib.Redis
+) -> None:
+    """Issue 22: `User-Agent: Mozilla/5.0 \\xe9` got a 500 on every counted page (the hash of
+    address and User-Agent encoded the header's undecodable byte as UTF-8)."""
+    for _ in range(3):  # the application's answer, then the front door's
+        status, head = await raw_get(site, "/", b"User-Agent: Mozilla/5.0 \xe9\r\n")
+        assert status == 200, head
+        assert f"Set-Cookie: {COOKIE}=".encode() in head
+    await flushed(site)
+    await drained(r)
+    body = await stats(site)
+    assert (body["total"], body["today_visitors"]) == (3, 1)  # one address, one User-Agent
+
+
+async def test_statistics_answer_the_last_known_figures_while_redis_is_away(
+    aiohttp_client: Any, clean: Settings, tmp_path: Any
+) -> None:
+    """Issue 22: with Redis paused, /api/v1/stats and every page answered 500. Now the last
+    figures known answer (the page's statistics block too); before any is known, a 503."""
+    from bantin.embedded import EmbeddedRedis
+    from services.publisher.cache import LIVE_SECONDS
+    from tests.conftest import publisher
+
+    server = EmbeddedRedis(tmp_path)
+    proc = server.start()
+    private = redis_lib.Redis.from_url(server.url)
+    try:
+        await until(lambda: _pings(private), "the private Redis answers", 30)
+        private.set(keys.TOTAL, 5336272)
+        site = await publisher(aiohttp_client, clean.with_(redis_url=server.url))
+        proc.send_signal(signal.SIGSTOP)
+        response = await site.get("/api/v1/stats")
+        assert response.status == 503 and "Retry-After" in response.headers
+        assert response.content_type == "application/problem+json"
+        proc.send_signal(signal.SIGCONT)
+
+        known = await stats(site)
+        assert known["total"] == 5336272
+        page = await site.get("/")
+        assert page.status == 200 and "5336272" in await page.text()
+        proc.send_signal(signal.SIGSTOP)
+        assert await stats(site) == known
+        await asyncio.sleep(LIVE_SECONDS)  # the page's snapshot is due: Redis is asked, in vain
+        for path in ("/", "/"):  # the application, then the front door
+            page = await site.get(path)
+            assert page.status == 200 and "5336272" in await page.text()
+        proc.send_signal(signal.SIGCONT)
+        await site.close()
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        private.close()
+        proc.terminate()
+        proc.wait(30)
+
+
+def _pings(client: redis_lib.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis_lib.exceptions.ConnectionError:
+        return False
+
+
+async def test_a_graceful_stop_then_an_emptied_redis_loses_no_view(
+    site: Any, r: redis_lib.Redis, clean: Settings, tmp_path: Any
+) -> None:
+    """Issue 22: after a stop, Redis emptied (its volume lost) took the views counted since the
+    last copy, and today's visitors restarted at 0. SIGTERM a real publisher (it flushes what it
+    holds) and a real counters worker (it drains and copies to PostgreSQL); empty Redis; every
+    figure comes back, today's visitors included."""
+    from aiohttp import ClientSession
+
+    from bantin.embedded import free_port
+
+    article_id, path = article(clean)
+    env = {**os.environ, **clean.to_env()}
+    port = free_port()
+    logs = {name: (tmp_path / f"{name}.log").open("wb") for name in ("publisher", "worker")}
+    argv = {
+        "publisher": ["publisher", "--host", "127.0.0.1", "--port", str(port)],
+        "worker": ["worker", "--concurrency", "1", "--queues", "counters"],
+    }
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "bantin.cli", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=logs[name],
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        for name, args in argv.items()
+    }
+    visitors = [cookie() for _ in range(7)]
+    try:
+        worker_log = tmp_path / "worker.log"
+        await until(lambda: b" ready." in worker_log.read_bytes(), "the worker is ready", 90)
+        async with ClientSession(f"http://127.0.0.1:{port}") as http:
+            for _ in range(300):
+                with contextlib.suppress(OSError):
+                    async with http.get("/healthz") as health:
+                        if health.status == 200:
+                            break
+                await asyncio.sleep(0.1)
+            for vid in visitors:
+                for page in ("/", path, "/tin-tuc/"):
+                    async with http.get(page, headers={"Cookie": f"{COOKIE}={vid}"}) as got:
+                        assert got.status == 200
+        for name in ("publisher", "worker"):
+            procs[name].send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(procs[name].wait, 60) == 0, name
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for log in logs.values():
+            log.close()
+    today = datetime.now(clean.zone).date().isoformat()
+    assert r.xlen(keys.HITS_STREAM) == 0  # counted before the stop
+    assert pg_counter(clean, "total") == 21
+    assert pg_counter(clean, f"day:{today}:visitors") == 7
+    assert pg_article_views(clean, article_id) == 7
+
+    stale = list(r.scan_iter(match="bantin:*"))  # Redis loses everything
+    r.delete(*stale)
+    send(PERSIST)  # finds Redis empty: restores instead
+    await until(lambda: r.get(keys.TOTAL) == b"21", "the total came back")
+    assert await stats(site) == {
+        "online": 0,  # who is online now is not kept (five minutes' worth)
+        "total": 21,
+        "today_views": 21,
+        "today_visitors": 7,
+    }
+    await view(site, "/", vid=visitors[0])  # a reader of today: still one of the seven
+    await view(site, "/", vid=cookie())  # a new one
+    await flushed(site)
+    await drained(r)
+    body = await stats(site)
+    assert (body["total"], body["today_views"], body["today_visitors"]) == (23, 23, 8)
+    assert r.get(keys.article_views(article_id)) == b"7"
