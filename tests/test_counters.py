@@ -25,7 +25,7 @@ from shared import keys
 from shared.counting import record, stream
 from shared.counting.count import drain, zone_offsets
 from shared.counting.record import COOKIE, find_cookie
-from shared.counting.stream import FIELDS, Batch, View, ensure_group
+from shared.counting.stream import FIELDS, Batch, View
 from shared.counting.stream import lag as stream_lag
 from shared.settings import Settings
 from shared.web import redis_key
@@ -79,11 +79,11 @@ def send(task: str, **kwargs: Any) -> None:
     app.send_task(task, kwargs=kwargs)
 
 
-async def drained(r: redis_lib.Redis, **kwargs: Any) -> None:
+async def drained(r: redis_lib.Redis) -> None:
     """Have the worker drain until the stream is empty: the script deletes each entry it counts,
     so an empty stream means every view is counted (or acknowledged)."""
     for _ in range(20):
-        send(DRAIN, **kwargs)
+        send(DRAIN)
         for _ in range(20):
             await asyncio.sleep(0.05)
             if r.xlen(keys.HITS_STREAM) == 0:
@@ -501,100 +501,6 @@ async def test_a_readers_last_line_is_reused_only_for_the_same_view(
 # --- crashes -------------------------------------------------------------------------------------
 
 
-async def test_batch_of_a_dead_consumer_is_claimed_and_counted_once(
-    site: Any, r: redis_lib.Redis, clean: Settings
-) -> None:
-    article_id, path = article(clean)
-    for _ in range(5):  # five batches of one view
-        await view(site, path, vid=cookie())
-        await flushed(site)
-    ensure_group(r)
-    # A consumer reads the batches, then dies before counting it (a worker of the version that
-    # read in Python, or one whose script failed): the batch stays pending on it.
-    got = r.xreadgroup(keys.HITS_GROUP, "dead", {keys.HITS_STREAM: ">"}, count=1000)
-    entries = got[0][1]
-    assert len(entries) == 5
-    # One of them was trimmed away meanwhile (the stream's bound): its id must still leave the
-    # PEL.
-    r.xdel(keys.HITS_STREAM, entries[0][0])
-    assert r.xpending(keys.HITS_STREAM, keys.HITS_GROUP)["pending"] == 5
-
-    await drained(r, min_idle_ms=0)
-    assert r.xpending(keys.HITS_STREAM, keys.HITS_GROUP)["pending"] == 0
-    assert int(r.get(keys.TOTAL) or 0) == 4
-    assert int(r.get(keys.article_views(article_id)) or 0) == 4
-
-    # The dead consumer was only slow: it drains again. It holds nothing, and counts nothing.
-    database_url = clean.require_backends()[0]
-    tally = drain(r, clean.zone, database_url, consumer="dead", min_idle_ms=0)
-    assert not tally.get("counted")
-    assert int(r.get(keys.TOTAL) or 0) == 4
-    assert int(r.get(keys.article_views(article_id)) or 0) == 4
-
-
-async def test_newer_entries_drained_around_a_dead_consumers_batch(
-    site: Any, r: redis_lib.Redis, clean: Settings
-) -> None:
-    """New entries are read past a batch still pending on a dead consumer (not idle long enough
-    to be claimed yet): counting and deleting them must leave that batch in the stream, to be
-    claimed and counted later, once."""
-    database_url = clean.require_backends()[0]
-    for _ in range(3):  # three batches of one view
-        await view(site, "/", vid=cookie())
-        await flushed(site)
-    ensure_group(r)
-    got = r.xreadgroup(keys.HITS_GROUP, "dead", {keys.HITS_STREAM: ">"}, count=1000)
-    assert len(got[0][1]) == 3
-    for _ in range(4):
-        await view(site, "/", vid=cookie())
-    await flushed(site)
-
-    tally = drain(r, clean.zone, database_url, consumer="alive", min_idle_ms=60_000)
-    assert tally["counted"] == 4
-    assert r.xlen(keys.HITS_STREAM) == 3  # the dead consumer's batches, untouched
-    assert await stream_lag(site.server.app[redis_key]) == 3
-    assert r.xpending(keys.HITS_STREAM, keys.HITS_GROUP)["pending"] == 3
-
-    tally = drain(r, clean.zone, database_url, consumer="alive", min_idle_ms=0)
-    assert tally["counted"] == 3
-    assert drain(r, clean.zone, database_url, consumer="alive", min_idle_ms=0) == {}
-    assert r.xlen(keys.HITS_STREAM) == 0
-    assert r.xpending(keys.HITS_STREAM, keys.HITS_GROUP)["pending"] == 0
-    assert await stream_lag(site.server.app[redis_key]) == 0
-    assert (await stats(site))["total"] == 7
-
-
-async def test_process_killed_mid_batch(site: Any, r: redis_lib.Redis, clean: Settings) -> None:
-    """A real process reads a batch as a consumer (in Python, as workers before the drain
-    script read for themselves did) and is SIGKILLed before counting it."""
-    await quiet(site)
-    for size in (1, 2, 4):  # seven views in three batches
-        for _ in range(size):
-            await view(site, "/", vid=cookie())
-        await flushed(site)
-    code = (
-        "import sys, time, redis\n"
-        "from shared import keys\n"
-        "from shared.counting.stream import ensure_group\n"
-        "r = redis.Redis.from_url(sys.argv[1])\n"
-        "ensure_group(r)\n"
-        "got = r.xreadgroup(keys.HITS_GROUP, 'doomed', {keys.HITS_STREAM: '>'}, count=1000)\n"
-        "print(len(got[0][1]), flush=True)\n"
-        "time.sleep(120)\n"
-    )
-    async with python_child(code, clean) as (proc, line):
-        assert line == b"3"
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(10) == -signal.SIGKILL
-    pending = r.xpending(keys.HITS_STREAM, keys.HITS_GROUP)
-    assert pending["pending"] == 3 and pending["consumers"][0]["name"] == b"doomed"
-
-    await drained(r, min_idle_ms=0)
-    await drained(r, min_idle_ms=0)  # a second pass finds nothing more to count
-    body = await stats(site)
-    assert (body["total"], body["online"]) == (7, 7)
-
-
 async def test_a_refused_write_costs_only_its_own_key(
     site: Any, r: redis_lib.Redis, clean: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -658,7 +564,7 @@ async def test_drain_process_killed_while_draining(
     assert 0 < counted_before < n - n // 10  # killed in the middle
     database_url = clean.require_backends()[0]
     while r.xlen(keys.HITS_STREAM):
-        drain(r, clean.zone, database_url, consumer="after", min_idle_ms=0)
+        drain(r, clean.zone, database_url, consumer="after")
     humans = n - n // 10
     assert int(r.get(keys.TOTAL) or 0) == humans
     assert int(r.get(keys.BOTS) or 0) == n // 10

@@ -43,20 +43,11 @@ def consumer_name() -> str:
 
 
 @app.task(name=DRAIN_HITS, ignore_result=True)
-def drain_hits(
-    budget: float = count.DRAIN_BUDGET, min_idle_ms: int = count.CLAIM_IDLE_MS
-) -> dict[str, int]:
-    """No retries nor acks_late: beat sends the next drain a second later, and whatever an
-    interrupted drain left pending is claimed by a later one."""
+def drain_hits(budget: float = count.DRAIN_BUDGET) -> dict[str, int]:
+    """No retries nor acks_late: beat sends the next drain a second later."""
     s = settings()
-    database_url, _ = s.require_backends()
     return count.drain(
-        redis(),
-        s.zone,
-        database_url,
-        consumer=consumer_name(),
-        budget=budget,
-        min_idle_ms=min_idle_ms,
+        redis(), s.zone, s.require_backends()[0], consumer=consumer_name(), budget=budget
     )
 
 

@@ -1,10 +1,11 @@
-"""The publisher's buffer of views and the task that moves it to the stream.
+"""The publisher's buffer of views, and the task that sends it to the stream.
 
-Each view costs a dictionary update: the buffer maps the stream's lines to how many views each
-holds. A flusher task sends it every FLUSH_INTERVAL, or sooner once FLUSH_AT different views
-wait, in batches of at most FLUSH_AT lines (stream.append, once per batch whatever happens to
-the answer). One entry a batch, not one a view: an XADD, a delivery and a deletion per view
-were most of what counting cost Redis. A graceful shutdown flushes what is left.
+A view costs a dictionary update: the buffer maps the stream's lines to their number of views.
+The flusher sends it every FLUSH_INTERVAL, or once FLUSH_AT different views wait, in batches of
+at most FLUSH_AT lines, each appended once whatever becomes of the answer (stream.append). One
+entry a batch, not one a view: a XADD, a delivery and a deletion a view were most of what
+counting cost Redis. While Redis is away the batches wait (at most MAX_HELD lines); the app's
+shutdown flushes what is left.
 """
 
 from __future__ import annotations
@@ -23,10 +24,8 @@ from shared.counting.stream import Batch, View, append
 log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.1  # seconds: the longest a view waits in the process
-# Different views (lines) that wake the flusher early; also the largest batch. Each flush costs
-# about 150 us of the Redis client's Python whatever its size.
-FLUSH_AT = 2000
-MAX_HELD = 200_000  # lines kept while Redis is unreachable; beyond, the oldest are dropped
+FLUSH_AT = 2000  # different views that wake the flusher, and the largest batch
+MAX_HELD = 200_000  # lines held while Redis is unreachable; beyond, the oldest are dropped
 CLOSE_WAIT = 10.0  # seconds the flusher has to stop on shutdown
 
 
@@ -36,7 +35,7 @@ class Buffer:
         self.interval = FLUSH_INTERVAL
         self.flush_at = FLUSH_AT
         self.dropped = 0
-        self.lines: dict[str, int] = {}  # the stream's lines -> how many views each holds
+        self.lines: dict[str, int] = {}  # the stream's lines -> their number of views
         self._batches: deque[Batch] = deque()  # not known to be in Redis yet, oldest first
         self._held = 0  # lines in _batches
         self._wake = asyncio.Event()
@@ -51,7 +50,7 @@ class Buffer:
             self._wake.set()
 
     def buffered(self) -> list[tuple[int, str]]:
-        """The views not sent yet, as (how many, the line the stream will hold), oldest first."""
+        """The views not sent yet, as (how many, their line), oldest first."""
         return [(n, line) for line, n in self.lines.items()]
 
     @property
@@ -63,34 +62,26 @@ class Buffer:
         """Send every waiting view; returns how many went. Raises on a Redis error, keeping what
         was not sent (with its token) for the next attempt."""
         async with self._lock:
-            if self.lines:
-                items = list(self.lines.items())
-                self.lines = {}
-                for i in range(0, len(items), self.flush_at):
-                    part = items[i : i + self.flush_at]
-                    lines = [line if n == 1 else f"*{n} {line}" for line, n in part]
-                    views = sum(n for _, n in part)
-                    self._batches.append(Batch(secrets.token_hex(12), views, lines))
-                self._held += len(items)
-                self._shed()
+            items = list(self.lines.items())
+            self.lines = {}
+            for i in range(0, len(items), self.flush_at):
+                part = items[i : i + self.flush_at]
+                lines = [line if n == 1 else f"*{n} {line}" for line, n in part]
+                views = sum(n for _, n in part)
+                self._batches.append(Batch(secrets.token_hex(12), views, lines))
+            self._held += len(items)
+            while self._held > MAX_HELD and len(self._batches) > 1:
+                lost = self._batches.popleft()
+                self._held -= len(lost.lines)
+                self.dropped += lost.views
+                log.error("Redis unreachable: dropped %d page views (%d)", lost.views, self.dropped)
             sent = 0
             while self._batches:
-                batch = self._batches[0]
-                await append(self.redis, batch)
-                self._batches.popleft()
+                await append(self.redis, self._batches[0])
+                batch = self._batches.popleft()
                 self._held -= len(batch.lines)
                 sent += batch.views
             return sent
-
-    def _shed(self) -> None:
-        """Bound the memory a long Redis outage takes: drop the oldest batches."""
-        while self._held > MAX_HELD and len(self._batches) > 1:
-            batch = self._batches.popleft()
-            self._held -= len(batch.lines)
-            self.dropped += batch.views
-            log.error(
-                "Redis unreachable: dropped %d page views (%d in all)", batch.views, self.dropped
-            )
 
     async def run(self) -> None:
         failing = False
@@ -107,7 +98,7 @@ class Buffer:
                 if not failing:
                     log.warning("cannot send page views to Redis (%s); holding them", err)
                 failing = True
-                await asyncio.sleep(1)  # the buffer keeps growing; do not spin on a dead Redis
+                await asyncio.sleep(1)  # do not spin on a dead Redis
             else:
                 if failing:
                     log.info("page views reach Redis again")
@@ -118,12 +109,10 @@ class Buffer:
         self._task = asyncio.create_task(self.run(), name="bantin-hits-flusher")
 
     async def close(self) -> None:
-        """Stop the flusher, then send everything left (a few attempts: Redis may blink).
-
-        The flusher is asked to stop, not cancelled: a cancellation can be swallowed inside its
-        loop (by the Redis client's error handling, or by asyncio.timeout expiring at the same
-        moment on Python 3.11), and it would then be waited for ever. It is cancelled only if it
-        does not stop within CLOSE_WAIT seconds (a Redis call stuck past its socket timeout)."""
+        """Stop the flusher, then send everything left (a few attempts: Redis may blink). The
+        flusher is asked to stop, not cancelled: the Redis client's error handling, or
+        asyncio.timeout on 3.11, can swallow a cancellation, and it would be awaited for ever.
+        It is cancelled only if it has not stopped after CLOSE_WAIT seconds."""
         if self._task is not None:
             self._closing = True
             self._wake.set()

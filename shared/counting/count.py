@@ -1,17 +1,13 @@
 """The counters worker's drain: the stream's views into the counters, each exactly once.
 
 One script (drain.lua) per batch reads about BATCH views through the consumer group
-`keys.HITS_GROUP` (XREADGROUP, or XAUTOCLAIM for entries a dead consumer left pending), counts
-them, acknowledges and deletes them, in one atomic step: an entry is delivered only inside the
-script that counts it, so it is counted once, and a batch is never half counted. A batch updates
-the total of human views, each article's views (the key the ingest API reads), the day's views
-and unique visitors (a HyperLogLog) in the site's time zone, the visitors online (a sorted set
-visitor -> last seen) and the bots' counter. The script finds the day from the zone's UTC
-offsets, passed with the instants they change at (zone_offsets()).
-
-The script refuses to count (and reads nothing) while the total is missing: Redis was emptied,
-and persist.restore() refills it from PostgreSQL first, so that no increment lands on an empty
-key to be overwritten.
+`keys.HITS_GROUP`, counts them and deletes them in one atomic step: an entry is delivered only
+inside the script that counts it, so it is counted once, and a batch is never half counted, even
+when the worker is killed. A batch updates the total of human views, each article's views, the
+day's views and unique visitors (a HyperLogLog) in the site's time zone (found from the zone's
+UTC offsets, zone_offsets()), the visitors online (visitor -> last seen) and the bots' counter.
+The script counts nothing while the total is missing (Redis emptied): persist.restore() refills
+it first, so that no increment lands on an empty key to be overwritten.
 """
 
 from __future__ import annotations
@@ -36,110 +32,75 @@ log = logging.getLogger(__name__)
 
 BATCH = 1000  # views a script reads at least, when the stream holds them
 READ_ENTRIES = 1  # entries per XREADGROUP (a publisher's batch holds up to 2,000 lines)
-CLAIM_ENTRIES = 100  # entries per XAUTOCLAIM
 DRAIN_BUDGET = 0.8  # seconds one drain may run: beat sends the next one a second later
-CLAIM_IDLE_MS = 10_000  # entries pending this long belong to a consumer that died
 DAY_TTL = 40 * 24 * 3600  # per-day keys in Redis; PostgreSQL keeps the history
 # The span of zone offsets passed to the script, around now. A view outside it (a clock years
 # off) takes the offset at the nearest end: its day may then be off by the zone's DST shift.
 OFFSETS_BEFORE = 400 * 24 * 3600
 OFFSETS_AFTER = 2 * 24 * 3600
-_NEW = ">"  # XREADGROUP's "entries never delivered"; any other start is an XAUTOCLAIM cursor
+SCRIPT_KEYS = (
+    keys.HITS_STREAM,
+    keys.TOTAL,
+    keys.BOTS,
+    keys.ONLINE,
+    keys.VIEWS_DIRTY,
+    keys.HITS_WAITING,
+)
 
 
 def drain(
-    r: Redis,
-    zone: ZoneInfo,
-    database_url: str,
-    *,
-    consumer: str,
-    budget: float = DRAIN_BUDGET,
-    min_idle_ms: int = CLAIM_IDLE_MS,
+    r: Redis, zone: ZoneInfo, database_url: str, *, consumer: str, budget: float = DRAIN_BUDGET
 ) -> dict[str, int]:
-    """Claim what dead consumers left, then count new entries until the stream holds no more
-    or the budget is spent (an emptied Redis is refilled from `database_url` first). Returns
-    the tallies (counted, bots, dropped, batches, refused) that are not zero."""
+    """Count new entries until the stream holds no more or the budget is spent (an emptied
+    Redis is refilled from `database_url` first). Returns the tallies that are not zero:
+    counted, bots, dropped (malformed lines), batches, refused (writes Redis refused)."""
     deadline = time.monotonic() + budget
     ensure_group(r)
     tally: Counter[str] = Counter()
-    cursor = "0-0"
     try:
-        while True:
-            _, cursor, _ = step(r, zone, database_url, consumer, tally, cursor, min_idle_ms)
-            if cursor == "0-0" or time.monotonic() >= deadline:
-                break
-        while time.monotonic() < deadline:
-            _, _, more = step(r, zone, database_url, consumer, tally)
-            if not more:
-                break
+        while step(r, zone, database_url, consumer, tally) and time.monotonic() < deadline:
+            pass
     except ResponseError as err:
         if "NOGROUP" not in str(err):
             raise
         ensure_group(r)  # the stream was deleted under us: nothing was read
     if tally["dropped"]:
-        log.warning(
-            "%s: acknowledged %d malformed lines or trimmed entries", consumer, tally["dropped"]
-        )
+        log.warning("%s: dropped %d malformed lines", consumer, tally["dropped"])
     return {name: n for name, n in tally.items() if n}
 
 
-def step(
-    r: Redis,
-    zone: ZoneInfo,
-    database_url: str,
-    consumer: str,
-    tally: Counter[str],
-    start: str = _NEW,
-    min_idle_ms: int = CLAIM_IDLE_MS,
-    views: int = BATCH,
-) -> tuple[int, str, bool]:
-    """One script: read new entries (start ">") until they hold `views` views, or claim up to
-    CLAIM_ENTRIES entries idle for min_idle_ms from the XAUTOCLAIM cursor `start`; count them,
-    acknowledge and delete them. Adds to `tally`; returns (entries read, the next XAUTOCLAIM
-    cursor or "0-0", whether the stream may hold more new entries)."""
+def step(r: Redis, zone: ZoneInfo, database_url: str, consumer: str, tally: Counter[str]) -> bool:
+    """One script: read new entries until they hold BATCH views, count them, delete them.
+    Adds to `tally`; returns whether the stream may hold more."""
     now = int(time.time())
-    script_keys = [
-        keys.HITS_STREAM,
-        keys.TOTAL,
-        keys.BOTS,
-        keys.ONLINE,
-        keys.VIEWS_DIRTY,
-        keys.HITS_WAITING,
-    ]
-    count = READ_ENTRIES if start == _NEW else CLAIM_ENTRIES
-    args: list[Any] = [keys.HITS_GROUP, consumer, count, start, min_idle_ms]
-    args += [now - ONLINE_WINDOW, DAY_TTL, *_key_parts(), views, *zone_offsets(zone, now // 3600)]
-    reply = script(r, "drain")(keys=script_keys, args=args)
+    args: list[Any] = [keys.HITS_GROUP, consumer, READ_ENTRIES, BATCH, now - ONLINE_WINDOW]
+    args += [DAY_TTL, *_key_parts(), *zone_offsets(zone, now // 3600)]
+    reply = script(r, "drain")(keys=SCRIPT_KEYS, args=args)
     if int(reply[0]) == -1:  # Redis lost its counters (nothing was read): refill them first
         from shared.counting.persist import restore  # the next stage of the trip, needed rarely
 
         restore(r, database_url, zone)
-        reply = script(r, "drain")(keys=script_keys, args=args)
+        reply = script(r, "drain")(keys=SCRIPT_KEYS, args=args)
         if int(reply[0]) == -1:
             raise RuntimeError("the total is still missing after a restore")
-    humans, bots, dropped, read, raw_next, refused, more = reply
-    if int(refused):
+    humans, bots, dropped, read, refused, more = (int(x) for x in reply)
+    if refused:
         log.error(
             "Redis refused %d of the writes counting %d page views (a counter key of the"
             " wrong type?); the rest were counted",
-            int(refused),
-            int(humans) + int(bots),
+            refused,
+            humans + bots,
         )
-        tally.update(refused=int(refused))
-    tally.update(counted=int(humans), bots=int(bots), dropped=int(dropped), batches=int(read > 0))
-    cursor = raw_next.decode() if isinstance(raw_next, bytes) else str(raw_next)
-    return int(read), cursor, bool(int(more))
+    tally.update(counted=humans, bots=bots, dropped=dropped, batches=int(read > 0), refused=refused)
+    return bool(more)
 
 
 @lru_cache(maxsize=1)
 def _key_parts() -> tuple[str, str, str, str]:
-    """What the script builds the article and day keys from: the article key prefix, and the
-    day keys' prefix and two suffixes around the date (checked against shared.keys)."""
+    """The article key's prefix, and the day keys' prefix and suffixes around the date."""
     article_prefix = keys.article_views(0)[:-1]
-    marker = "0000-00-00"
-    day_prefix, views_suffix = keys.day_views(marker).split(marker)
-    visitors_prefix, visitors_suffix = keys.day_visitors(marker).split(marker)
-    assert keys.article_views(123) == article_prefix + "123"
+    day_prefix, views_suffix = keys.day_views("0000-00-00").split("0000-00-00")
+    visitors_prefix, visitors_suffix = keys.day_visitors("0000-00-00").split("0000-00-00")
     assert visitors_prefix == day_prefix, "the script expects one prefix for both day keys"
     return article_prefix, day_prefix, views_suffix, visitors_suffix
 
@@ -147,32 +108,20 @@ def _key_parts() -> tuple[str, str, str, str]:
 @lru_cache(maxsize=16)
 def zone_offsets(zone: ZoneInfo, hour: int) -> tuple[int, ...]:
     """The zone's UTC offsets (seconds) from OFFSETS_BEFORE before the unix hour `hour` to
-    OFFSETS_AFTER after it: the first offset, then (unix second it starts at, offset) for each
-    change, in order (a zone without DST: one value). Recomputed once an hour."""
+    OFFSETS_AFTER after it: the first, then (unix second from which, offset) for each change.
+    Looked at every six hours (no zone changes twice in six), and a change found to the
+    quarter hour (offsets change at whole quarter hours, as the script assumes too)."""
 
     def offset(at: int) -> int:
         delta = datetime.fromtimestamp(at, zone).utcoffset()
         return int(delta.total_seconds()) if delta is not None else 0
 
-    start, end = hour * 3600 - OFFSETS_BEFORE, hour * 3600 + OFFSETS_AFTER
-    stride = 6 * 3600  # no zone changes its offset twice in six hours
+    start, end, six = hour * 3600 - OFFSETS_BEFORE, hour * 3600 + OFFSETS_AFTER, 6 * 3600
     out = [offset(start)]
-    at, current = start, out[0]
-    while at < end:
-        later = min(at + stride, end)
-        if offset(later) != current:
-            low, high = at, later  # offset(low) == current != offset(high): bisect
-            while high - low > 1:
-                middle = (low + high) // 2
-                if offset(middle) == current:
-                    low = middle
-                else:
-                    high = middle
-            current = offset(high)
-            out += [high, current]
-            at = high
-        else:
-            at = later
+    for at in range(start + six, end + six, six):
+        if offset(at) != out[-1]:
+            change = next(q for q in range(at - six, at + 1, 900) if offset(q) != out[-1])
+            out += [change, offset(change)]
     return tuple(out)
 
 

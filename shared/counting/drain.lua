@@ -1,59 +1,31 @@
--- The counters worker's drain step (shared/counting/count.py): read a batch of entries, count
--- them, acknowledge and delete them, atomically. Every entry it sees it counts, once: XREADGROUP
--- '>' delivers each entry once, read with NOACK (counted before anything else runs); XAUTOCLAIM
--- returns only pending entries, which no one counted. Redis keeps what a failed script wrote, so
--- nothing after the read may fail: malformed lines are only tallied, no number is trusted before
--- its pattern matched, and every counting write goes through redis.pcall (a key Redis refuses
--- costs its own increment, not the batch's others).
---
+-- One drain step (count.py): read new entries, count them, delete them, atomically. XREADGROUP
+-- with NOACK delivers each entry once, inside this script, so every entry it reads it counts,
+-- once. Redis keeps what a failed script wrote, so nothing after the read may fail: malformed
+-- lines are only tallied, no number is trusted before its pattern matched, and each counting
+-- write goes through redis.pcall (a key Redis refuses costs its own increment, not the others').
 -- KEYS: stream, total, bots, online, views-dirty, views waiting.
--- ARGV: group, consumer, entries per read, start ('>' for new entries, else the XAUTOCLAIM
--- cursor), claim min idle ms, online cutoff (unix s), day TTL, article key prefix, day key
--- prefix, day views suffix, day visitors suffix, views to read at least, then the zone's UTC
--- offsets: the first, then (unix s from which, offset) pairs in order.
--- Returns {humans, bots, dropped, entries read, next cursor, writes refused, 1 if more new}, or
--- {-1, ...} reading nothing while the total is missing (Redis emptied: restore first).
-if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, 0, 0, 0, '0-0'} end
-local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
-local count, start = tonumber(ARGV[3]), ARGV[4]
-local entries, nxt, dropped, more = {}, '0-0', 0, 0
-if start == '>' then
-  -- whole reads of `count` entries until the batch holds enough views or the stream is dry
-  local budget, views = tonumber(ARGV[12]), 0
-  repeat
-    local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'NOACK',
-      'STREAMS', stream, '>')
-    local part = got and got[1][2] or {}
-    for _, e in ipairs(part) do
-      entries[#entries + 1] = e
-      views = views + (tonumber(e[2][2]) or 1)
-    end
-    more = #part == count and 1 or 0
-  until more == 0 or views >= budget
-else
-  local got = redis.call('XAUTOCLAIM', stream, group, consumer, ARGV[5], start, 'COUNT', count)
-  nxt, entries = got[1], got[2]
-  if got[3] then dropped = #got[3] end -- 7.0: ids trimmed away while pending, out of the PEL
-  local present, gone = {}, false
-  for _, e in ipairs(entries) do
-    if e then present[e[1]] = true else gone = true end
+-- ARGV: group, consumer, entries per read, views to read at least, online cutoff (unix s), day
+-- TTL, article key prefix, day key prefix, day views suffix, day visitors suffix, then the
+-- zone's UTC offsets: the first, then (unix s from which, offset) pairs in order.
+-- Returns {humans, bots, dropped, entries read, writes refused, 1 if the stream may hold more},
+-- or {-1} reading nothing while the total is missing (Redis emptied: restore first).
+if redis.call('EXISTS', KEYS[2]) == 0 then return {-1} end
+local stream, count, budget = KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[4])
+local entries, views, more = {}, 0, 0
+repeat -- whole reads until the batch holds enough views or the stream is dry
+  local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', count, 'NOACK',
+    'STREAMS', stream, '>')
+  local part = got and got[1][2] or {}
+  for _, e in ipairs(part) do
+    entries[#entries + 1] = e
+    views = views + (tonumber(e[2][2]) or 1)
   end
-  if gone then
-    -- 6.2 claims an entry trimmed away while pending as a bare nil: find its id, still pending
-    -- on this consumer in the range just claimed, and acknowledge it if it is really gone.
-    local last = nxt == '0-0' and '+' or '(' .. nxt
-    for _, p in ipairs(redis.call('XPENDING', stream, group, start, last, 10 * count, consumer)) do
-      local id = p[1]
-      if not present[id] and #redis.call('XRANGE', stream, id, id) == 0 then
-        dropped = dropped + redis.call('XACK', stream, group, id)
-      end
-    end
-  end
-end
+  more = #part == count and 1 or 0
+until more == 0 or views >= budget
 
-local cutoff = tonumber(ARGV[6])
+local cutoff, dropped = tonumber(ARGV[5]), 0
 local offsets = {}
-for i = 13, #ARGV do offsets[#offsets + 1] = tonumber(ARGV[i]) end
+for i = 11, #ARGV do offsets[#offsets + 1] = tonumber(ARGV[i]) end
 local function day_of(seen)
   local offset = offsets[1]
   for j = 2, #offsets, 2 do
@@ -96,50 +68,47 @@ end
 -- Each line is matched where it starts in its entry (no copy of it is made), its end found by a
 -- plain search; the library functions are held in locals: this loop runs once a line.
 local humans, bots, batched = 0, 0, 0
-local articles, online, ids = {}, {}, {} -- article id -> views; visitor -> last seen
+local articles, online = {}, {} -- article id -> views; visitor -> last seen
 local pattern = '^(%-?%d+) ([01]) 0*(%d*) ([^ \n]+)'
 local match, find, byte = string.match, string.find, string.byte
 for _, e in ipairs(entries) do
-  if e then
-    ids[#ids + 1] = e[1]
-    local f = e[2]
-    if f[1] == 'n' and f[3] == 'b' and f[5] == nil then
-      batched = batched + (tonumber(f[2]) or 0)
-      local views, from = f[4], 1
-      local size = #views
-      while from <= size do
-        local k = 1
-        if byte(views, from) == 42 then -- "*<views> " (at most 9 digits), then the line
-          local digits = match(views, '^%*(%d+) ', from)
-          k = digits and #digits <= 9 and tonumber(digits) or 0
-          from = from + (digits and #digits + 2 or 1)
-        end
-        local seen, bot, article, visitor = match(views, pattern, from)
-        if k < 1 or seen == nil or #seen > 12 then -- (more than 11 digits is no time either)
-          dropped = dropped + 1
-        elseif bot == '1' then
-          bots = bots + k
-        else
-          local t = times[seen] or moment(seen)
-          local day = t[2]
-          humans = humans + k
-          if article ~= '' then articles[article] = (articles[article] or 0) + k end
-          day[1] = day[1] + k
-          local known = day[3]
-          if not known[visitor] then
-            known[visitor] = true
-            day[2][#day[2] + 1] = visitor
-          end
-          local last = online[visitor]
-          if t[1] >= cutoff and (last == nil or last[1] < t[1]) then online[visitor] = t end
-        end
-        local nl = find(views, '\n', from, true)
-        if nl == nil then break end
-        from = nl + 1
+  local f = e[2]
+  if f[1] == 'n' and f[3] == 'b' and f[5] == nil then
+    batched = batched + (tonumber(f[2]) or 0)
+    local views, from = f[4], 1
+    local size = #views
+    while from <= size do
+      local k = 1
+      if byte(views, from) == 42 then -- "*<views> " (at most 9 digits), then the line
+        local digits = match(views, '^%*(%d+) ', from)
+        k = digits and #digits <= 9 and tonumber(digits) or 0
+        from = from + (digits and #digits + 2 or 1)
       end
-    else
-      dropped = dropped + 1 -- not a batch: acknowledged, never counted
+      local seen, bot, article, visitor = match(views, pattern, from)
+      if k < 1 or seen == nil or #seen > 12 then -- (more than 11 digits is no time either)
+        dropped = dropped + 1
+      elseif bot == '1' then
+        bots = bots + k
+      else
+        local t = times[seen] or moment(seen)
+        local day = t[2]
+        humans = humans + k
+        if article ~= '' then articles[article] = (articles[article] or 0) + k end
+        day[1] = day[1] + k
+        local known = day[3]
+        if not known[visitor] then
+          known[visitor] = true
+          day[2][#day[2] + 1] = visitor
+        end
+        local last = online[visitor]
+        if t[1] >= cutoff and (last == nil or last[1] < t[1]) then online[visitor] = t end
+      end
+      local nl = find(views, '\n', from, true)
+      if nl == nil then break end
+      from = nl + 1
     end
+  else
+    dropped = dropped + 1 -- not a batch: acknowledged, never counted
   end
 end
 
@@ -160,16 +129,16 @@ if batched > 0 then write('DECRBY', KEYS[6], batched) end
 if bots > 0 then write('INCRBY', KEYS[3], bots) end
 local dirty = {}
 for article, n in pairs(articles) do
-  write('INCRBY', ARGV[8] .. article, n)
+  write('INCRBY', ARGV[7] .. article, n)
   dirty[#dirty + 1] = article
 end
 chunked('SADD', KEYS[5], dirty)
 for name, day in pairs(days) do
-  local views, visitors = ARGV[9] .. name .. ARGV[10], ARGV[9] .. name .. ARGV[11]
+  local views, visitors = ARGV[8] .. name .. ARGV[9], ARGV[8] .. name .. ARGV[10]
   write('INCRBY', views, day[1])
-  write('EXPIRE', views, ARGV[7])
+  write('EXPIRE', views, ARGV[6])
   chunked('PFADD', visitors, day[2])
-  write('EXPIRE', visitors, ARGV[7])
+  write('EXPIRE', visitors, ARGV[6])
 end
 local seen_at = {}
 for visitor, t in pairs(online) do
@@ -178,20 +147,15 @@ for visitor, t in pairs(online) do
   seen_at[#seen_at + 1] = visitor
 end
 chunked('ZADD', KEYS[4], seen_at, 'GT')
-if #ids > 0 then write('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[6]) end
-if start == '>' and #ids > 0 and redis.call('XPENDING', stream, group)[1] == 0 then
-  -- Nothing pending: every entry below the last one read was delivered and counted, so one
-  -- XTRIM deletes the batch (whole listpack nodes at once, where XDEL seeks entry by entry).
-  redis.call('XTRIM', stream, 'MINID', ids[#ids])
-  redis.call('XDEL', stream, ids[#ids])
-else
-  for j = 1, #ids, 400 do
-    local part = {unpack(ids, j, math.min(j + 399, #ids))}
-    if start ~= '>' then redis.call('XACK', stream, group, unpack(part)) end
-    redis.call('XDEL', stream, unpack(part))
-  end
+if #entries > 0 then
+  write('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[5])
+  -- Every entry up to the last one read was delivered to a drain, which counted it: one XTRIM
+  -- deletes them (whole listpack nodes at once, where XDEL seeks entry by entry).
+  local last = entries[#entries][1]
+  redis.call('XTRIM', stream, 'MINID', last)
+  redis.call('XDEL', stream, last)
 end
 if redis.call('XLEN', stream) == 0 and (redis.call('GET', KEYS[6]) or '0') ~= '0' then
   write('SET', KEYS[6], '0') -- nothing left, nothing waiting: mend a count that drifted
 end
-return {humans, bots, dropped, #entries, nxt, refused, more}
+return {humans, bots, dropped, #entries, refused, more}

@@ -1,18 +1,13 @@
-"""What the publisher records: one view per HTML page a reader got, and who the reader is.
+"""What the publisher records: one view per HTML page a reader got (200 or 304), and who the
+reader is. Not feeds, media, static files, health checks nor the API (they never call the
+recorder), nor error pages, redirects, HEAD requests or prefetches (nobody read a page). Bots
+are recorded but flagged: the drain counts them apart.
 
-What counts: a GET of an HTML page answered 200 or 304 (home, category, article, search). Not
-feeds, media, static files, health checks or the API, which never call the recorder; not
-redirects nor error pages (a reader who missed the page did not read it, and scanners probing
-addresses would inflate the count); not HEAD requests nor browser prefetches (nobody saw
-those). Known bots are recorded but flagged: the drain counts them apart.
-
-Visitors: a first-party cookie `bantin_vid`. A request without it is identified by a keyed hash
-of (client IP, User-Agent), the IP behind trusted reverse proxies being the one they forwarded
-(`shared.web.client_address`), and the cookie it receives carries that hash and the day: views on
-the day the cookie was given keep counting under the hash, so a new reader's first view and the
-next ones are one visitor; from the next day on the cookie's random part identifies the browser
-(readers behind one carrier NAT with the same phone are not merged for ever). Clients that keep
-no cookies (most bots, scripts) stay one visitor per (IP, User-Agent).
+A reader is its first-party cookie `bantin_vid`. A request without it is a keyed hash of
+(client IP, User-Agent), and the cookie it receives carries that hash and the day: the rest of
+that day it counts under the hash (a new reader's first view and the next are one visitor),
+from the next day on under the cookie's random part (readers behind one NAT with the same phone
+are not merged for ever). Clients that keep no cookies stay one visitor per (IP, User-Agent).
 """
 
 from __future__ import annotations
@@ -41,54 +36,44 @@ MEMO_HEADER = 512  # longer Cookie headers or User-Agents are not remembered (th
 _SEC_PURPOSE, _PURPOSE = istr("Sec-Purpose"), istr("Purpose")
 _now = time.time  # the views' clock (tests set it)
 
-# Self-declared crawlers, link previewers, monitors and the HTTP tools browsers never send.
-# curl, wget and python-requests count as bots: uptime checks and scripts, not readers. aiohttp
-# does not (the test suite reads pages with it, as a reader would), nor do other browsers.
+# Crawlers, previewers, monitors, and HTTP tools no browser is (curl, wget, python-requests:
+# uptime checks and scripts). aiohttp is not one: the test suite reads pages as a reader would.
 BOT_AGENTS = re.compile(
     r"bot|crawl|spider|slurp|facebookexternalhit|preview|curl|wget|python-requests"
     r"|python-urllib|go-http-client|okhttp|java/|libwww|httpclient|headless|lighthouse"
     r"|pingdom|uptime|monitor",
     re.IGNORECASE,
 )
-# A well-formed bantin_vid cookie, from its name on: (random part, day, first hash). It starts
-# with a literal, which the regular expression engine finds by a fast scan; see find_cookie().
+# A bantin_vid cookie from its name on: (random part, day, first hash). It starts with a
+# literal, which the regular expression engine finds by a fast scan (see find_cookie()).
 _COOKIE_IN_HEADER = re.compile(
     rf"{COOKIE}=([A-Za-z0-9_-]{{16}})\.(\d{{8}})\.([0-9a-f]{{16}})\s*(?:;|$)"
 )
 
 
 class Reader:
-    """A reader as the process remembers it for its Cookie header: who it is, and its last
-    view (second, page, article) with that view's line. Updated in place, view after view, so
-    that the same page again in the same second (a reload, a script, a load test) reuses the
-    line, a string whose hash Python keeps: counting it is one dictionary update."""
+    """A reader remembered for its Cookie header, with its last view (second, page, article)
+    and that view's line, updated in place: the same page in the same second (a reload, a
+    script, a load test) reuses the line, a string whose hash Python keeps."""
 
     __slots__ = ("agent", "article", "bot", "line", "path", "second", "visitor")
-    agent: str
-    visitor: str
-    bot: str  # "1" or "0"
-    second: str
-    path: str
     article: int | None
-    line: str
 
-    def __init__(self, agent: str, visitor: str, bot: str) -> None:
-        self.agent, self.visitor, self.bot = agent, visitor, bot
-        self.second, self.path, self.article, self.line = "", "", None, ""
+    def __init__(self, agent: str, visitor: str, bot: bool) -> None:
+        self.agent, self.visitor, self.bot = agent, visitor, "1" if bot else "0"
+        self.second = self.path = self.line = ""
+        self.article = None
 
 
 def find_cookie(header: str) -> tuple[str, str, str] | None:
-    """The first well-formed bantin_vid cookie of a Cookie header, as (random part, day, first
-    hash): what `(?:^|;)\\s*bantin_vid=<value>\\s*(?:;|$)` would find, but that pattern, with
-    no literal to start from, tries every position of the header (twice as slow where other
-    cookies, an analytics one say, come first)."""
+    """What `(?:^|;)\\s*bantin_vid=<value>\\s*(?:;|$)` finds in a Cookie header, as (random
+    part, day, first hash); that pattern, with no literal to start from, is twice as slow."""
     found = _COOKIE_IN_HEADER.search(header)
     while found is not None:
-        start = found.start()
-        before = header[:start].rstrip()
+        before = header[: found.start()].rstrip()
         if not before or before[-1] == ";":  # the name starts the header or follows a ";"
             return found[1], found[2], found[3]
-        found = _COOKIE_IN_HEADER.search(header, start + 1)
+        found = _COOKIE_IN_HEADER.search(header, found.start() + 1)
     return None
 
 
@@ -98,27 +83,23 @@ def is_bot(user_agent: str) -> bool:
 
 
 class Recorder(Buffer):
-    """The request path's side of the buffer: page_view() is all a served page pays."""
+    """The buffer's request side: page_view() is all a served page pays, kept to lookups."""
 
     def __init__(self, redis: Redis, settings: Settings, key: bytes = b"") -> None:
         super().__init__(redis)
-        # Keyed, so that the stream holds no hash anyone could reverse by trying every IPv4
-        # address: a random secret of the site, shared by every replica.
-        self.key = key
+        self.key = key  # the site's secret: no one can reverse a hash by trying every IPv4
         self.zone = settings.zone
         self.https = settings.public_url.startswith("https://")
         self.enabled = settings.count_views
         self.proxies = settings.proxy_networks
         self._bots: dict[str, bool] = {}
-        # The cookie's random part tells browsers apart; it guards nothing, so a generator
-        # seeded from the OS will do (os.urandom per view showed in profiles).
+        # The cookie's random part only tells browsers apart: no need of os.urandom per view.
         self._random = random.Random(secrets.randbits(128))  # noqa: S311 (guards nothing)
         self._today = ""
-        self._day_ends = 0.0  # the day string is recomputed once a minute, not per view
+        self._day_ends = 0.0  # the day is looked at once a minute
         self._cookie_tail = f"; Max-Age={COOKIE_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax"
         self._readers: dict[str, Reader] = {}  # Cookie header -> its reader, for today
-        # The current second as the stream writes it, made once a second, and its bounds.
-        self._second_text = "0"
+        self._second_text = "0"  # the current second as the stream writes it, and its bounds
         self._second_starts = self._second_ends = 0.0
 
     def page_view(
@@ -128,10 +109,7 @@ class Recorder(Buffer):
         article_id: int | None = None,
         path: str | None = None,
     ) -> None:
-        """Record one view of an HTML page answered 200; gives the browser its cookie.
-
-        Every page served pays for this, so it is kept to lookups (see Reader). `path` is the
-        request's path, given by callers that hold it already."""
+        """Record one view of a page answered 200 or 304; give a new reader its cookie."""
         if not self.enabled or request.method != "GET":
             return
         headers = request.headers
@@ -159,13 +137,11 @@ class Recorder(Buffer):
             self._wake.set()
 
     def _tick(self, now: float) -> None:
-        """A view in another second than the last one (or the clock stepped back). The day is
-        looked at once a minute; a new one forgets the readers known by cookie (a cookie given
-        yesterday names its browser differently today)."""
+        """Another second (or the clock stepped back). A new day forgets the readers: a cookie
+        given yesterday names its browser differently today."""
         if now >= self._day_ends:
             moment = datetime.fromtimestamp(now, self.zone)
-            today = moment.strftime("%Y%m%d")
-            if today != self._today:
+            if (today := moment.strftime("%Y%m%d")) != self._today:
                 self._today = today
                 self._readers.clear()
             self._day_ends = now + 60 - moment.second - moment.microsecond / 1e6
@@ -176,42 +152,35 @@ class Recorder(Buffer):
     def _reader(
         self, request: web.Request, response: web.StreamResponse, agent: str, header: str
     ) -> Reader:
-        """The reader of a request whose Cookie header is not remembered with this User-Agent,
-        remembered from now on when it has our cookie and short headers; gives a new reader its
-        cookie."""
+        """A reader not remembered with this User-Agent: remembered if it has our cookie (and
+        short headers), else named by its address and given a cookie."""
         bot = self._bots.get(agent)
         if bot is None:
             if len(self._bots) > MEMO_SIZE:
                 self._bots.clear()
             bot = self._bots[agent] = is_bot(agent)
-        # Found in the raw header: request.cookies parses every cookie into Morsels, which
-        # cost more than all the rest of the recording.
-        found = find_cookie(header)
-        if found is not None:
+        # Found in the raw header: request.cookies' Morsels cost more than all the rest.
+        if (found := find_cookie(header)) is not None:
             random_part, day, first = found
-            reader = Reader(
-                agent, "h" + first if day == self._today else "c" + random_part, "01"[bot]
-            )
+            reader = Reader(agent, "h" + first if day == self._today else "c" + random_part, bot)
             if len(header) <= MEMO_HEADER and len(agent) <= MEMO_HEADER:
                 if len(self._readers) > MEMO_SIZE:
                     self._readers.clear()
                 self._readers[header] = reader
             return reader
-        # Headers are text as the client sent it: bytes that are not UTF-8 come as surrogates.
-        seen = f"{client_address(request, self.proxies)}\n{agent}".encode(
-            "utf-8", "surrogateescape"
-        )
-        digest = hashlib.blake2b(seen, key=self.key, digest_size=8).hexdigest()
-        if not bot:
-            # Written directly: http.cookies' Morsel machinery costs more than the rest of
-            # the recording together, and this value needs no quoting (URL-safe, dots).
+        # A header's bytes that are not UTF-8 came as surrogates: hashed as they came.
+        seen = f"{client_address(request, self.proxies)}\n{agent}"
+        digest = hashlib.blake2b(
+            seen.encode("utf-8", "surrogateescape"), key=self.key, digest_size=8
+        ).hexdigest()
+        if not bot:  # written directly: http.cookies costs more than the rest together
             token = base64.urlsafe_b64encode(self._random.randbytes(12)).decode()
             secure = "; Secure" if self.https or request.secure else ""
             response.headers.add(
                 "Set-Cookie",
                 f"{COOKIE}={token}.{self._today}.{digest}{self._cookie_tail}{secure}",
             )
-        return Reader(agent, "h" + digest, "01"[bot])
+        return Reader(agent, "h" + digest, bot)
 
 
 def _prefetch(headers: Any) -> bool:

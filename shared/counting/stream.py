@@ -1,15 +1,12 @@
-"""The Redis stream `keys.HITS_STREAM` between the publishers and the counters worker.
+"""The Redis stream between the publishers and the counters worker, its one format and scripts.
 
 An entry is one publisher's batch, two fields: `n`, its number of views, and `b`, its lines
-joined by newlines, one line a different view: "<unix seconds> <bot 0|1> <article id or
-nothing> <visitor> <path>" (`View.line`). Identical views of one second are one line with
-their number first, "*<views> <seconds> ...". The visitor (cookie characters or a hex hash)
-holds no space; the path comes last and holds anything but a newline (sent as %0A).
-
-An append claims the batch's random token first (SET NX with an expiry), so a batch sent again
-after a lost answer (a timeout after Redis applied it) is a no-op. The views waiting in the
-stream (its lag) are counted beside it, `keys.HITS_WAITING`, raised by the append and lowered
-by the drain; the stream is bounded by that count (STREAM_MAXLEN views), not by its entries.
+joined by newlines, one a different view (View.line()): "<unix seconds> <bot 0|1> <article id
+or nothing> <visitor> <path>"; identical views of one second are one line with their number
+first, "*<views> <seconds> ...". The visitor holds no space, the path no newline (sent as %0A).
+An append (append.lua) claims the batch's token first, so a batch sent again after a lost answer
+is a no-op. The views waiting (the lag) are counted beside the stream, `keys.HITS_WAITING`:
+raised by the append, lowered by the drain, and the stream's bound (STREAM_MAXLEN views).
 """
 
 from __future__ import annotations
@@ -31,8 +28,6 @@ BATCH_TOKEN_TTL = 600  # seconds a batch's token guards against a repeated appen
 
 
 class View(NamedTuple):
-    """One view as its parts; `line()` is how the stream holds it."""
-
     visitor: str
     path: str
     article: str  # "" when the page is no article's
@@ -44,40 +39,30 @@ class View(NamedTuple):
 
 
 class Batch(NamedTuple):
-    """Lines on their way to the stream, under the token that makes their append happen once."""
-
-    token: str
+    token: str  # makes its append happen once
     views: int
     lines: list[str]
 
 
 @cache
 def lua(name: str) -> str:
-    """The text of the script `name`.lua of this package."""
     return (files(__package__) / f"{name}.lua").read_text(encoding="utf-8")
 
 
 @lru_cache(maxsize=32)
 def script(r: Redis | AsyncRedis, name: str) -> Any:
-    """The script `name`.lua registered with the client `r` (once per client)."""
+    """The script `name`.lua of this package, registered with the client `r`."""
     return r.register_script(lua(name))
 
 
 async def append(redis: AsyncRedis, batch: Batch) -> None:
-    """One batch in the stream, once, however many times it is sent."""
     joined = "\n".join(batch.lines)
     if joined.count("\n") >= len(batch.lines):  # a path held a newline
         joined = "\n".join(line.replace("\n", "%0A") for line in batch.lines)
-    # A path's bytes that were not UTF-8 came as surrogates: sent back as they came.
+    body = joined.encode(errors="surrogateescape")  # bytes not UTF-8 in a path: as they came
     await script(redis, "append")(
         keys=[keys.HITS_STREAM, keys.hits_batch(batch.token), keys.HITS_WAITING],
-        args=[
-            STREAM_MAXLEN,
-            BATCH_TOKEN_TTL,
-            batch.views,
-            joined.encode("utf-8", "surrogateescape"),
-            TRIM_STEP,
-        ],
+        args=[STREAM_MAXLEN, BATCH_TOKEN_TTL, batch.views, body, TRIM_STEP],
     )
 
 
@@ -92,5 +77,5 @@ def ensure_group(r: Redis) -> None:
 
 
 async def lag(redis: AsyncRedis) -> int:
-    """Views in the stream not counted yet (for /metrics; Redis 6.2 has no XINFO lag)."""
+    """Views in the stream not counted yet (Redis 6.2 has no XINFO lag)."""
     return max(0, int(await redis.get(keys.HITS_WAITING) or 0))
