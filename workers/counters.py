@@ -63,36 +63,32 @@ def persist_counters() -> dict[str, int]:
     return persist.persist(redis(), s.require_backends()[0], s.zone)
 
 
-def _counting_worker(sender: Any) -> bool:
-    queues = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
-    return queues is None or "counters" in getattr(queues, "consume_from", {"counters": 1})
-
-
-@worker_ready.connect
-def _restore_at_start(sender: Any = None, **kwargs: Any) -> None:
-    """A worker starting after Redis lost its data refills it before the first drain (the drain
-    would too; this makes the page's counters right without waiting for a view)."""
+def _with_redis(what: str, work: Any) -> None:
+    """Run `work(redis, database_url, zone)` with a client of its own (Celery's signals come
+    outside any task); a failure is logged, never raised into the worker's start or stop."""
     try:
         s = settings()
         database_url, redis_url = s.require_backends()
         with Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5) as r:
-            persist.restore(r, database_url, s.zone)
+            log.info("counters %s: %s", what, work(r, database_url, s.zone))
     except Exception:
-        log.exception("could not check the counters at worker start; the drain will")
+        log.exception("counters %s failed", what)
+
+
+@worker_ready.connect
+def _restore_at_start(**kwargs: Any) -> None:
+    """A worker starting after Redis lost its data refills it before the first drain (the drain
+    would too; this makes the page's counters right without waiting for a view)."""
+    _with_redis("restored at start", persist.restore)
 
 
 @worker_shutdown.connect
 def _copy_before_stop(sender: Any = None, **kwargs: Any) -> None:
-    """A graceful stop (SIGTERM) of a worker that counts: drain what the publishers sent, then
-    copy to PostgreSQL, so that a Redis emptied after the stop loses no view. Sent by Celery
+    """A graceful stop of a worker of the counters queue: drain what the publishers sent, then
+    copy to PostgreSQL, so that a Redis emptied after the stop loses no view. Celery sends this
     in the main process once the pool has finished its tasks."""
-    if not _counting_worker(sender):
-        return
-    try:
-        s = settings()
-        database_url, redis_url = s.require_backends()
-        with Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5) as r:
-            done = persist.before_stop(r, database_url, s.zone, consumer_name())
-        log.info("counters copied to PostgreSQL before the stop: %s", done)
-    except Exception:
-        log.exception("could not copy the counters before the stop")
+    if sender is not None and "counters" in sender.app.amqp.queues.consume_from:
+        _with_redis(
+            "copied before the stop",
+            lambda r, url, zone: persist.before_stop(r, url, zone, consumer_name()),
+        )

@@ -51,9 +51,10 @@ def persist(r: Redis, database_url: str, zone: ZoneInfo) -> dict[str, int]:
     """Copy the counters to PostgreSQL; an emptied Redis is restored instead, never copied."""
     if restore(r, database_url, zone):
         return {"restored": 1}
+    days = _days(zone)
     pipe = r.pipeline(transaction=True)  # one consistent reading
     pipe.get(keys.TOTAL)
-    for day in _days(zone):
+    for day in days:
         pipe.get(keys.day_views(day))
         pipe.pfcount(keys.day_visitors(day))
         pipe.get(keys.day_visitors(day))
@@ -61,7 +62,7 @@ def persist(r: Redis, database_url: str, zone: ZoneInfo) -> dict[str, int]:
     if total is None:  # emptied a moment ago
         return {"restored": int(restore(r, database_url, zone))}
     rows: list[tuple[str, int, bytes | None]] = [(TOTAL_KEY, int(total), None)]
-    for i, day in enumerate(_days(zone)):
+    for i, day in enumerate(days):
         views, visitors, sketch = per_day[3 * i : 3 * i + 3]
         if views is not None:
             rows += [
@@ -90,8 +91,9 @@ def restore(r: Redis, database_url: str, zone: ZoneInfo) -> bool:
     drain counts nothing before the total exists, so restores at once neither double nor lose."""
     if r.exists(keys.TOTAL):
         return False
-    day_keys = {f"day:{d}:views": keys.day_views(d) for d in _days(zone)}
-    day_keys |= {f"day:{d}:visitors": keys.day_visitors(d) for d in _days(zone)}
+    days = _days(zone)
+    day_keys = {f"day:{d}:views": keys.day_views(d) for d in days}
+    day_keys |= {f"day:{d}:visitors": keys.day_visitors(d) for d in days}
     with db.connect(database_url) as conn:
         row = conn.execute("SELECT value FROM counters WHERE key = %s", (TOTAL_KEY,)).fetchone()
         for day in conn.execute(
