@@ -90,7 +90,7 @@ class PageCache:
         except (RedisError, OSError, TimeoutError) as err:
             if self._live is None:
                 raise
-            log.warning("Redis unreachable (%s): the last site version and statistics hold", err)
+            log.warning("Redis unreachable (%r): the last site version and statistics hold", err)
         self._live_at = time.monotonic()
         return self._live
 

@@ -66,11 +66,13 @@ class Statistics:
 
     def __init__(self) -> None:
         self.last: dict[str, int] | None = None
+        self.failing = False
 
     async def read(self, request: web.Request) -> dict[str, int]:
         try:
             async with asyncio.timeout(FIGURES_WAIT):
                 self.last = await figures(request.app[redis_key], request.app[settings_key].zone)
+            self.failing = False
         except (RedisError, OSError, TimeoutError) as err:
             if self.last is None:
                 raise Problem(
@@ -79,7 +81,9 @@ class Statistics:
                     "The counters cannot be reached; try again shortly.",
                     headers={"Retry-After": "5"},
                 ) from err
-            log.warning("statistics: Redis unreachable (%s); answering the last known", err)
+            if not self.failing:
+                log.warning("statistics: Redis unreachable (%r); answering the last known", err)
+            self.failing = True
         return self.last
 
 
