@@ -2,7 +2,7 @@
 
     python -m bench.hits_drain --redis redis://127.0.0.1:PORT/0 --target N [--limit-s 300]
 
-Prints "ready" once connected, then calls `workers.counters.drain` until the total of counted
+Prints "ready" once connected, then calls `shared.counting.count.drain` until the total of counted
 views reaches N, and prints one JSON line: {"done_at": time.monotonic() or null, "tally": {...},
 "calls": n}. CLOCK_MONOTONIC is system-wide on Linux, so the parent can compare it with its own.
 The total must exist before it starts (the hits_pipeline benchmark sets it to 0), so the drain
@@ -37,7 +37,7 @@ def main() -> int:
     parser.add_argument("--consumer", default="bench-drain")
     args = parser.parse_args()
 
-    from workers.counters import drain
+    from shared.counting.count import drain
 
     zone = ZoneInfo(args.zone)
     tally: Counter[str] = Counter()

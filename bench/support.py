@@ -27,7 +27,7 @@ from bench.net import free_port, require_loopback
 from bench.stack import Stack
 from shared import keys
 
-# A browser a reader would use: not a bot (services/publisher/hits.py), so every view counts.
+# A browser a reader would use: not a bot (shared/counting/record.py), so every view counts.
 BROWSER = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)"
     " Chrome/126.0 Safari/537.36"

@@ -111,7 +111,7 @@ class ServiceMetrics:
         pipe = redis.pipeline(transaction=False)
         for queue in QUEUES:
             pipe.llen(queue)
-        pipe.get(keys.HITS_WAITING)  # see services/publisher/hits.py
+        pipe.get(keys.HITS_WAITING)  # see shared/counting/stream.py
         pipe.hgetall(keys.TASK_STATS)
         *lengths, lag, stats = await pipe.execute()
         for queue, length in zip(QUEUES, lengths, strict=True):

@@ -21,6 +21,7 @@ import redis as redis_lib
 from bantin.embedded import free_port
 from services.publisher import front, hits
 from shared import keys
+from shared.counting.record import COOKIE, Recorder
 from shared.settings import Settings
 from tests.conftest import ROOT
 from tests.test_api import create_category
@@ -35,7 +36,7 @@ def door_of(site: Client) -> front.FrontDoor:
     return site.server.app[front.front_key]
 
 
-async def quiet_recorder(site: Client) -> hits.HitRecorder:
+async def quiet_recorder(site: Client) -> Recorder:
     """The page views stay in the recorder's buffer, to be read by the test."""
     recorder = site.server.app[hits.hits_key]
     recorder.interval, recorder.flush_at = 3600.0, 10**9
@@ -43,7 +44,7 @@ async def quiet_recorder(site: Client) -> hits.HitRecorder:
     return recorder
 
 
-def viewed(recorder: hits.HitRecorder, path: str) -> int:
+def viewed(recorder: Recorder, path: str) -> int:
     return sum(n for n, line in recorder.buffered() if line.split(" ", 4)[4] == path)
 
 
@@ -84,7 +85,7 @@ async def test_a_cached_page_is_answered_at_the_door_as_the_app_answers_it(
     site.session.cookie_jar.clear()
     new = await site.get(article_path)
     assert new.status == 200 and door.answered == 4
-    assert new.headers["Set-Cookie"].startswith(f"{hits.COOKIE}=")
+    assert new.headers["Set-Cookie"].startswith(f"{COOKIE}=")
     assert viewed(recorder, article_path) == 5
 
     # Anything else goes to the application, which answers as before.

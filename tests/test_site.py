@@ -542,7 +542,7 @@ async def test_page_304_counts_a_view_and_etag_follows_the_statistics(
     again = await site.get("/", headers={"If-None-Match": etag})
     assert again.status == 304 and again.headers["ETag"] == etag
     assert await again.read() == b""
-    # the 304 is a page view too (a view's path ends its line, see hits.py)
+    # the 304 is a page view too (a view's path ends its line, see shared/counting/stream.py)
     assert sum(n for n, line in recorder.buffered() if line.split(" ", 4)[4] == "/") == 2
     # Another query string is the same page; another page has another ETag.
     assert (await site.get("/?utm_source=zalo", headers={"If-None-Match": etag})).status == 304

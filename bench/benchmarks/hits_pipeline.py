@@ -29,6 +29,7 @@ from bench.registry import Context, Results, benchmark
 from bench.stats import ratio
 from bench.support import BROWSER, banner, fmt_ratio, reader_cookie, say, stop
 from shared import keys
+from shared.counting.stream import View
 from shared.settings import Settings
 
 VISITORS = 1000  # distinct readers (cookies) the synthetic views come from
@@ -188,9 +189,9 @@ def _per_task_worker(redis_url: str) -> Iterator[dict[str, Any]]:
 # --- the measurements ---------------------------------------------------------------------------
 
 
-def _hit(i: int, now: int) -> tuple[str, str, str, str, str]:
+def _hit(i: int, now: int) -> View:
     article = i % ARTICLES + 1
-    return (
+    return View(
         f"c{i % VISITORS:015d}",
         f"/tin-hoat-dong/bai-viet-{article}/{i}",  # as _requests(): a page of its own
         str(article),
@@ -201,9 +202,9 @@ def _hit(i: int, now: int) -> tuple[str, str, str, str, str]:
 
 def _raw_xadd(redis_url: str, count: int) -> dict[str, Any]:
     """The plain use of a stream: one entry a view (the view's line, packed as in
-    HitRecorder.flush, done before the clock starts), XADDed in pipelines of XADD_BATCH."""
+    Recorder.flush, done before the clock starts), XADDed in pipelines of XADD_BATCH."""
     now = int(time.time())
-    entries = [f"{t} {b} {a} {v} {p}" for v, p, a, t, b in (_hit(i, now) for i in range(count))]
+    entries = [_hit(i, now).line() for i in range(count)]
     field = "h"
     with Redis.from_url(redis_url) as r:
         r.delete(SCRATCH_STREAM)
@@ -233,7 +234,7 @@ def _settings() -> Settings:
 
 
 class _Request:
-    """What HitRecorder.page_view reads of a request, for a GET of an article page by a
+    """What Recorder.page_view reads of a request, for a GET of an article page by a
     returning reader (a browser, its cookie; the headers are a real request's). Light enough
     to make one per view, each for a page of its own: the recorder holds identical views of
     one second as one line, and views that were all alike would measure only that."""
@@ -262,17 +263,17 @@ def _requests(count: int) -> list[Any]:
 
 
 async def _record(redis_url: str, count: int, requests: list[Any]) -> tuple[float, float]:
-    """`count` views through HitRecorder.page_view, with its flusher task running as in the
+    """`count` views through Recorder.page_view, with its flusher task running as in the
     publisher; returns (time.monotonic() of the first view, of the last batch in the stream)."""
     from aiohttp import web
     from redis.asyncio import Redis as AsyncRedis
 
-    from services.publisher.hits import HitRecorder
+    from shared.counting.record import Recorder
 
     response = web.Response()
     redis = AsyncRedis.from_url(redis_url, socket_timeout=10)
     try:
-        recorder = HitRecorder(redis, _settings())
+        recorder = Recorder(redis, _settings())
         recorder.start()
         await asyncio.sleep(0)
         started_at = time.monotonic()
@@ -286,7 +287,7 @@ async def _record(redis_url: str, count: int, requests: list[Any]) -> tuple[floa
         sent_at = time.monotonic()
         # Let the flusher go back to waiting for work before it is cancelled: on Python 3.11,
         # asyncio.wait_for swallows a cancellation that arrives as the wake-up event is set
-        # (CPython gh-86296), and HitRecorder.close() then waits for ever for its task.
+        # (CPython gh-86296), and Recorder.close() then waits for ever for its task.
         await asyncio.sleep(0.05)
         await asyncio.wait_for(recorder.close(), 30)
         if recorder.waiting or recorder.dropped:
@@ -342,7 +343,7 @@ def _pipeline(redis_url: str, count: int) -> dict[str, Any]:
 
 def _drain_only(redis_url: str, count: int) -> dict[str, Any]:
     """Fill the stream first (no drain running), then time the drain alone, in this process."""
-    from workers.counters import drain
+    from shared.counting.count import drain
 
     with Redis.from_url(redis_url, socket_timeout=10) as r:
         _reset_counters(r)

@@ -63,6 +63,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(feeds.stored_feeds_ctx)
     # After the clients: its exit (the final flush of page views) runs while Redis is open.
     app.cleanup_ctx.append(hits.recorder_ctx)
+    app[hits.statistics_key] = hits.Statistics()
     setup_routes(app, settings)
     return app
 

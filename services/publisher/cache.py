@@ -9,18 +9,23 @@ answer needs one Redis round trip for the version and the live statistics.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from shared import keys
+from shared.counting import ONLINE_WINDOW
 from shared.prepared import Head, fixed_head
 
+log = logging.getLogger(__name__)
+
 HTML_TYPE = "text/html; charset=utf-8"
-ONLINE_WINDOW = 300  # seconds: "online" means seen in the last five minutes
 LIVE_SECONDS = 1.0
+LIVE_WAIT = 1.0  # seconds the snapshot waits for Redis before the last one known is kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +77,20 @@ class PageCache:
                 self._refresh = None
 
     async def _fetch_live(self) -> Live:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.get(keys.SITE_VERSION)
-        pipe.get(keys.TOTAL)
-        pipe.zcount(keys.ONLINE, time.time() - ONLINE_WINDOW, "+inf")
-        version, total, online = await pipe.execute()
-        self._live = Live(int(version or 0), int(online or 0), int(total or 0))
+        """While Redis is away the last snapshot holds (pages keep their statistics block),
+        asked again a second later."""
+        try:
+            async with asyncio.timeout(LIVE_WAIT):
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.get(keys.SITE_VERSION)
+                pipe.get(keys.TOTAL)
+                pipe.zcount(keys.ONLINE, time.time() - ONLINE_WINDOW, "+inf")
+                version, total, online = await pipe.execute()
+            self._live = Live(int(version or 0), int(online or 0), int(total or 0))
+        except (RedisError, OSError, TimeoutError) as err:
+            if self._live is None:
+                raise
+            log.warning("Redis unreachable (%r): the last site version and statistics hold", err)
         self._live_at = time.monotonic()
         return self._live
 

@@ -21,11 +21,12 @@ from services.publisher import front, hits, pages, queries
 from services.publisher.cache import Live, PageCache, Ready
 from services.publisher.labels import LABELS
 from shared import articles, site
+from shared.counting.record import Recorder
 from shared.models import Article
 from shared.prepared import PreparedResponse
 from shared.settings import Settings
 from shared.text import clean_text, nfc, search_text
-from shared.web import not_modified, pool_key, redis_key, settings_key
+from shared.web import not_modified, pool_key, settings_key
 
 templates_key = web.AppKey("templates", jinja2.Environment)
 cache_key = web.AppKey("cache", PageCache)
@@ -193,17 +194,8 @@ async def search(request: web.Request) -> web.StreamResponse:
 
 
 async def stats(request: web.Request) -> web.Response:
-    live = await request.app[cache_key].live(fresh=True)  # an API for exact numbers
-    views, visitors = await hits.today(request.app[redis_key], request.app[settings_key].zone)
-    return web.json_response(
-        {
-            "online": live.online,
-            "total": live.total,
-            "today_views": views,
-            "today_visitors": visitors,
-        },
-        headers={"Cache-Control": "no-store"},
-    )
+    figures = await request.app[hits.statistics_key].read(request)
+    return web.json_response(figures, headers={"Cache-Control": "no-store"})
 
 
 async def serve_page(
@@ -253,7 +245,7 @@ async def serve_page(
 def _ready_answer(
     request: web.Request,
     ready: Ready,
-    recorder: hits.HitRecorder | None,
+    recorder: Recorder | None,
     article_id: int | None,
     path: str,
 ) -> web.StreamResponse:
@@ -270,7 +262,7 @@ def _ready_answer(
 
 def _quick_page(
     cache: PageCache,
-    recorder: hits.HitRecorder | None,
+    recorder: Recorder | None,
     key: str,
     article_id: int | None,
     path: str,

@@ -1,0 +1,160 @@
+"""The counters' copy in PostgreSQL, and the refill of an emptied Redis from it.
+
+Redis is the source of truth while it holds the total. persist() copies, every minute and when
+a counters worker stops (before_stop()), the total, yesterday's and today's views and unique
+visitors (the HyperLogLog's bytes beside its count) and the views of the articles viewed since
+the last copy. restore() refills an emptied Redis (no total key) before anything is counted.
+Redis lost after a crash loses what it counted since the last copy (a minute at most); after a
+graceful stop, nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from redis import Redis
+from redis.exceptions import ResponseError
+
+from shared import db, keys
+from shared.counting.count import DAY_TTL, drain
+from shared.counting.stream import script
+
+log = logging.getLogger(__name__)
+
+TOTAL_KEY = "total"
+FORGET_CONSUMER_MS = 24 * 3600 * 1000  # consumers idle this long go
+STOP_SETTLE = 1.0  # seconds without a new view that end the drain before a stop
+STOP_LIMIT = 10.0  # seconds that drain may take at most
+
+UPSERT_COUNTERS = (
+    "INSERT INTO counters (key, value, sketch)"
+    " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bytea[])"
+    " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, sketch = EXCLUDED.sketch,"
+    " updated_at = now()"
+    " WHERE counters.value <> EXCLUDED.value OR counters.sketch IS DISTINCT FROM EXCLUDED.sketch"
+)
+# Only articles that still exist: views of one deleted since are dropped with it.
+UPSERT_ARTICLE_VIEWS = (
+    "INSERT INTO article_views (article_id, views)"
+    " SELECT t.id, t.views FROM unnest(%s::bigint[], %s::bigint[]) AS t(id, views)"
+    " JOIN articles a ON a.id = t.id"
+    " ON CONFLICT (article_id) DO UPDATE SET views = EXCLUDED.views, updated_at = now()"
+    " WHERE article_views.views <> EXCLUDED.views"
+)
+
+
+def persist(r: Redis, database_url: str, zone: ZoneInfo) -> dict[str, int]:
+    """Copy the counters to PostgreSQL; an emptied Redis is restored instead, never copied."""
+    if restore(r, database_url, zone):
+        return {"restored": 1}
+    days = _days(zone)
+    pipe = r.pipeline(transaction=True)  # one consistent reading
+    pipe.get(keys.TOTAL)
+    for day in days:
+        pipe.get(keys.day_views(day))
+        pipe.pfcount(keys.day_visitors(day))
+        pipe.get(keys.day_visitors(day))
+    total, *per_day = pipe.execute()
+    if total is None:  # emptied a moment ago
+        return {"restored": int(restore(r, database_url, zone))}
+    rows: list[tuple[str, int, bytes | None]] = [(TOTAL_KEY, int(total), None)]
+    for i, day in enumerate(days):
+        views, visitors, sketch = per_day[3 * i : 3 * i + 3]
+        if views is not None:
+            rows += [
+                (f"day:{day}:views", int(views), None),
+                (f"day:{day}:visitors", visitors, sketch),
+            ]
+    ids = sorted({int(x) for x in r.sscan_iter(keys.VIEWS_DIRTY, count=1000)})
+    with db.connect(database_url, autocommit=True) as conn:
+        conn.execute(UPSERT_COUNTERS, _columns(rows))
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            views_keys = [keys.article_views(i) for i in chunk]
+            values: list[Any] = r.mget(views_keys)
+            pairs = [(i, int(v)) for i, v in zip(chunk, values, strict=True) if v is not None]
+            if pairs:
+                conn.execute(UPSERT_ARTICLE_VIEWS, _columns(pairs))
+            # unmarked only where Redis still holds what was copied
+            copied = [x for i, v in zip(chunk, values, strict=True) for x in (i, v or b"")]
+            script(r, "clean")(keys=[keys.VIEWS_DIRTY, *views_keys], args=copied)
+    return {"total": int(total), "articles": len(ids), "forgotten": forget_dead_consumers(r)}
+
+
+def restore(r: Redis, database_url: str, zone: ZoneInfo) -> bool:
+    """Refill an emptied Redis (no total key) from PostgreSQL; True if this call did it. Every
+    value goes in with SET NX, the total last: a key that exists holds newer counts, and the
+    drain counts nothing before the total exists, so restores at once neither double nor lose."""
+    if r.exists(keys.TOTAL):
+        return False
+    days = _days(zone)
+    day_keys = {f"day:{d}:views": keys.day_views(d) for d in days}
+    day_keys |= {f"day:{d}:visitors": keys.day_visitors(d) for d in days}
+    with db.connect(database_url) as conn:
+        row = conn.execute("SELECT value FROM counters WHERE key = %s", (TOTAL_KEY,)).fetchone()
+        for day in conn.execute(
+            "SELECT key, value, sketch FROM counters WHERE key = ANY(%s)", (list(day_keys),)
+        ):
+            value = day["sketch"] if day["key"].endswith(":visitors") else day["value"]
+            if value is not None:
+                r.set(day_keys[day["key"]], value, nx=True, ex=DAY_TTL)
+        articles = conn.execute("SELECT article_id, views FROM article_views").fetchall()
+    for start in range(0, len(articles), 5000):
+        pipe = r.pipeline(transaction=False)
+        for article in articles[start : start + 5000]:
+            pipe.set(keys.article_views(article["article_id"]), article["views"], nx=True)
+        pipe.execute()
+    total = int(row["value"]) if row else 0
+    done = bool(r.set(keys.TOTAL, total, nx=True))
+    if done and (row or articles):
+        log.warning("Redis had no counters: restored from PostgreSQL (total %d)", total)
+    return done
+
+
+def before_stop(r: Redis, database_url: str, zone: ZoneInfo, consumer: str) -> dict[str, int]:
+    """A counters worker's graceful stop: drain until no view came for STOP_SETTLE seconds (the
+    publishers, stopping too, send their last ones), at most STOP_LIMIT, then copy."""
+    deadline = quiet = time.monotonic()
+    deadline += STOP_LIMIT
+    while time.monotonic() < deadline:
+        if drain(r, zone, database_url, consumer=consumer).get("batches"):
+            quiet = time.monotonic()
+        elif time.monotonic() - quiet >= STOP_SETTLE:
+            break
+        else:
+            time.sleep(0.1)
+    return persist(r, database_url, zone)
+
+
+def set_total(r: Redis, database_url: str, total: int) -> None:
+    """`bantin counters set-total`: a site moving from an old portal keeps its count. Redis
+    first: the source of truth (the next copy mends PostgreSQL if its write fails)."""
+    r.set(keys.TOTAL, total)
+    with db.connect(database_url, autocommit=True) as conn:
+        conn.execute(UPSERT_COUNTERS, ([TOTAL_KEY], [total], [None]))
+
+
+def forget_dead_consumers(r: Redis) -> int:
+    """Each worker process reads as a consumer of its own: those idle for a day go (none holds
+    anything: the drain acknowledges what it reads as it reads it)."""
+    try:
+        consumers = r.xinfo_consumers(keys.HITS_STREAM, keys.HITS_GROUP)
+    except ResponseError:  # no stream or no group yet
+        return 0
+    idle = [c["name"] for c in consumers if c["idle"] > FORGET_CONSUMER_MS and not c["pending"]]
+    for name in idle:
+        r.xgroup_delconsumer(keys.HITS_STREAM, keys.HITS_GROUP, name)
+    return len(idle)
+
+
+def _days(zone: ZoneInfo) -> list[str]:
+    today = datetime.now(zone).date()
+    return [(today - timedelta(days=1)).isoformat(), today.isoformat()]
+
+
+def _columns(rows: list[Any]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)]

@@ -1,0 +1,81 @@
+"""The Redis stream between the publishers and the counters worker, its one format and scripts.
+
+An entry is one publisher's batch, two fields: `n`, its number of views, and `b`, its lines
+joined by newlines, one a different view (View.line()): "<unix seconds> <bot 0|1> <article id
+or nothing> <visitor> <path>"; identical views of one second are one line with their number
+first, "*<views> <seconds> ...". The visitor holds no space, the path no newline (sent as %0A).
+An append (append.lua) claims the batch's token first, so a batch sent again after a lost answer
+is a no-op. The views waiting (the lag) are counted beside the stream, `keys.HITS_WAITING`:
+raised by the append, lowered by the drain, and the stream's bound (STREAM_MAXLEN views).
+"""
+
+from __future__ import annotations
+
+from functools import cache, lru_cache
+from importlib.resources import files
+from typing import Any, NamedTuple
+
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import ResponseError
+
+from shared import keys
+
+FIELDS = ("n", "b")
+STREAM_MAXLEN = 1_000_000  # views the stream holds at most: beyond, the oldest batches go
+TRIM_STEP = 100  # entries one append deletes at most to stay within STREAM_MAXLEN
+BATCH_TOKEN_TTL = 600  # seconds a batch's token guards against a repeated append
+
+
+class View(NamedTuple):
+    visitor: str
+    path: str
+    article: str  # "" when the page is no article's
+    seconds: str  # unix seconds
+    bot: str  # "1" or "0"
+
+    def line(self) -> str:
+        return f"{self.seconds} {self.bot} {self.article} {self.visitor} {self.path}"
+
+
+class Batch(NamedTuple):
+    token: str  # makes its append happen once
+    views: int
+    lines: list[str]
+
+
+@cache
+def lua(name: str) -> str:
+    return (files(__package__) / f"{name}.lua").read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=32)
+def script(r: Redis | AsyncRedis, name: str) -> Any:
+    """The script `name`.lua of this package, registered with the client `r`."""
+    return r.register_script(lua(name))
+
+
+async def append(redis: AsyncRedis, batch: Batch) -> None:
+    joined = "\n".join(batch.lines)
+    if joined.count("\n") >= len(batch.lines):  # a path held a newline
+        joined = "\n".join(line.replace("\n", "%0A") for line in batch.lines)
+    body = joined.encode(errors="surrogateescape")  # bytes not UTF-8 in a path: as they came
+    await script(redis, "append")(
+        keys=[keys.HITS_STREAM, keys.hits_batch(batch.token), keys.HITS_WAITING],
+        args=[STREAM_MAXLEN, BATCH_TOKEN_TTL, batch.views, body, TRIM_STEP],
+    )
+
+
+def ensure_group(r: Redis) -> None:
+    """From id 0, not $: a group created after the stream (Redis emptied, then refilled by the
+    publishers before the first drain) must still read what is already there."""
+    try:
+        r.xgroup_create(keys.HITS_STREAM, keys.HITS_GROUP, id="0", mkstream=True)
+    except ResponseError as err:
+        if "BUSYGROUP" not in str(err):
+            raise
+
+
+async def lag(redis: AsyncRedis) -> int:
+    """Views in the stream not counted yet (Redis 6.2 has no XINFO lag)."""
+    return max(0, int(await redis.get(keys.HITS_WAITING) or 0))
