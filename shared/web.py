@@ -4,6 +4,7 @@ health checks."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -11,10 +12,14 @@ from email.utils import parsedate_to_datetime
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any, Protocol
 
+import psycopg
 from aiohttp import hdrs, web
 from multidict import istr
 from psycopg_pool import AsyncConnectionPool
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from shared import db, problems
 from shared.logs import new_request_id, request_id
@@ -26,6 +31,21 @@ HtmlErrors = Callable[[web.Request, int], Awaitable[web.StreamResponse] | None]
 # Methods counted by name; any other (a client may send anything) is counted as "other".
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 X_REQUEST_ID = istr("X-Request-ID")  # an istr: no case folding per request
+# What PostgreSQL or Redis away raises (refused, closed, not answering in time, recovering,
+# loading its data): answered 503 with Retry-After, never 500.
+DEPENDENCY_ERRORS = (
+    psycopg.OperationalError,
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+)
+RETRY_AFTER = 5  # seconds: about what a restarted PostgreSQL or Redis takes to answer again
+UNAVAILABLE_PAGE = (
+    "<!doctype html><html lang=vi><meta charset=utf-8><title>Tạm thời gián đoạn</title>"
+    "<h1>Trang tạm thời chưa truy cập được</h1>"
+    "<p>Hệ thống đang khởi động lại một thành phần. Xin vui lòng thử lại sau ít giây.</p>"
+)
+
+log = logging.getLogger(__name__)
 
 settings_key = web.AppKey("settings", Settings)
 media_key = web.AppKey("media", MediaStore)
@@ -80,10 +100,19 @@ def install_clients(app: web.Application, settings: Settings, *, pool_size: int 
     app[media_key].ensure()
     database_url, redis_url = settings.require_backends()
 
+    bound = settings.dependency_timeout
+
     async def clients(app: web.Application) -> AsyncIterator[None]:
-        pool = db.async_pool(database_url, max_size=pool_size)
+        pool = db.async_pool(database_url, max_size=pool_size, bound=bound)
         await pool.open(wait=True, timeout=30)
-        redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+        # Every wait bounded; a broken connection (Redis restarted) is retried once, on a new
+        # one, but a timeout is not: a paused Redis costs one bound, not several.
+        redis = Redis.from_url(
+            redis_url,
+            socket_timeout=bound,
+            socket_connect_timeout=bound,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis_errors.ConnectionError,)),
+        )
         app[pool_key] = pool
         app[redis_key] = redis
         try:
@@ -123,11 +152,11 @@ def service_middleware(metrics: ServiceMetrics, html_errors: HtmlErrors | None =
                 try:
                     response = await problems.http_error(request, exc, html_errors)
                 except Exception as err:  # the error page itself failed (database down)
-                    response = problems.internal_error(request, err)
+                    response = failure(request, err, html_errors)
             except problems.Problem as problem:
                 response = problem.response(request.path)
             except Exception as err:
-                response = problems.internal_error(request, err)
+                response = failure(request, err, html_errors)
             response.headers[X_REQUEST_ID] = rid
             status = response.status
             return response
@@ -139,6 +168,91 @@ def service_middleware(metrics: ServiceMetrics, html_errors: HtmlErrors | None =
             stats.observe(route_of(request), method, status, time.perf_counter() - started)
 
     return serve
+
+
+def failure(
+    request: web.Request, err: Exception, html_errors: HtmlErrors | None = None
+) -> web.Response:
+    """The answer to a request that raised: what the client or a dependency caused is said so
+    (a 4xx, 503, or nothing at all), anything else is an internal error, logged with its
+    traceback."""
+    if isinstance(err, DEPENDENCY_ERRORS):
+        return unavailable(request, err, html_errors)
+    if isinstance(err, ConnectionError) and _client_gone(request):
+        # The client went away mid-request (an upload cut short): its doing, not ours. Nobody
+        # reads this answer; it is counted as 499, as nginx does.
+        log.info("client went away during %s %s: %s", request.method, request.path, err)
+        return web.Response(status=499, reason="Client Closed Request")
+    if isinstance(err, ValueError) and not _host_ok(request):
+        return problems.Problem(
+            400,
+            "Bad request",
+            "The Host header is not a valid host[:port] (ports go from 1 to 65535).",
+            kind="bad-host",
+        ).response(request.path)
+    return problems.internal_error(request, err)
+
+
+def unavailable(
+    request: web.Request, err: Exception, html_errors: HtmlErrors | None = None
+) -> web.Response:
+    """503 with Retry-After: PostgreSQL or Redis is away (restarting, paused, unreachable).
+    Readers' pages get a short page in Vietnamese, everything else problem details."""
+    which = "PostgreSQL" if isinstance(err, psycopg.Error) else "Redis"
+    log.warning("%s unavailable on %s %s: %s", which, request.method, request.path, err)
+    if isinstance(err, psycopg.Error):
+        _check_pool(request.app)
+    headers = {"Retry-After": str(RETRY_AFTER), "Cache-Control": "no-store"}
+    page = html_errors(request, 503) if html_errors is not None else None
+    if page is not None:
+        # The service's error page needs the very dependency that is away: only its choice of
+        # HTML for this path is kept.
+        if asyncio.iscoroutine(page):
+            page.close()
+        return web.Response(
+            status=503, text=UNAVAILABLE_PAGE, content_type="text/html", headers=headers
+        )
+    return problems.Problem(
+        503,
+        "Service unavailable",
+        f"{which} is not answering (restarting or overloaded); retry in {RETRY_AFTER} s.",
+        kind="unavailable",
+        headers=headers,
+    ).response(request.path)
+
+
+_pool_checks: dict[int, asyncio.Task[None]] = {}
+
+
+def _check_pool(app: web.Application) -> None:
+    """After a PostgreSQL error, test the pool's idle connections once in the background, so
+    that those a restarted server broke are replaced at once rather than each failing one more
+    request."""
+    pool = app.get(pool_key)
+    if pool is None or id(pool) in _pool_checks:
+        return
+    task = asyncio.get_running_loop().create_task(pool.check())
+    _pool_checks[id(pool)] = task
+
+    def done(task: asyncio.Task[None]) -> None:
+        _pool_checks.pop(id(pool), None)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("pool check failed", exc_info=task.exception())
+
+    task.add_done_callback(done)
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _host_ok(request: web.Request) -> bool:
+    try:
+        request.url  # noqa: B018 (building the URL is the check)
+    except ValueError:
+        return False
+    return True
 
 
 async def healthz(request: web.Request) -> web.Response:
