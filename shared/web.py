@@ -126,8 +126,10 @@ def install_clients(app: web.Application, settings: Settings, *, pool_size: int 
 
 def incoming_request_id(request: web.BaseRequest) -> str:
     """The request's id: the X-Request-ID it came with (a proxy's, cut to 64 characters), or
-    a new one."""
-    return request.headers.get(X_REQUEST_ID, "")[:64] or new_request_id()
+    a new one when there is none or it is unusable (not printable ASCII: it is sent back in a
+    header and written in every log line)."""
+    given = request.headers.get(X_REQUEST_ID, "")[:64]
+    return given if given.isascii() and given.isprintable() and given else new_request_id()
 
 
 def service_middleware(metrics: ServiceMetrics, html_errors: HtmlErrors | None = None) -> Any:
