@@ -38,6 +38,7 @@ DEPENDENCY_ERRORS = (
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
 )
+BAD_HOST = "The Host header is not a valid host[:port] (ports go from 1 to 65535)."
 RETRY_AFTER = 5  # seconds: about what a restarted PostgreSQL or Redis takes to answer again
 UNAVAILABLE_PAGE = (
     "<!doctype html><html lang=vi><meta charset=utf-8><title>Tạm thời gián đoạn</title>"
@@ -146,6 +147,8 @@ def service_middleware(metrics: ServiceMetrics, html_errors: HtmlErrors | None =
         status = 499  # counted when no answer is made: the client went away (nginx's 499)
         try:
             try:
+                if not _port_ok(request.host):
+                    raise problems.Problem(400, "Bad request", BAD_HOST, kind="bad-host")
                 response = await handler(request)
             except web.HTTPException as exc:
                 if exc.status < 400:
@@ -186,12 +189,9 @@ def failure(
         log.info("client went away during %s %s: %s", request.method, request.path, err)
         return web.Response(status=499, reason="Client Closed Request")
     if isinstance(err, ValueError) and not _host_ok(request):
-        return problems.Problem(
-            400,
-            "Bad request",
-            "The Host header is not a valid host[:port] (ports go from 1 to 65535).",
-            kind="bad-host",
-        ).response(request.path)
+        return problems.Problem(400, "Bad request", BAD_HOST, kind="bad-host").response(
+            request.path
+        )
     return problems.internal_error(request, err)
 
 
@@ -247,6 +247,15 @@ def _check_pool(app: web.Application) -> None:
 def _client_gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
+
+
+def _port_ok(host: str) -> bool:
+    """Whether Host's port, if it has one, is a port: checked before the handler runs, since
+    a handler that builds a link from it (after its commit) would fail too late."""
+    _, colon, port = host.rpartition(":")
+    if not colon or not port or "]" in port:  # no port, or an IPv6 address without one
+        return True
+    return port.isascii() and port.isdigit() and 0 < int(port) < 65536
 
 
 def _host_ok(request: web.Request) -> bool:
