@@ -55,9 +55,10 @@ class Child:
 
     def start(self) -> None:
         if self.proc is not None:
-            # What the dead process left in its group goes first: a PostgreSQL killed with -9
-            # leaves backends holding its shared memory, and a new server refuses to start
-            # while they live.
+            # What the dead process left in its group goes first (a worker's pool processes).
+            # PostgreSQL's backends have sessions of their own: they notice their postmaster's
+            # death and exit by themselves, and a new server that finds them still holding the
+            # shared memory exits, to be started again on the next round.
             _kill_group(self.proc)
         if self.launch is not None:
             self.proc = self.launch()

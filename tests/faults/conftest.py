@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 import pytest
@@ -42,7 +41,3 @@ def part(stack: Stack, needle: str) -> psutil.Process:
         except psutil.NoSuchProcess:
             continue
     raise AssertionError(f"no running part {needle!r}")
-
-
-def logs(stack: Stack) -> Path:
-    return stack.home / "logs"

@@ -39,8 +39,10 @@ class Traffic:
     wrong: list[str] = field(default_factory=list)  # what must never happen
     views: list[float] = field(default_factory=list)  # when each counted page view answered
     slowest: float = 0.0
+    slowest_request: str = ""
     pages: list[str] = field(default_factory=lambda: ["/", f"/{CATEGORY}/"])
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    phase: str = "before"  # what is happening to the stack (counted with each answer)
 
     async def run(self, submitters: int = 2, readers: int = 3) -> None:
         timeout = aiohttp.ClientTimeout(total=HANG)
@@ -60,16 +62,19 @@ class Traffic:
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
         except TimeoutError:
-            self.wrong.append(f"{method} {url}: no answer in {HANG:.0f} s")
+            self.wrong.append(f"{self.phase}: {method} {url}: no answer in {HANG:.0f} s")
             return None
         except aiohttp.ClientError as err:
-            self.wrong.append(f"{method} {url}: {type(err).__name__}: {err}")
+            self.wrong.append(f"{self.phase}: {method} {url}: {type(err).__name__}: {err}")
             return None
         took = time.monotonic() - started
-        self.slowest = max(self.slowest, took)
-        self.statuses[f"{method} {status}"] += 1
+        if took > self.slowest:
+            self.slowest, self.slowest_request = took, f"{self.phase}: {method} {url} {status}"
+        self.statuses[f"{self.phase}: {method} {status}"] += 1
         if status >= 500 and not (status == 503 and retry_after):
-            self.wrong.append(f"{method} {url}: {status} after {took:.1f} s: {body[:300]!r}")
+            self.wrong.append(
+                f"{self.phase}: {method} {url}: {status} after {took:.1f} s: {body[:300]!r}"
+            )
         return status, body
 
     async def _submit(self, session: aiohttp.ClientSession) -> None:

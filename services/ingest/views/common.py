@@ -18,6 +18,7 @@ from shared.web import settings_key
 from workers.app import app as celery
 
 log = logging.getLogger(__name__)
+SEND_TIMEOUT = 2.0  # seconds, as BANTIN_DEPENDENCY_TIMEOUT's default
 
 
 async def read_json(request: web.Request) -> Any:
@@ -38,9 +39,12 @@ async def read_json(request: web.Request) -> Any:
 
 async def enqueue(task: str, *args: Any) -> None:
     """Send a task after the caller's commit. Celery's client is synchronous, so its socket
-    work runs in a thread; if the broker is down, the periodic sweep sends it later."""
+    work runs in a thread; if the broker is down or does not answer within SEND_TIMEOUT (the
+    client's own retries take far longer), the periodic sweep sends it later."""
     try:
-        await asyncio.to_thread(celery.send_task, task, args=list(args))
+        await asyncio.wait_for(
+            asyncio.to_thread(celery.send_task, task, args=list(args)), SEND_TIMEOUT
+        )
     except Exception:
         log.warning("could not enqueue %s%s; the sweep will retry", task, args, exc_info=True)
 
