@@ -153,6 +153,36 @@ async def test_redis_away_is_503_with_retry_after(
     assert ready.status == 503 and "redis" in await ready.json()
 
 
+async def test_the_site_serves_what_it_holds_while_redis_is_away(
+    aiohttp_client: Any, clean: Settings
+) -> None:
+    """Issue 22.3: with Redis away, a page the publisher holds is still a 200 (with the last
+    statistics it knew), a stored feed too; what it cannot produce is a 503 with Retry-After,
+    within the dependency timeout."""
+    from redis.asyncio import Redis
+
+    from services.publisher import views
+    from services.publisher.feeds import stored_key
+    from tests.conftest import publisher
+
+    site = await publisher(aiohttp_client, clean)
+    assert (await site.get("/")).status == 200
+    before = await (await site.get("/")).read()
+    gone = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    app = site.server.app
+    app[views.cache_key].redis = gone
+    app[stored_key].redis = gone
+    await asyncio.sleep(1.1)  # the statistics snapshot is due for a refresh
+    for _ in range(3):
+        response = await site.get("/")
+        assert response.status == 200
+        assert await response.read() == before
+    assert app[views.cache_key].away
+    stats = await site.get("/api/v1/stats")
+    assert stats.status == 503 and int(stats.headers["Retry-After"]) > 0
+    await gone.aclose()
+
+
 async def test_a_host_out_of_range_is_a_bad_request(api: Any, submitter: str) -> None:
     """Issue 22.11: an article's links are built from Host; a port out of range is the
     client's error (400), not ours."""

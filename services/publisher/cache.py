@@ -128,6 +128,11 @@ class PageCache:
             return held
         return None
 
+    def last(self, key: str) -> Ready | None:
+        """The answer last prepared for page `key`, whatever the site version since: what a
+        reader gets while the page cannot be rendered (PostgreSQL or Redis away)."""
+        return self._ready.get(key)
+
     def prepare(self, key: str, live: Live, data: bytes, etag: str) -> Ready:
         headers = {"Content-Type": HTML_TYPE, "Cache-Control": "no-cache", "ETag": etag}
         held = Ready(live, data, etag, fixed_head(headers, data))

@@ -14,7 +14,7 @@ import yaml
 
 from tests.corpus.http import Answer, exchange, request
 from tests.photos import jpeg
-from tests.test_e2e import ADMIN, Stack
+from tests.test_e2e import ADMIN, Stack, call
 
 pytestmark = pytest.mark.e2e
 
@@ -32,9 +32,9 @@ PHOTOS = {
 def corpus(live_stack: Stack) -> dict[str, str]:
     """The stack, with a category and a published article the cases can name."""
     api = live_stack.api
-    status, _ = _json("POST", api + "/api/v1/categories", {"slug": CATEGORY, "name": "Kiểm thử"})
+    status, _ = call("POST", api + "/api/v1/categories", {"slug": CATEGORY, "name": "Kiểm thử"})
     assert status in (201, 409)
-    status, made = _json(
+    status, made = call(
         "POST",
         api + "/api/v1/articles",
         {"title": "Bài để sửa", "category": CATEGORY, "body": "<p>Nội dung</p>"},
@@ -42,7 +42,10 @@ def corpus(live_stack: Stack) -> dict[str, str]:
     assert status == 202, made
     deadline = time.monotonic() + 60
     while True:
-        with urllib.request.urlopen(_req("GET", made["links"]["self"]), timeout=10) as r:
+        request = urllib.request.Request(
+            made["links"]["self"], headers={"Authorization": f"Bearer {ADMIN}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
             etag, article = r.headers["ETag"], json.load(r)
         if article["status"] == "published":
             break
@@ -164,20 +167,3 @@ def _body(case: dict[str, Any], values: dict[str, str]) -> bytes:
             )
         return out + f"--{BOUNDARY}--\r\n".encode()
     return b""
-
-
-def _req(method: str, url: str, body: Any = None) -> urllib.request.Request:
-    return urllib.request.Request(
-        url,
-        data=json.dumps(body).encode() if body is not None else None,
-        method=method,
-        headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"},
-    )
-
-
-def _json(method: str, url: str, body: Any) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(_req(method, url, body), timeout=10) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as err:
-        return err.code, json.load(err)

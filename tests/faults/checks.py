@@ -163,20 +163,6 @@ def article_state(stack: Stack, article_id: int, photos: int) -> str:
     return str(article["status"])
 
 
-def post(url: str, body: Any) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as err:
-        return err.code, json.load(err)
-
-
 def wait_published(stack: Stack, accepted: dict[int, int], timeout: float = LOST_TASK) -> None:
     """Every accepted article (id -> photos sent) published with every rendition."""
     waiting: dict[int, str] = {}

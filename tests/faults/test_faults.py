@@ -23,14 +23,14 @@ import pytest
 
 from tests.faults import checks
 from tests.faults.traffic import CATEGORY, Traffic
-from tests.test_e2e import ADMIN, Stack
+from tests.test_e2e import ADMIN, Stack, call
 
 pytestmark = pytest.mark.e2e
 
 
 async def test_faults_under_traffic(live_stack: Stack) -> None:
     stack = live_stack
-    status, body = checks.post(stack.api + "/api/v1/categories", {"slug": CATEGORY, "name": "Tin"})
+    status, body = call("POST", stack.api + "/api/v1/categories", {"slug": CATEGORY, "name": "Tin"})
     assert status in (201, 409), body
     views_before = checks.settled_views(stack)
     traffic = Traffic(stack.site, stack.api, ADMIN)
