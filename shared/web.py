@@ -201,7 +201,10 @@ def unavailable(
     """503 with Retry-After: PostgreSQL or Redis is away (restarting, paused, unreachable).
     Readers' pages get a short page in Vietnamese, everything else problem details."""
     which = "PostgreSQL" if isinstance(err, psycopg.Error) else "Redis"
-    log.warning("%s unavailable on %s %s: %s", which, request.method, request.path, err)
+    now = time.monotonic()
+    if now - _warned.get(which, -60.0) >= 10:  # a line per outage, not one per request
+        _warned[which] = now
+        log.warning("%s unavailable (%s on %s %s)", which, err, request.method, request.path)
     if isinstance(err, psycopg.Error):
         _check_pool(request.app)
     headers = {"Retry-After": str(RETRY_AFTER), "Cache-Control": "no-store"}
@@ -223,6 +226,7 @@ def unavailable(
     ).response(request.path)
 
 
+_warned: dict[str, float] = {}  # dependency -> when its absence was last logged
 _pool_checks: dict[int, asyncio.Task[None]] = {}
 
 

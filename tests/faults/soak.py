@@ -23,7 +23,7 @@ import psutil
 
 from tests.faults import checks
 from tests.faults.traffic import CATEGORY, Traffic
-from tests.test_e2e import ADMIN, Stack, up
+from tests.test_e2e import ADMIN, Stack, call, up
 
 ROLES = ("worker", "beat", "ingest", "publisher")
 
@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         up(Path(tmp), {"BANTIN_LOG_LEVEL": "INFO"}, "--no-demo") as stack,
     ):
         stack.ready()
-        status, body = checks.post(
-            stack.api + "/api/v1/categories", {"slug": CATEGORY, "name": "Tin"}
+        status, body = call(
+            "POST", stack.api + "/api/v1/categories", {"slug": CATEGORY, "name": "Tin"}
         )
         assert status in (201, 409), body
         result = asyncio.run(soak(stack, args.minutes * 60, args.kill_every))

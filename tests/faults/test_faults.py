@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Callable
 
+import psutil
 import pytest
 
 from tests.faults import checks
@@ -93,3 +94,23 @@ async def test_faults_under_traffic(live_stack: Stack) -> None:
         }
         with open(out, "w") as f:
             f.write(json.dumps(figures, indent=2) + "\n")
+
+
+def test_a_server_that_keeps_dying_stops_the_stack(live_stack: Stack) -> None:
+    """The same limit as any role (last: it ends the module's stack): a sixth death within a
+    minute stops everything, saying which part failed and where its log is."""
+    stack = live_stack
+    for _ in range(6):
+        if stack.proc.poll() is not None:
+            break
+        try:
+            checks.kill(stack, "redis-server")()
+        except (AssertionError, psutil.NoSuchProcess):
+            break  # the stack is stopping: no new Redis comes back
+    assert stack.proc.wait(60) == 1
+    said = "\n".join(stack.stderr_lines())
+    redis_log = stack.home / "logs" / "redis.log"
+    assert (
+        f"redis exited 6 times in a minute (last code -9); stopping everything (see {redis_log})"
+        in said
+    ), said
