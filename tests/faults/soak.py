@@ -75,18 +75,22 @@ async def soak(stack: Stack, seconds: float, kill_every: float) -> dict[str, Any
         due = [at for at in servers if at <= now]
         if due:
             needle = servers.pop(due[0])
+            traffic.phase = f"{needle.split()[0]} killed"
             at = time.monotonic()
             over = await asyncio.to_thread(checks.kill(stack, needle))
             faults.append({"t": round(now), "killed": needle, "back_after_s": round(over - at, 1)})
             if needle == "redis-server":
                 redis_window = (at - checks.AT_RISK_SECONDS, over)
         elif now >= worker_at:
+            traffic.phase = "worker killed"
             at = time.monotonic()
             over = await asyncio.to_thread(checks.kill(stack, "bantin.cli worker"))
             faults.append(
                 {"t": round(now), "killed": "worker", "back_after_s": round(over - at, 1)}
             )
             worker_at += kill_every
+        elif traffic.phase.endswith("killed"):
+            traffic.phase = "between faults"
         await asyncio.sleep(0.5)
     traffic.stop.set()
     await running
@@ -133,7 +137,9 @@ async def soak(stack: Stack, seconds: float, kill_every: float) -> dict[str, Any
 
 
 def memory(stack: Stack) -> dict[str, float]:
-    """Resident memory (MB) of each part, a role's child processes included."""
+    """Memory (MB) of each part, a role's child processes included: the proportional set
+    size, which shares a page among the processes that map it (PostgreSQL's backends all map
+    its shared buffers: their resident sizes would count those once per backend)."""
     found: dict[str, float] = {}
     for child in psutil.Process(stack.proc.pid).children():
         try:
@@ -141,7 +147,7 @@ def memory(stack: Stack) -> dict[str, float]:
             name = next((r for r in ROLES if f"bantin.cli {r}" in line), None)
             name = name or ("postgres" if "postgres -D" in line else "redis")
             tree = [child, *child.children(recursive=True)]
-            found[name] = round(sum(p.memory_info().rss for p in tree) / 2**20, 1)
+            found[name] = round(sum(p.memory_full_info().pss for p in tree) / 2**20, 1)
         except psutil.NoSuchProcess:
             continue
     return found
