@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum 
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint bench up down clean
+.PHONY: help install run test lint bench soak up down clean
 
 help: ## list the targets with what they do
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ lint: $(STAMP) ## ruff (lint and format) and mypy
 
 bench: $(STAMP) ## measure against baselines in the same run; figures in bench-results/
 	$(BIN)/python -m bench $(ARGS)
+
+soak: $(STAMP) ## 10 minutes of traffic while parts die (a worker every 30 s); bench-results/soak.json
+	$(BIN)/python -m tests.faults.soak $(ARGS)
 
 up: ## docker compose: the scaled stack (needs a Docker engine)
 	docker compose up -d --build

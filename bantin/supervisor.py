@@ -2,9 +2,11 @@
 
 Order of start: embedded PostgreSQL and Redis (unless URLs are given), migrations, tokens and
 demo content, then worker, beat, ingest and publisher. The ready line is printed once every part
-answers its health check. A role that dies is restarted (at most RESTARTS times a minute, then
-the stack stops and says which part failed and where its log is); a server that dies stops the
-stack. Ctrl-C or SIGTERM stops every child, servers last, and leaves no process behind.
+answers its health check. A part that dies, embedded servers included, is restarted (at most
+RESTARTS times a minute, then the stack stops and says which part failed and where its log is):
+PostgreSQL recovers from its write-ahead log, Redis from its append-only file, on the same port,
+and every role reconnects by itself (answering 503 meanwhile). Ctrl-C or SIGTERM stops every
+child, servers last, and leaves no process behind.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import threading
 import time
 import urllib.request
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -45,12 +48,22 @@ class Child:
     argv: list[str]
     env: dict[str, str] | None
     logfile: Path
-    server: bool = False  # an embedded server: its death stops the stack
+    server: bool = False  # an embedded server: stopped last
     proc: subprocess.Popen[bytes] | None = None
     deaths: deque[float] = field(default_factory=deque)
+    launch: Callable[[], subprocess.Popen[bytes]] | None = None  # a server's own start
 
     def start(self) -> None:
-        self.proc = embedded.spawn(self.argv, logfile=self.logfile, env=self.env)
+        if self.proc is not None:
+            # What the dead process left in its group goes first (a worker's pool processes).
+            # PostgreSQL's backends have sessions of their own: they notice their postmaster's
+            # death and exit by themselves, and a new server that finds them still holding the
+            # shared memory exits, to be started again on the next round.
+            _kill_group(self.proc)
+        if self.launch is not None:
+            self.proc = self.launch()
+        else:
+            self.proc = embedded.spawn(self.argv, logfile=self.logfile, env=self.env)
 
     @property
     def alive(self) -> bool:
@@ -154,13 +167,17 @@ class Stack:
             pg = embedded.EmbeddedPostgres(self.home)
             self._say(f"starting embedded PostgreSQL in {pg.data}")
             proc = pg.start()
-            self.children.append(Child("postgres", [], None, pg.logfile, server=True, proc=proc))
+            self.children.append(
+                Child("postgres", [], None, pg.logfile, server=True, proc=proc, launch=pg.launch)
+            )
             changes["database_url"] = pg.url
         if not self.settings.redis_url:
             redis = embedded.EmbeddedRedis(self.home)
             self._say(f"starting embedded Redis in {redis.dir}")
             proc = redis.start()
-            self.children.append(Child("redis", [], None, redis.logfile, server=True, proc=proc))
+            self.children.append(
+                Child("redis", [], None, redis.logfile, server=True, proc=proc, launch=redis.launch)
+            )
             changes["redis_url"] = redis.url
         if not self.settings.public_url:
             changes["public_url"] = self.site_url
@@ -253,13 +270,6 @@ class Stack:
                 if child.alive:
                     continue
                 code = child.proc.returncode if child.proc else None
-                if child.server:
-                    print(
-                        f"bantin: {child.name} exited with code {code}; stopping everything"
-                        f" (see {child.logfile})",
-                        file=sys.stderr,
-                    )
-                    return 1
                 now = time.monotonic()
                 child.deaths.append(now)
                 while child.deaths and child.deaths[0] < now - 60:
@@ -272,7 +282,10 @@ class Stack:
                     )
                     return 1
                 log.warning("%s exited with code %s; restarting it", child.name, code)
-                child.start()
+                try:
+                    child.start()
+                except Exception as err:  # counted as one more death on the next round
+                    log.error("could not restart %s: %s (see %s)", child.name, err, child.logfile)
         return 0
 
     def _stop_all(self) -> None:
@@ -298,11 +311,15 @@ def _stop(children: list[Child], sig: int) -> None:
         except subprocess.TimeoutExpired:
             log.warning("%s did not stop in %.0f s; killing it", child.name, STOP_GRACE)
         # Whatever the child left in its process group (pool processes, backends) goes too.
-        try:
-            os.killpg(child.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        child.proc.wait()
+        _kill_group(child.proc)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
 
 
 def _http_ok(url: str) -> bool:

@@ -30,16 +30,54 @@ _KWARGS = {"row_factory": dict_row, "connect_timeout": CONNECT_TIMEOUT, "autocom
 AsyncPool = AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]
 
 
-def async_pool(url: str, *, max_size: int = 10) -> AsyncPool:
-    """A pool for an aiohttp service; open it in a cleanup_ctx, never at import time."""
+class Unanswered(psycopg.OperationalError):
+    """PostgreSQL took longer than the pool's bound to answer (paused, or overloaded)."""
+
+
+def _bounded(seconds: float) -> type[psycopg.AsyncConnection[DictRow]]:
+    """A connection class whose every wait for the server ends after `seconds`.
+
+    PostgreSQL cannot enforce a timeout while it is stopped (SIGSTOP, a frozen VM): the kernel
+    still accepts our bytes, so neither statement_timeout nor TCP keep-alives ever fire, and a
+    request would wait for as long as the pause lasts. psycopg sends every query and reads every
+    answer through `wait()`, which takes a timeout; cancelling the caller instead would make
+    psycopg ask the silent server to cancel the query, and wait for that too. A connection that
+    timed out is in an unknown state: it is closed, and the pool replaces it."""
+
+    class Bounded(psycopg.AsyncConnection[DictRow]):
+        async def wait(
+            self,
+            gen: Any,
+            interval: float = 0.1,
+            timeout: float | None = None,  # noqa: ASYNC109 (psycopg's own signature)
+        ) -> Any:
+            started = time.monotonic()
+            try:
+                return await super().wait(gen, interval, seconds if timeout is None else timeout)
+            except psycopg.OperationalError as err:
+                if time.monotonic() - started < seconds or self.closed:
+                    raise
+                self.pgconn.finish()
+                raise Unanswered(f"PostgreSQL did not answer in {seconds:g} s") from err
+
+    return Bounded
+
+
+def async_pool(url: str, *, max_size: int = 10, bound: float | None = None) -> AsyncPool:
+    """A pool for an aiohttp service; open it in a cleanup_ctx, never at import time.
+
+    With `bound` (seconds), no request waits longer than that for a connection, a connection
+    attempt, or any one answer from the server: it gets an OperationalError instead, which the
+    services answer 503 (shared/web.py)."""
+    kwargs = _KWARGS if bound is None else {**_KWARGS, "connect_timeout": max(2, round(bound))}
     return AsyncConnectionPool(
         url,
-        connection_class=psycopg.AsyncConnection[DictRow],
+        connection_class=psycopg.AsyncConnection[DictRow] if bound is None else _bounded(bound),
         min_size=1,
         max_size=max_size,
         open=False,
-        timeout=10,
-        kwargs=_KWARGS,
+        timeout=10 if bound is None else bound,
+        kwargs=kwargs,
         name="bantin-async",
     )
 

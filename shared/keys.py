@@ -68,3 +68,8 @@ def hits_batch(token: str) -> str:
 
 def rate(token_id: int, minute: int) -> str:
     return f"{PREFIX}rate:{token_id}:{minute}"
+
+
+def failed_auth(address: str, minute: int) -> str:
+    """Failed authentications from one address in one minute."""
+    return f"{PREFIX}auth-failed:{address}:{minute}"

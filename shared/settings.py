@@ -28,6 +28,9 @@ LIMITS: dict[str, tuple[str, int, int]] = {
     "feed_size": ("BANTIN_FEED_SIZE", 50, 1),
     "page_size": ("BANTIN_PAGE_SIZE", 20, 1),
     "page_cache_seconds": ("BANTIN_PAGE_CACHE_SECONDS", 300, 0),
+    # How long a request waits for PostgreSQL or Redis (a connection, an answer) before it is
+    # answered 503: a dependency away costs a reader seconds, never a hang.
+    "dependency_timeout": ("BANTIN_DEPENDENCY_TIMEOUT", 2, 1),
 }
 
 
@@ -62,6 +65,7 @@ class Settings:
     feed_size: int
     page_size: int
     page_cache_seconds: int
+    dependency_timeout: int  # seconds
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -73,7 +73,8 @@ class TaskSender:
     socket work runs in a thread; a send that fails is logged and left to beat's sweep, which
     re-sends whatever a lost message leaves waiting."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, *, timeout: float = 2.0) -> None:
+        self._timeout = timeout  # the client's own retries take far longer than a request may
         self._celery = Celery("bantin-sender")
         self._celery.conf.update(broker_conf(redis_url))
 

@@ -12,11 +12,15 @@ from email.utils import parsedate_to_datetime
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any, Protocol
 
+import psycopg
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 from multidict import istr
 from psycopg_pool import AsyncConnectionPool
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from shared import db, problems
 from shared.logs import new_request_id, request_id
@@ -28,6 +32,22 @@ HtmlErrors = Callable[[web.Request, int], Awaitable[web.StreamResponse] | None]
 # Methods counted by name; any other (a client may send anything) is counted as "other".
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 X_REQUEST_ID = istr("X-Request-ID")  # an istr: no case folding per request
+# What PostgreSQL or Redis away raises (refused, closed, not answering in time, recovering,
+# loading its data): answered 503 with Retry-After, never 500.
+DEPENDENCY_ERRORS = (
+    psycopg.OperationalError,
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+)
+BAD_HOST = "The Host header is not a valid host[:port] (ports go from 1 to 65535)."
+RETRY_AFTER = 5  # seconds: about what a restarted PostgreSQL or Redis takes to answer again
+UNAVAILABLE_PAGE = (
+    "<!doctype html><html lang=vi><meta charset=utf-8><title>Tạm thời gián đoạn</title>"
+    "<h1>Trang tạm thời chưa truy cập được</h1>"
+    "<p>Hệ thống đang khởi động lại một thành phần. Xin vui lòng thử lại sau ít giây.</p>"
+)
+
+log = logging.getLogger(__name__)
 
 settings_key = web.AppKey("settings", Settings)
 media_key = web.AppKey("media", MediaStore)
@@ -117,10 +137,19 @@ def install_clients(app: web.Application, settings: Settings, *, pool_size: int 
     app[media_key].ensure()
     database_url, redis_url = settings.require_backends()
 
+    bound = settings.dependency_timeout
+
     async def clients(app: web.Application) -> AsyncIterator[None]:
-        pool = db.async_pool(database_url, max_size=pool_size)
+        pool = db.async_pool(database_url, max_size=pool_size, bound=bound)
         await pool.open(wait=True, timeout=30)
-        redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+        # Every wait bounded; a broken connection (Redis restarted) is retried once, on a new
+        # one, but a timeout is not: a paused Redis costs one bound, not several.
+        redis = Redis.from_url(
+            redis_url,
+            socket_timeout=bound,
+            socket_connect_timeout=bound,
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis_errors.ConnectionError,)),
+        )
         app[pool_key] = pool
         app[redis_key] = redis
         try:
@@ -134,8 +163,10 @@ def install_clients(app: web.Application, settings: Settings, *, pool_size: int 
 
 def incoming_request_id(request: web.BaseRequest) -> str:
     """The request's id: the X-Request-ID it came with (a proxy's, cut to 64 characters), or
-    a new one."""
-    return request.headers.get(X_REQUEST_ID, "")[:64] or new_request_id()
+    a new one when there is none or it is unusable (not printable ASCII: it is sent back in a
+    header and written in every log line)."""
+    given = request.headers.get(X_REQUEST_ID, "")[:64]
+    return given if given.isascii() and given.isprintable() and given else new_request_id()
 
 
 def service_middleware(metrics: ServiceMetrics, html_errors: HtmlErrors | None = None) -> Any:
@@ -152,6 +183,8 @@ def service_middleware(metrics: ServiceMetrics, html_errors: HtmlErrors | None =
         status = 499  # counted when no answer is made: the client went away (nginx's 499)
         try:
             try:
+                if not _port_ok(request.host):
+                    raise problems.Problem(400, "Bad request", BAD_HOST, kind="bad-host")
                 response = await handler(request)
             except web.HTTPException as exc:
                 if exc.status < 400:
@@ -160,11 +193,11 @@ def service_middleware(metrics: ServiceMetrics, html_errors: HtmlErrors | None =
                 try:
                     response = await problems.http_error(request, exc, html_errors)
                 except Exception as err:  # the error page itself failed (database down)
-                    response = problems.internal_error(request, err)
+                    response = failure(request, err, html_errors)
             except problems.Problem as problem:
                 response = problem.response(request.path)
             except Exception as err:
-                response = problems.internal_error(request, err)
+                response = failure(request, err, html_errors)
             response.headers[X_REQUEST_ID] = rid
             status = response.status
             return response
@@ -176,6 +209,101 @@ def service_middleware(metrics: ServiceMetrics, html_errors: HtmlErrors | None =
             stats.observe(route_of(request), method, status, time.perf_counter() - started)
 
     return serve
+
+
+def failure(
+    request: web.Request, err: Exception, html_errors: HtmlErrors | None = None
+) -> web.Response:
+    """The answer to a request that raised: what the client or a dependency caused is said so
+    (a 4xx, 503, or nothing at all), anything else is an internal error, logged with its
+    traceback."""
+    if isinstance(err, DEPENDENCY_ERRORS):
+        return unavailable(request, err, html_errors)
+    if isinstance(err, ConnectionError) and _client_gone(request):
+        # The client went away mid-request (an upload cut short): its doing, not ours. Nobody
+        # reads this answer; it is counted as 499, as nginx does.
+        log.info("client went away during %s %s: %s", request.method, request.path, err)
+        return web.Response(status=499, reason="Client Closed Request")
+    if isinstance(err, ValueError) and not _host_ok(request):
+        return problems.Problem(400, "Bad request", BAD_HOST, kind="bad-host").response(
+            request.path
+        )
+    return problems.internal_error(request, err)
+
+
+def unavailable(
+    request: web.Request, err: Exception, html_errors: HtmlErrors | None = None
+) -> web.Response:
+    """503 with Retry-After: PostgreSQL or Redis is away (restarting, paused, unreachable).
+    Readers' pages get a short page in Vietnamese, everything else problem details."""
+    which = "PostgreSQL" if isinstance(err, psycopg.Error) else "Redis"
+    now = time.monotonic()
+    if now - _warned.get(which, -60.0) >= 10:  # a line per outage, not one per request
+        _warned[which] = now
+        log.warning("%s unavailable (%s on %s %s)", which, err, request.method, request.path)
+    if isinstance(err, psycopg.Error):
+        _check_pool(request.app)
+    headers = {"Retry-After": str(RETRY_AFTER), "Cache-Control": "no-store"}
+    page = html_errors(request, 503) if html_errors is not None else None
+    if page is not None:
+        # The service's error page needs the very dependency that is away: only its choice of
+        # HTML for this path is kept.
+        if asyncio.iscoroutine(page):
+            page.close()
+        return web.Response(
+            status=503, text=UNAVAILABLE_PAGE, content_type="text/html", headers=headers
+        )
+    return problems.Problem(
+        503,
+        "Service unavailable",
+        f"{which} is not answering (restarting or overloaded); retry in {RETRY_AFTER} s.",
+        kind="unavailable",
+        headers=headers,
+    ).response(request.path)
+
+
+_warned: dict[str, float] = {}  # dependency -> when its absence was last logged
+_pool_checks: dict[int, asyncio.Task[None]] = {}
+
+
+def _check_pool(app: web.Application) -> None:
+    """After a PostgreSQL error, test the pool's idle connections once in the background, so
+    that those a restarted server broke are replaced at once rather than each failing one more
+    request."""
+    pool = app.get(pool_key)
+    if pool is None or id(pool) in _pool_checks:
+        return
+    task = asyncio.get_running_loop().create_task(pool.check())
+    _pool_checks[id(pool)] = task
+
+    def done(task: asyncio.Task[None]) -> None:
+        _pool_checks.pop(id(pool), None)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("pool check failed", exc_info=task.exception())
+
+    task.add_done_callback(done)
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _port_ok(host: str) -> bool:
+    """Whether Host's port, if it has one, is a port: checked before the handler runs, since
+    a handler that builds a link from it (after its commit) would fail too late."""
+    _, colon, port = host.rpartition(":")
+    if not colon or not port or "]" in port:  # no port, or an IPv6 address without one
+        return True
+    return port.isascii() and port.isdigit() and 0 < int(port) < 65536
+
+
+def _host_ok(request: web.Request) -> bool:
+    try:
+        request.url  # noqa: B018 (building the URL is the check)
+    except ValueError:
+        return False
+    return True
 
 
 async def healthz(request: web.Request) -> web.Response:

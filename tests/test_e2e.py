@@ -17,6 +17,7 @@ import unicodedata
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,12 @@ class Stack:
                 return line
         raise AssertionError(f"no line {prefix!r} in {timeout} s: {self.diagnostics()}")
 
+    def ready(self) -> None:
+        """Wait for the ready line; note the site's and the API's URLs."""
+        line = self.wait_for("bantin ready ")
+        fields = dict(part.split("=", 1) for part in line.split()[2:])
+        self.site, self.api = fields["site"], fields["api"]
+
     def stderr_lines(self) -> list[str]:
         path = self.home.parent / "stderr.log"
         return path.read_text().splitlines() if path.exists() else []
@@ -74,14 +81,23 @@ def other_redis_db(url: str) -> str:
 
 @pytest.fixture
 def stack(tmp_path: Path, settings: Settings) -> Iterator[Stack]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BANTIN_")}
-    env.update({"BANTIN_HOME": str(tmp_path / "home"), "BANTIN_ADMIN_TOKEN": ADMIN})
+    env = {}
     if os.environ.get("BANTIN_DATABASE_URL"):
         # CI's second run: the stack uses the machine's servers, as an operator's would.
         reset(settings)
         env["BANTIN_DATABASE_URL"] = os.environ["BANTIN_DATABASE_URL"]
     if os.environ.get("BANTIN_REDIS_URL"):
         env["BANTIN_REDIS_URL"] = other_redis_db(os.environ["BANTIN_REDIS_URL"])
+    with up(tmp_path, env) as running:
+        yield running
+
+
+@contextmanager
+def up(tmp_path: Path, given: dict[str, str], *args: str) -> Iterator[Stack]:
+    """`bantin up` in a subprocess on free ports, home in `tmp_path`, with the environment's
+    BANTIN_ variables replaced by `given`; stopped (SIGTERM) on exit."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANTIN_")}
+    env.update({"BANTIN_HOME": str(tmp_path / "home"), "BANTIN_ADMIN_TOKEN": ADMIN, **given})
     site_port, api_port = free_port(), free_port()
     stderr = (tmp_path / "stderr.log").open("w")
     proc = subprocess.Popen(
@@ -98,6 +114,7 @@ def stack(tmp_path: Path, settings: Settings) -> Iterator[Stack]:
             str(api_port),
             "--workers",
             "2",
+            *args,
         ],
         stdout=subprocess.PIPE,
         stderr=stderr,

@@ -83,6 +83,118 @@ async def test_a_failing_error_page_is_still_a_problem_and_counted(aiohttp_clien
     assert 'bantin_http_requests_total{method="other",route="unmatched",status="405"} 1.0' in text
 
 
+async def test_a_client_gone_mid_upload_is_its_doing(
+    clean: Settings, submitter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 22.14: a client that disconnects in the middle of its upload is logged at INFO,
+    without a traceback, and counted as 499 (nginx's "client closed request"), not 500. The
+    app runs as `bantin ingest` runs it (aiohttp's test server would cancel the handler
+    instead, which production does not)."""
+    from services.ingest.app import create_app
+
+    runner = web.AppRunner(create_app(clean), access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        head = (
+            "POST /api/v1/articles HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {submitter}\r\n"
+            "Content-Type: multipart/form-data; boundary=cut\r\n"
+            "Content-Length: 1000000\r\n\r\n"
+            '--cut\r\nContent-Disposition: form-data; name="article"\r\n\r\n{"title": "'
+        )
+        caplog.set_level(logging.INFO)
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head.encode())
+        await writer.drain()
+        await asyncio.sleep(0.3)  # the handler is reading the body
+        writer.close()
+        await writer.wait_closed()
+        for _ in range(100):
+            if any("client went away" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.05)
+        metrics = await _get(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        await runner.cleanup()
+    assert 'method="POST",route="/api/v1/articles",status="499"} 1.0' in metrics, metrics
+    assert 'route="/api/v1/articles",status="500"' not in metrics
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("client went away" in r.getMessage() for r in caplog.records), [
+        (r.name, r.levelname, r.getMessage()) for r in caplog.records
+    ]
+
+
+async def _get(url: str) -> str:
+    def fetch_text() -> str:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return str(response.read().decode())
+
+    return await asyncio.to_thread(fetch_text)
+
+
+async def test_redis_away_is_503_with_retry_after(
+    aiohttp_client: Any, clean: Settings, submitter: str
+) -> None:
+    """A dependency away answers 503 problem details with Retry-After at once, never 500: here
+    Redis refuses connections (nothing listens on its port)."""
+    from services.ingest.app import create_app
+
+    gone = clean.with_(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    api = await aiohttp_client(create_app(gone))
+    response = await api.get("/api/v1/articles/1", headers=bearer(submitter))
+    assert response.status == 503, await response.text()
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert int(response.headers["Retry-After"]) > 0
+    assert (await response.json())["title"] == "Service unavailable"
+    ready = await api.get("/readyz")
+    assert ready.status == 503 and "redis" in await ready.json()
+
+
+async def test_the_site_serves_what_it_holds_while_redis_is_away(
+    aiohttp_client: Any, clean: Settings
+) -> None:
+    """Issue 22.3: with Redis away, a page the publisher holds is still a 200 (with the last
+    statistics it knew), a stored feed too; what it cannot produce is a 503 with Retry-After,
+    within the dependency timeout."""
+    from redis.asyncio import Redis
+
+    from services.publisher import views
+    from services.publisher.feeds import stored_key
+    from tests.conftest import publisher
+
+    site = await publisher(aiohttp_client, clean)
+    assert (await site.get("/")).status == 200
+    before = await (await site.get("/")).read()
+    gone = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    app = site.server.app
+    app[views.cache_key].redis = gone
+    app[stored_key].redis = gone
+    await asyncio.sleep(1.1)  # the statistics snapshot is due for a refresh
+    for _ in range(3):
+        response = await site.get("/")
+        assert response.status == 200
+        assert await response.read() == before
+    assert app[views.cache_key].away
+    stats = await site.get("/api/v1/stats")
+    assert stats.status == 503 and int(stats.headers["Retry-After"]) > 0
+    await gone.aclose()
+
+
+async def test_a_host_out_of_range_is_a_bad_request(api: Any, submitter: str) -> None:
+    """Issue 22.11: an article's links are built from Host; a port out of range is the
+    client's error (400), not ours."""
+    response = await api.post(
+        "/api/v1/articles",
+        json={"title": "Host", "category": "khong-co", "body": "<p>x</p>"},
+        headers={**bearer(submitter), "Host": "localhost:99999"},
+    )
+    assert response.status == 400, await response.text()
+    assert (await response.json())["type"].endswith("bad-host")
+
+
 def test_request_histogram_is_cumulative() -> None:
     """The request statistics are kept as plain counts; what /metrics shows must still be a
     Prometheus histogram: cumulative buckets, the +Inf bucket equal to the count, the sum."""

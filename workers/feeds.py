@@ -23,6 +23,7 @@ from workers.app import REBUILD_FEEDS, WEBSUB_PING, app, pool, redis, run, setti
 log = logging.getLogger(__name__)
 
 COALESCE_SECONDS = 1.0
+LOCK_SECONDS = 30  # the rebuild lock's lease, renewed after each scope
 HUB_TIMEOUT = 10
 
 
@@ -55,7 +56,9 @@ def ensure_present() -> None:
 )
 def rebuild_feeds() -> list[str]:
     r = redis()
-    with r.lock(keys.FEEDS_LOCK, timeout=300, blocking_timeout=120):
+    # A short lease, renewed after each scope: a worker killed mid-rebuild (kill -9) leaves
+    # the lock behind, and the next rebuild must not wait minutes for it.
+    with r.lock(keys.FEEDS_LOCK, timeout=LOCK_SECONDS, blocking_timeout=120) as lock:
         r.delete(keys.FEEDS_SCHEDULED)
         pipe = r.pipeline(transaction=True)
         pipe.smembers(keys.FEEDS_DIRTY)
@@ -66,6 +69,7 @@ def rebuild_feeds() -> list[str]:
         for scope in scopes:
             try:
                 changed += run(_rebuild(scope))
+                lock.reacquire()
             except Exception:
                 r.sadd(keys.FEEDS_DIRTY, scope)  # not lost: the next rebuild retries it
                 raise

@@ -28,7 +28,7 @@ def create_app(settings: Settings) -> web.Application:
 
     async def tasks(app: web.Application) -> AsyncIterator[None]:
         # Ingest only sends tasks, by name; nothing connects until the first send.
-        app[tasks_key] = TaskSender(redis_url)
+        app[tasks_key] = TaskSender(redis_url, timeout=settings.dependency_timeout)
         yield
         app[tasks_key].close()
 

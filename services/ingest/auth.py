@@ -8,9 +8,12 @@ from aiohttp import web
 
 from shared import keys, tokens
 from shared.problems import Problem
-from shared.web import pool_key, redis_key, settings_key
+from shared.web import client_address, pool_key, redis_key, settings_key
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="bantin"'}
+# Unknown tokens an address may try in a minute; then it waits for the next minute, whatever
+# it sends: guessing tokens (or a script retrying a revoked one) costs a lookup each.
+FAILED_PER_MINUTE = 30
 
 
 async def authenticate(request: web.Request, *, role: str | None = None) -> tokens.Token:
@@ -30,9 +33,14 @@ async def authenticate(request: web.Request, *, role: str | None = None) -> toke
             "Use the Bearer scheme: 'Authorization: Bearer TOKEN'.",
             headers=CHALLENGE,
         )
-    async with request.app[pool_key].connection() as conn:
-        token = await tokens.authenticate(conn, secret.strip())
+    address = client_address(request, request.app[settings_key].proxy_networks)
+    await _refuse_guessers(request, address)
+    token = None
+    if secret.isascii():  # ours are; other bytes cannot name one
+        async with request.app[pool_key].connection() as conn:
+            token = await tokens.authenticate(conn, secret.strip())
     if token is None:
+        await _count_failure(request, address)
         raise Problem(
             401,
             "Unauthorized",
@@ -50,18 +58,39 @@ async def authenticate(request: web.Request, *, role: str | None = None) -> toke
 async def _rate_limit(request: web.Request, token: tokens.Token) -> None:
     """A fixed window per token and minute: one INCR, shared by every ingest replica."""
     limit = request.app[settings_key].rate_limit_per_minute
-    now = time.time()
-    window = keys.rate(token.id, int(now // 60))
+    if await _count(request, keys.rate(token.id, _minute())) > limit:
+        raise _too_many(f"This token may make {limit} requests a minute")
+
+
+async def _refuse_guessers(request: web.Request, address: str) -> None:
+    """429 for an address that sent FAILED_PER_MINUTE unknown tokens this minute."""
+    failed = await request.app[redis_key].get(keys.failed_auth(address, _minute()))
+    if failed is not None and int(failed) >= FAILED_PER_MINUTE:
+        raise _too_many("Too many unknown tokens from this address")
+
+
+async def _count_failure(request: web.Request, address: str) -> None:
+    await _count(request, keys.failed_auth(address, _minute()))
+
+
+def _minute() -> int:
+    return int(time.time() // 60)
+
+
+async def _count(request: web.Request, window: str) -> int:
     pipe = request.app[redis_key].pipeline(transaction=False)
     pipe.incr(window)
     pipe.expire(window, 120)
     count, _ = await pipe.execute()
-    if count > limit:
-        retry = max(1, 60 - int(now % 60))
-        raise Problem(
-            429,
-            "Too many requests",
-            f"This token may make {limit} requests a minute; retry in {retry} s.",
-            kind="rate-limited",
-            headers={"Retry-After": str(retry)},
-        )
+    return int(count)
+
+
+def _too_many(what: str) -> Problem:
+    retry = max(1, 60 - int(time.time() % 60))
+    return Problem(
+        429,
+        "Too many requests",
+        f"{what}; retry in {retry} s.",
+        kind="rate-limited",
+        headers={"Retry-After": str(retry)},
+    )

@@ -4,6 +4,10 @@ layer in front.
 Cached pages are keyed by the site version, which every publication, edit or removal
 increments: one INCR makes every page stale at once, and stale entries simply expire. Each
 answer needs one Redis round trip for the version and the live statistics.
+
+While Redis is away (restarting, paused), the pages this process holds are still served, with
+the last statistics it knew: Redis is asked again about once a second, in the background, and
+pages rendered meanwhile are kept in this process only.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from redis.exceptions import RedisError
 from shared import keys
 from shared.counting import ONLINE_WINDOW
 from shared.prepared import Head, fixed_head
+from shared.web import DEPENDENCY_ERRORS
+
+log = logging.getLogger(__name__)
 
 log = logging.getLogger(__name__)
 
@@ -57,24 +64,45 @@ class PageCache:
         self._live_at = 0.0
         self._refresh: asyncio.Future[Live] | None = None
         self._ready: OrderedDict[str, Ready] = OrderedDict()
+        self.away = False  # Redis did not answer the last refresh
 
     async def live(self, *, fresh: bool = False) -> Live:
         """The site version and statistics, shared by this process's requests for up to
         LIVE_SECONDS: one Redis round trip a second instead of one per request. A publication
-        shows within that second, and the statistics are never older than that."""
+        shows within that second, and the statistics are never older than that, unless Redis
+        is away: then the last snapshot, while one refresh a second runs in the background."""
         if fresh:
             return await self._fetch_live()
         now = time.monotonic()
         if self._live is not None and now - self._live_at < LIVE_SECONDS:
             return self._live
         if self._refresh is None:
-            self._refresh = asyncio.ensure_future(self._fetch_live())
-        refresh = self._refresh
+            self._refresh = refresh = asyncio.ensure_future(self._fetch_live())
+            refresh.add_done_callback(self._refreshed)
+        if self.away and self._live is not None:
+            return self._live
         try:
-            return await asyncio.shield(refresh)
-        finally:
-            if self._refresh is refresh and refresh.done():
-                self._refresh = None
+            return await asyncio.shield(self._refresh)
+        except DEPENDENCY_ERRORS:
+            if self._live is None:
+                raise  # nothing known yet: the request is answered 503
+            return self._live
+
+    def _refreshed(self, refresh: asyncio.Future[Live]) -> None:
+        if self._refresh is refresh:
+            self._refresh = None
+        err = None if refresh.cancelled() else refresh.exception()
+        if err is None:
+            if self.away:
+                log.info("Redis answers again; pages are current")
+            self.away = False
+        elif isinstance(err, DEPENDENCY_ERRORS):
+            if not self.away:
+                log.warning("Redis is away (%s); serving the pages held here", err)
+            self.away = True
+            self._live_at = time.monotonic()  # the next try in a second
+        else:
+            log.error("refreshing the site version failed", exc_info=err)
 
     async def _fetch_live(self) -> Live:
         """While Redis is away the last snapshot holds (pages keep their statistics block),
@@ -112,6 +140,11 @@ class PageCache:
             return held
         return None
 
+    def last(self, key: str) -> Ready | None:
+        """The answer last prepared for page `key`, whatever the site version since: what a
+        reader gets while the page cannot be rendered (PostgreSQL or Redis away)."""
+        return self._ready.get(key)
+
     def prepare(self, key: str, live: Live, data: bytes, etag: str) -> Ready:
         headers = {"Content-Type": HTML_TYPE, "Cache-Control": "no-cache", "ETag": etag}
         held = Ready(live, data, etag, fixed_head(headers, data))
@@ -126,8 +159,11 @@ class PageCache:
     async def get(self, version: int, path: str) -> bytes | None:
         key = keys.page(version, path)
         body: bytes | None = self.local.get(key)
-        if body is None and self.ttl:
-            stored = await self.redis.get(key)
+        if body is None and self.ttl and not self.away:
+            try:
+                stored = await self.redis.get(key)
+            except DEPENDENCY_ERRORS:
+                stored = None  # rendered here instead, if PostgreSQL answers
             if isinstance(stored, bytes):
                 body = stored
                 self._remember(key, body)
@@ -143,7 +179,12 @@ class PageCache:
             return
         key = keys.page(version, path)
         self._remember(key, body)
-        await self.redis.set(key, body, ex=self.ttl)
+        if self.away:
+            return
+        try:
+            await self.redis.set(key, body, ex=self.ttl)
+        except DEPENDENCY_ERRORS as err:  # held here; other replicas render their own
+            log.info("page %s not shared: %s", path, err)
 
     def _remember(self, key: str, body: bytes) -> None:
         self.local[key] = body

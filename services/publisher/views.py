@@ -26,7 +26,7 @@ from shared.models import Article
 from shared.prepared import PreparedResponse
 from shared.settings import Settings
 from shared.text import clean_text, nfc, search_text
-from shared.web import not_modified, pool_key, settings_key
+from shared.web import DEPENDENCY_ERRORS, not_modified, pool_key, redis_key, settings_key
 
 templates_key = web.AppKey("templates", jinja2.Environment)
 cache_key = web.AppKey("cache", PageCache)
@@ -222,7 +222,14 @@ async def serve_page(
         if body is None:
             if not store and not_modified(request, etag):
                 return _not_modified(request, etag, article_id)
-            status, body = await render()
+            try:
+                status, body = await render()
+            except DEPENDENCY_ERRORS:
+                held = cache.last(key) if store else None
+                if held is None:
+                    raise  # answered 503 (shared/web.py)
+                recorder = request.app.get(hits.hits_key)
+                return _ready_answer(request, held, recorder, article_id, request.path)
             if status == 301:
                 raise web.HTTPMovedPermanently(location=body.decode())
             if status != 200:
