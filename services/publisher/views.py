@@ -26,7 +26,7 @@ from shared.models import Article
 from shared.prepared import PreparedResponse
 from shared.settings import Settings
 from shared.text import clean_text, nfc, search_text
-from shared.web import DEPENDENCY_ERRORS, not_modified, pool_key, redis_key, settings_key
+from shared.web import DEPENDENCY_ERRORS, not_modified, pool_key, settings_key
 
 templates_key = web.AppKey("templates", jinja2.Environment)
 cache_key = web.AppKey("cache", PageCache)
