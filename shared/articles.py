@@ -257,7 +257,7 @@ async def with_images(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[Articl
     cur = await conn.execute(
         "SELECT i.id, i.article_id, i.position, i.part, i.caption, i.role, i.width, i.height,"
         " i.error, i.placeholder,"
-        " coalesce(json_agg(json_build_array(r.path, r.width, r.height, r.format)"
+        " coalesce(json_agg(json_build_array(r.path, r.width, r.height, r.format, r.bytes)"
         "   ORDER BY r.format, r.width) FILTER (WHERE r.path IS NOT NULL), '[]') AS renditions"
         " FROM images i LEFT JOIN renditions r ON r.image_id = i.id"
         " WHERE i.article_id = ANY(%s) GROUP BY i.id ORDER BY i.article_id, i.position",

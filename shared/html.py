@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection
 import nh3
 from markdown_it import MarkdownIt
 
-from shared.models import Image, Rendition
+from shared.models import Article, Image, Rendition
 
 TAGS = {
     "p",
@@ -131,6 +131,13 @@ def resolve_photos(
         )
 
     return _IMG.sub(replace, body_html)
+
+
+def lead_image(article: Article) -> Image | None:
+    """The photo that stands for the article in listings, feeds and link previews: its cover,
+    else the first photo it shows (most newsrooms send no cover, only photos in the body)."""
+    shown = [i for i in article.images if i.renditions]
+    return next((i for i in shown if i.role == "cover"), shown[0] if shown else None)
 
 
 def best(

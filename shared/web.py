@@ -97,8 +97,10 @@ def install_clients(app: web.Application, settings: Settings, *, pool_size: int 
 
 def incoming_request_id(request: web.BaseRequest) -> str:
     """The request's id: the X-Request-ID it came with (a proxy's, cut to 64 characters), or
-    a new one."""
-    return request.headers.get(X_REQUEST_ID, "")[:64] or new_request_id()
+    a new one when it brought none or one that cannot be sent back (not printable ASCII:
+    bytes that are not UTF-8 arrive as surrogates, which no header can carry)."""
+    given = request.headers.get(X_REQUEST_ID, "")[:64]
+    return given if given and given.isascii() and given.isprintable() else new_request_id()
 
 
 def service_middleware(metrics: ServiceMetrics, html_errors: HtmlErrors | None = None) -> Any:

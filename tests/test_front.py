@@ -19,7 +19,7 @@ import pytest
 import redis as redis_lib
 
 from bantin.embedded import free_port
-from services.publisher import front, hits
+from services.publisher import feeds, front, hits
 from shared import keys
 from shared.settings import Settings
 from tests.conftest import ROOT
@@ -179,7 +179,10 @@ async def test_a_failing_door_leaves_the_answer_to_the_application(
     assert "the front door failed on /" in caplog.text
 
 
-async def test_a_stored_feed_is_answered_at_the_door(site: Client, clean: Settings) -> None:
+async def test_a_stored_feed_is_answered_at_the_door(
+    site: Client, clean: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(feeds, "FRESH_SECONDS", 3600.0)  # however slow the machine is today
     r = redis_lib.Redis.from_url(clean.redis_url or "")
     body = "<rss><channel><title>Tin</title></channel></rss>"
     r.hset(
@@ -207,7 +210,8 @@ async def test_a_stored_feed_is_answered_at_the_door(site: Client, clean: Settin
     cached = await site.get("/feeds/all.rss", headers={"If-None-Match": '"feed-1"'})
     assert cached.status == 304 and door.answered == 3
     # Older pages and unknown feeds are the application's.
-    assert (await site.get("/feeds/all.atom")).status == 503
+    assert (await site.get("/feeds/all.atom")).status == 200  # rendered from the database
+    assert (await site.get("/feeds/all.rss?page=2")).status == 404
     assert door.answered == 3
 
 
@@ -263,3 +267,32 @@ run(app, host="127.0.0.1", port={port})
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+async def raw_get(site: Client, path: str, extra: bytes = b"") -> bytes:
+    """One request as bytes on the wire (headers a client library would refuse to send), and
+    everything the server answers until it closes."""
+    reader, writer = await asyncio.open_connection(site.server.host, site.server.port)
+    try:
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: bantin.test\r\n".encode()
+            + extra
+            + b"Connection: close\r\n\r\n"
+        )
+        return await asyncio.wait_for(reader.read(-1), 30)
+    finally:
+        writer.close()
+
+
+@pytest.mark.usefixtures("worker")
+async def test_an_unusable_request_id_is_replaced(site: Client, article_path: str) -> None:
+    """Bytes that are not UTF-8 (or not printable) in X-Request-ID cannot be sent back: the
+    page is answered with a new id, at the door and in the application alike."""
+    for path in (article_path, article_path, "/", "/khong-co/"):  # the door, then the app
+        for bad in (b"\xff\xfe", "tin-\u1ee9ng".encode()):
+            answer = await raw_get(site, path, b"X-Request-ID: " + bad + b"\r\n")
+            status, _, rest = answer.partition(b"\r\n")
+            assert status in (b"HTTP/1.1 200 OK", b"HTTP/1.1 404 Not Found"), answer[:300]
+            rid = re.search(rb"\r\nX-Request-ID: ([^\r]*)\r\n", rest)
+            assert rid is not None and RID.fullmatch(rid[1].decode()), rest[:500]
+    assert door_of(site).answered >= 3

@@ -653,6 +653,37 @@ async def test_sitemap_index_beyond_the_limit(
     assert [e.path for b in ranged for e in b] == [local(a["links"]["page"]) for a in published[1:]]
 
 
+async def test_a_sitemap_failing_part_way_ends_its_connection(
+    site: Client, clean: Settings
+) -> None:
+    """A sitemap is streamed: once its 200 and part of the list are sent, a failure (here an
+    article whose date PostgreSQL stores but Python cannot read) ends the connection before
+    the last chunk, so the crawler sees a broken download; never a 500 inside the body, never
+    a short list that looks whole."""
+    with psycopg.connect(clean.require_backends()[0], autocommit=True) as conn:
+        category = conn.execute(
+            "INSERT INTO categories (slug, name) VALUES ('tin-tuc', 'Tin tức') RETURNING id"
+        ).fetchone()
+        assert category is not None
+        for n, when in enumerate(("2026-01-01T00:00:00+07:00", "0001-01-01T00:00:00+14:00")):
+            conn.execute(
+                "INSERT INTO articles (uuid, slug, category_id, title, status, published_at,"
+                " search_text) VALUES (gen_random_uuid(), %s, %s, 'Tin', 'published', %s, '')",
+                (f"bai-{n}", category[0], when),
+            )
+    reader, writer = await asyncio.open_connection(site.server.host, site.server.port)
+    try:
+        writer.write(b"GET /sitemap.xml HTTP/1.1\r\nHost: bantin.test\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(-1), 30)  # until the server closes
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Transfer-Encoding: chunked" in answer
+    assert answer.count(b"HTTP/1.1") == 1, answer[-500:]
+    assert not answer.endswith(b"0\r\n\r\n")  # no last chunk: the download is broken
+    assert b"</urlset>" not in answer
+
+
 # --- the admins' link blocks ---------------------------------------------------------------------
 
 

@@ -12,12 +12,14 @@ import logging
 import urllib.error
 import urllib.parse
 import urllib.request
+from datetime import UTC, datetime
 
 import psycopg
 
 from shared import feeds, keys
 from shared.articles import list_categories
 from shared.feedrender import FORMATS
+from shared.feeds import http_date
 from workers.app import REBUILD_FEEDS, WEBSUB_PING, app, pool, redis, run, settings
 
 log = logging.getLogger(__name__)
@@ -63,17 +65,24 @@ def rebuild_feeds() -> list[str]:
         raw, _ = pipe.execute()
         scopes = sorted(s.decode() for s in raw)
         changed: list[str] = []
+        failed: dict[str, Exception] = {}
         for scope in scopes:
             try:
                 changed += run(_rebuild(scope))
-            except Exception:
-                r.sadd(keys.FEEDS_DIRTY, scope)  # not lost: the next rebuild retries it
-                raise
-    if scopes:
-        log.info("rebuilt feeds %s", ", ".join(scopes))
+            except Exception as err:  # one scope's failure must not cost the others theirs
+                log.exception("cannot rebuild the feeds of %s; it stays dirty", scope)
+                failed[scope] = err
+        if failed:
+            r.sadd(keys.FEEDS_DIRTY, *failed)  # not lost: the next rebuild retries them
+    rebuilt = [s for s in scopes if s not in failed]
+    if rebuilt:
+        log.info("rebuilt feeds %s", ", ".join(rebuilt))
     if changed and settings().websub_hub:
         app.send_task(WEBSUB_PING, args=[changed])
-    return scopes
+    if failed:
+        # Raised after the others are stored: retried (with backoff) when it is an outage.
+        raise next(iter(failed.values()))
+    return rebuilt
 
 
 @app.task(
@@ -131,6 +140,9 @@ async def _rebuild(scope: str) -> list[str]:
         rendered = feeds.render(s, scope, fmt, category, latest, more=more)
         key = keys.feed(scope, fmt)
         if r.hget(key, "etag") != rendered.etag.encode():
-            r.hset(key, mapping=rendered.mapping())  # type: ignore[arg-type]
+            # Last-Modified is when the feed's content last changed: now, whatever changed
+            # (an entry withdrawn moves it too, though no entry's date is newer).
+            mapping = {**rendered.mapping(), "last_modified": http_date(datetime.now(UTC))}
+            r.hset(key, mapping=mapping)  # type: ignore[arg-type]
             changed.append(f"{s.site_url()}/feeds/{scope}.{fmt}")
     return changed

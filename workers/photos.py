@@ -6,8 +6,9 @@ task renders one photo and, when it finds no photo of its article left to render
 every step is safe to run twice: a rendered photo has `rendered_at`, renditions are
 content-addressed files, and publishing is guarded by the article's status.
 
-A photo that cannot be rendered marks its article `failed` with the reason, and is not retried:
-a broken file stays broken.
+A photo that cannot be rendered (a truncated or corrupt file) is marked with the reason and
+not retried (a broken file stays broken); its article publishes without it, as with every
+photo that has no rendition: one photo never costs a whole article.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 import psycopg
 from celery.exceptions import SoftTimeLimitExceeded
 
-from shared import articles
 from shared.imaging import ImageRefused
 from shared.media import MediaStore
 from workers.app import PROCESS_ARTICLE, RENDER_IMAGE, app, pool, run, settings
@@ -30,28 +30,21 @@ SOFT_LIMIT = 120  # seconds per photo; the hard limit kills a stuck process
 HARD_LIMIT = 150
 
 
-async def pending_images(article_id: int) -> tuple[list[int], list[str]]:
-    """(ids of photos still to render, reasons of photos that failed)."""
+async def pending_images(article_id: int) -> list[int]:
+    """Ids of the article's photos still to render (neither rendered nor refused)."""
     async with pool().connection() as conn:
         cur = await conn.execute(
-            "SELECT id, part, error FROM images WHERE article_id = %s AND rendered_at IS NULL"
-            " ORDER BY position",
+            "SELECT id FROM images WHERE article_id = %s AND rendered_at IS NULL"
+            " AND error IS NULL ORDER BY position",
             (article_id,),
         )
-        rows = await cur.fetchall()
-    return (
-        [r["id"] for r in rows if r["error"] is None],
-        [f"photo {r['part']!r}: {r['error']}" for r in rows if r["error"] is not None],
-    )
+        return [r["id"] for r in await cur.fetchall()]
 
 
 def start_rendering(article_id: int) -> str | None:
-    """Called by process_article: sends the photos to render, or says why it cannot publish.
-    Returns None when every photo is rendered (the article may publish now)."""
-    todo, failures = run(pending_images(article_id))
-    if failures:
-        run(_fail(article_id, "; ".join(failures)))
-        return "failed"
+    """Called by process_article: sends the photos to render. Returns None when none is left
+    to render (the article may publish now)."""
+    todo = run(pending_images(article_id))
     for image_id in todo:
         app.send_task(RENDER_IMAGE, args=[image_id])
     return "rendering" if todo else None
@@ -83,14 +76,16 @@ def render_image(image_id: int) -> str:
             reason = str(err) or "rendering took too long"
             log.warning("photo %s of article %s refused: %s", image_id, row["article_id"], reason)
             run(_record_error(image_id, reason))
-            run(_fail(row["article_id"], f"photo {row['part']!r}: {reason}"))
-            return "failed"
-        run(_record(image_id, rendered))
-        log.info("rendered photo %s (%d renditions)", image_id, len(rendered.renditions))
-    todo, failures = run(pending_images(row["article_id"]))
-    if not todo and not failures:
+            outcome = "failed"
+        else:
+            run(_record(image_id, rendered))
+            log.info("rendered photo %s (%d renditions)", image_id, len(rendered.renditions))
+            outcome = "rendered"
+    else:
+        outcome = "rendered" if row["error"] is None else "failed"
+    if not run(pending_images(row["article_id"])):
         app.send_task(PROCESS_ARTICLE, args=[row["article_id"]])
-    return "rendered"
+    return outcome
 
 
 async def _image(image_id: int) -> dict[str, Any] | None:
@@ -122,8 +117,3 @@ async def _record(image_id: int, rendered: Rendered) -> None:
 async def _record_error(image_id: int, reason: str) -> None:
     async with pool().connection() as conn:
         await conn.execute("UPDATE images SET error = %s WHERE id = %s", (reason[:500], image_id))
-
-
-async def _fail(article_id: int, reason: str) -> None:
-    async with pool().connection() as conn:
-        await articles.mark(conn, article_id, "failed", error=reason[:1000], expect=("processing",))

@@ -68,7 +68,7 @@ def article_changed(article_id: int, scopes: list[str]) -> str:
     """After an edit or an unpublication: readers see the change on every page and feed of the
     scopes it touched (its old and new category, and the whole site)."""
     status = run(_changed(article_id))
-    if status in ("published", "unpublished"):
+    if status in ("published", "unpublished", "withdrawn until due"):
         site_changed(["all", *scopes])
     return status
 
@@ -88,7 +88,18 @@ async def _changed(article_id: int) -> str:
     if article.status == "scheduled":
         # The new date may be due now (or nearer than the sweep's window).
         return await _publish(article_id, from_statuses=("scheduled",))
+    if article.status == "published" and _ahead(article.published_at):
+        # Moved into the future: a future date means scheduled, everywhere (listings, feeds,
+        # its page), and it publishes again when the date comes.
+        if await _publish(article_id, from_statuses=("published",)) == "scheduled":
+            return "withdrawn until due"
+        return "published"
     return article.status
+
+
+def _ahead(when: datetime | None) -> bool:
+    """A publication date still to come (beyond a second of clock difference)."""
+    return when is not None and when > datetime.now(UTC) + timedelta(seconds=1)
 
 
 @app.task(name=SWEEP, **RETRY)
@@ -136,7 +147,7 @@ async def _publish(article_id: int, *, from_statuses: tuple[str, ...]) -> str:
             return f"already {article.status}"
         now = datetime.now(UTC)
         when = article.published_at
-        if when is not None and when > now + timedelta(seconds=1):
+        if when is not None and _ahead(when):
             if await articles.mark(conn, article_id, "scheduled", expect=from_statuses):
                 if when - now <= ETA_WINDOW:
                     app.send_task(PUBLISH_ARTICLE, args=[article_id], eta=when)

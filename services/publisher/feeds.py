@@ -2,7 +2,8 @@
 
 Page 1 of every feed is rendered by a worker when something changes and stored in Redis with
 its gzip and brotli forms, so serving it is a Redis read and a write to the socket. Older pages
-(RFC 5005 paged feeds) are rendered on demand in a thread and kept until the site changes.
+(RFC 5005 paged feeds), and page 1 before its first rebuild, are rendered on demand in a thread
+and kept until the site changes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.publisher import front
 from services.publisher.cache import PageCache
-from shared import articles, feeds, keys
+from shared import feeds, keys
 from shared.feedrender import FORMATS
 from shared.settings import Settings
 from shared.web import not_modified, pool_key, redis_key, settings_key
@@ -69,62 +70,68 @@ class Prepared:
 
 
 class StoredFeeds:
-    """Page 1 of every feed, kept in this process and checked against Redis about once a
-    second (by ETag alone, a few bytes), so a busy feed costs neither a Redis round trip nor a
-    copy of its bodies per request. A feed changes at most about once a second anyway.
+    """Page 1 of every feed, kept in this process and checked against Redis (by ETag alone, a
+    few bytes) once it is a second old, so a busy feed costs neither a Redis round trip nor a
+    copy of its bodies per request.
 
-    A feed held is answered at once even when its second is up: one check runs in the
-    background meanwhile (the next requests get what it found). Checking on the request path
-    made every request that arrived during the check's round trip check too."""
+    A feed held for less than FRESH_SECONDS is answered from memory (the front door does
+    that); an older one is answered only after the check, which every request arriving
+    meanwhile awaits too (one round trip, however many requests). So a reader polling after a
+    rebuild gets the new version: the rebuild shows at most FRESH_SECONDS after it is stored,
+    never one poll later. When Redis cannot be asked, the feed held is served, and checked
+    again a second later (not by every request)."""
 
     def __init__(self, redis: Any, settings: Settings) -> None:
         self.redis = redis
         self.settings = settings
         self.local: dict[tuple[str, str], tuple[float, Prepared]] = {}
-        self.checks: dict[tuple[str, str], asyncio.Task[Any]] = {}
+        self.checks: dict[tuple[str, str], asyncio.Task[Prepared | None]] = {}
         self.failing: set[tuple[str, str]] = set()
 
     def current(self, scope: str, fmt: str) -> Prepared | None:
-        """The feed as held (checked in the background when its second is up); None when
-        nothing is held and Redis must be asked."""
+        """The feed held, while it is fresh; None when it must be checked (`get()`)."""
         held = self.local.get((scope, fmt))
-        if held is None:
+        if held is None or time.monotonic() - held[0] >= FRESH_SECONDS:
             return None
-        if time.monotonic() - held[0] >= FRESH_SECONDS and (scope, fmt) not in self.checks:
-            task = asyncio.get_running_loop().create_task(self._check(scope, fmt))
-            self.checks[(scope, fmt)] = task
         return held[1]
 
-    async def _check(self, scope: str, fmt: str) -> None:
+    async def get(self, scope: str, fmt: str) -> Prepared | None:
+        """The feed as stored (None when it is not), checked against Redis if it is not
+        fresh; concurrent callers share one check."""
+        held = self.current(scope, fmt)
+        if held is not None:
+            return held
+        check = self.checks.get((scope, fmt))
+        if check is None:
+            check = asyncio.get_running_loop().create_task(self._check(scope, fmt))
+            self.checks[(scope, fmt)] = check
+            check.add_done_callback(lambda _: self.checks.pop((scope, fmt), None))
+        return await asyncio.shield(check)
+
+    async def _check(self, scope: str, fmt: str) -> Prepared | None:
+        held = self.local.get((scope, fmt))
         try:
-            await self.get(scope, fmt)
-            if (scope, fmt) in self.failing:
-                self.failing.discard((scope, fmt))
-                log.info("the stored feed %s.%s can be checked again", scope, fmt)
-        except Exception as err:  # Redis away: the feed held is served; the next second retries
+            prepared = await self._fetch(scope, fmt, held[1] if held else None)
+        except Exception as err:
+            if held is None:
+                raise
             if (scope, fmt) not in self.failing:  # once per outage, not every second
                 log.warning("cannot check the stored feed %s.%s: %s", scope, fmt, err)
                 self.failing.add((scope, fmt))
-            held = self.local.get((scope, fmt))
-            if held is not None:
-                self.local[(scope, fmt)] = (time.monotonic(), held[1])
-        finally:
-            self.checks.pop((scope, fmt), None)
+            # Served as held; checked again in a second, not by every request meanwhile.
+            self.local[(scope, fmt)] = (time.monotonic(), held[1])
+            return held[1]
+        if (scope, fmt) in self.failing:
+            self.failing.discard((scope, fmt))
+            log.info("the stored feed %s.%s can be checked again", scope, fmt)
+        return prepared
 
-    async def close(self) -> None:
-        for task in list(self.checks.values()):
-            task.cancel()
-        await asyncio.gather(*self.checks.values(), return_exceptions=True)
-
-    async def get(self, scope: str, fmt: str) -> Prepared | None:
+    async def _fetch(self, scope: str, fmt: str, held: Prepared | None) -> Prepared | None:
         now = time.monotonic()
-        held = self.local.get((scope, fmt))
-        if held is not None and now - held[0] < FRESH_SECONDS:
-            return held[1]
         key = keys.feed(scope, fmt)
-        if held is not None and await self.redis.hget(key, "etag") == held[1].etag.encode():
-            self.local[(scope, fmt)] = (now, held[1])
-            return held[1]
+        if held is not None and await self.redis.hget(key, "etag") == held.etag.encode():
+            self.local[(scope, fmt)] = (now, held)
+            return held
         stored = cast(dict[bytes, bytes], await self.redis.hgetall(key))
         if not stored:
             self.local.pop((scope, fmt), None)
@@ -132,6 +139,12 @@ class StoredFeeds:
         prepared = Prepared.of(stored, self.links(scope, fmt))
         self.local[(scope, fmt)] = (now, prepared)
         return prepared
+
+    async def close(self) -> None:
+        checks = list(self.checks.values())
+        for task in checks:
+            task.cancel()
+        await asyncio.gather(*checks, return_exceptions=True)
 
     def links(self, scope: str, fmt: str) -> str:
         """The Link header: the feed itself, and the WebSub hub (WebSub section 4)."""
@@ -164,17 +177,13 @@ async def feed(request: web.Request, cache_key: web.AppKey[PageCache]) -> web.St
     if fmt not in FORMATS:
         raise web.HTTPNotFound(text=f"Feeds come as {', '.join(FORMATS)}.")
     page = _page(request)
-    if page == 1:
-        prepared = await feeds_held.get(scope, fmt)
-        if prepared is None:
-            await _known(request, scope)
-            # Being built (first start, or Redis was emptied); the sweep rebuilds it.
-            raise web.HTTPServiceUnavailable(
-                text="This feed is being built; try again shortly.", headers={"Retry-After": "5"}
-            )
+    prepared = await feeds_held.get(scope, fmt) if page == 1 else None
+    if prepared is not None:
         front.remember(request, quick)
     else:
-        stored = await _older_page(request, cache_key, scope, fmt, page)
+        # An older page (RFC 5005), or page 1 before its first rebuild (a new site, Redis
+        # emptied): rendered from PostgreSQL now; the sweep stores page 1 soon after.
+        stored = await _rendered_page(request, cache_key, scope, fmt, page)
         prepared = Prepared.of(stored, feeds_held.links(scope, fmt))
     return prepared.answer(request)
 
@@ -187,7 +196,7 @@ def _quick_feed(
     return prepared.answer(request) if prepared is not None else None
 
 
-async def _older_page(
+async def _rendered_page(
     request: web.Request, cache_key: web.AppKey[PageCache], scope: str, fmt: str, page: int
 ) -> dict[bytes, bytes]:
     redis = request.app[redis_key]
@@ -202,7 +211,7 @@ async def _older_page(
             category, latest, more = await feeds.load(conn, settings, scope, page)
         except feeds.UnknownScope as err:
             raise web.HTTPNotFound(text=f"There is no category {scope!r}.") from err
-    if not latest:
+    if not latest and page > 1:
         raise web.HTTPNotFound(text=f"This feed has no page {page}.")
     # feedgen is CPU work: keep it off the event loop.
     rendered = await asyncio.to_thread(
@@ -216,16 +225,6 @@ async def _older_page(
     pipe.expire(key, settings.page_cache_seconds or 60)
     await pipe.execute()
     return mapping
-
-
-async def _known(request: web.Request, scope: str) -> None:
-    if scope == "all":
-        return
-    async with request.app[pool_key].connection() as conn:
-        try:
-            await articles.category_by_slug(conn, scope)
-        except articles.NotFound as err:
-            raise web.HTTPNotFound(text=f"There is no category {scope!r}.") from err
 
 
 def _page(request: web.Request) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.publisher.labels import LABELS
-from shared.html import best, resolve_photos
+from shared.html import best, lead_image, resolve_photos
 from shared.models import Article, Category, Image
 from shared.settings import Settings
 from shared.site import LinkBlock
@@ -76,13 +76,6 @@ def img(image: Image) -> dict[str, Any] | None:
         ],
         "placeholder": image.placeholder,
     }
-
-
-def lead_image(article: Article) -> Image | None:
-    """The photo that stands for the article in listings and link previews: its cover, else
-    the first photo it shows (most newsrooms send no cover, only photos in the body)."""
-    shown = [i for i in article.images if i.renditions]
-    return next((i for i in shown if i.role == "cover"), shown[0] if shown else None)
 
 
 def card(article: Article, zone: ZoneInfo) -> dict[str, Any]:
