@@ -21,10 +21,13 @@ StreamResponse runs it.
 
 from __future__ import annotations
 
+import functools
+import gzip
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import brotli
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import rfc822_formatted_time
@@ -39,6 +42,46 @@ _date: tuple[str, bytes] = ("", b"")  # aiohttp's date string of this second, an
 _ADDED = frozenset({"X-Request-ID", "Set-Cookie"})
 # What aiohttp refuses in a header (RFC 9110 section 5.5): control characters but the tab.
 _FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+# Content codings of prepared answers, in order of preference (smaller first).
+ENCODINGS = ("br", "gzip")
+
+
+def compressed(body: bytes) -> dict[str, bytes]:
+    """`body` in each of ENCODINGS: made once per prepared body, never per request. A few
+    milliseconds of CPU for a page: call it in a thread. (Brotli's quality 5 and gzip's level 6
+    give nearly the smallest output at a fiftieth of the highest settings' cost.)"""
+    return {
+        "br": brotli.compress(body, quality=5),
+        "gzip": gzip.compress(body, compresslevel=6, mtime=0),
+    }
+
+
+@functools.lru_cache(maxsize=512)
+def accepted_encoding(accept_encoding: str) -> str:
+    """The one of ENCODINGS that an Accept-Encoding value prefers (RFC 9110 section 12.5.3:
+    q-values, "*", "q=0" refuses), or "" for the identity. Browsers send a handful of
+    distinct values: after the first, each costs a dictionary lookup."""
+    weights: dict[str, float] = {}
+    for item in accept_encoding.lower().split(","):
+        name, _, params = item.partition(";")
+        weight = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        weights[name.strip()] = weight
+    star = weights.get("*", 0.0)
+    chosen, best = "", 0.0
+    for name in ENCODINGS:
+        weight = weights.get(name, star)
+        if weight > best:
+            chosen, best = name, weight
+    return chosen
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,11 +15,12 @@ import time
 import urllib.request
 from typing import Any
 
+import brotli
 import pytest
 import redis as redis_lib
 
 from bantin.embedded import free_port
-from services.publisher import feeds, front, hits
+from services.publisher import feeds, front, hits, views
 from shared import keys
 from shared.settings import Settings
 from tests.conftest import ROOT
@@ -296,3 +297,49 @@ async def test_an_unusable_request_id_is_replaced(site: Client, article_path: st
             rid = re.search(rb"\r\nX-Request-ID: ([^\r]*)\r\n", rest)
             assert rid is not None and RID.fullmatch(rid[1].decode()), rest[:500]
     assert door_of(site).answered >= 3
+
+
+@pytest.mark.usefixtures("worker")
+async def test_cached_pages_are_compressed_once_for_every_answer(
+    site: Client, article_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Brotli and gzip forms of a cached page are made once per page and statistics snapshot,
+    then chosen per request by its Accept-Encoding (q-values honoured), at the door and in the
+    application alike; every answer says it varies with Accept-Encoding."""
+    made: list[int] = []
+    real = views.compressed
+
+    def counted(body: bytes) -> dict[str, bytes]:
+        made.append(len(body))
+        return real(body)
+
+    monkeypatch.setattr(views, "compressed", counted)
+    await quiet_recorder(site)  # the statistics hold still: one snapshot
+    plain = await site.get(article_path, headers={"Accept-Encoding": "identity"})
+    body = await plain.read()
+    assert plain.headers["Vary"] == "Accept-Encoding"
+    assert "Content-Encoding" not in plain.headers
+    cases = [
+        ("gzip, deflate, br, zstd", "br"),
+        ("gzip", "gzip"),
+        ("br;q=0, gzip", "gzip"),
+        ("gzip;q=0.5, br;q=0.4", "gzip"),
+        ("*", "br"),
+        ("br;q=0, gzip;q=0", None),
+        ("deflate", None),
+    ]
+    for header, coding in cases:
+        answer = await site.get(
+            article_path, headers={"Accept-Encoding": header}, auto_decompress=False
+        )
+        assert answer.status == 200 and answer.headers["Vary"] == "Accept-Encoding"
+        raw = await answer.read()
+        assert answer.headers.get("Content-Encoding") == coding, header
+        unpack = {"br": brotli.decompress, "gzip": gzip.decompress, None: bytes}[coding]
+        assert unpack(raw) == body, header
+        if coding:
+            assert len(raw) < len(body) / 2
+    assert door_of(site).answered >= 1  # (the rest too, unless a second passed meanwhile)
+    assert made == [len(body)]  # once, for every answer since
+    cached = await site.get(article_path, headers={"If-None-Match": plain.headers["ETag"]})
+    assert cached.status == 304 and cached.headers["Vary"] == "Accept-Encoding"

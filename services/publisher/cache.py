@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
@@ -38,6 +39,8 @@ class Ready:
     data: bytes
     etag: str
     head: Head  # the header lines of every answer
+    # Compressed forms ("br", "gzip"): their bodies and heads (made once, not per request).
+    packed: Mapping[str, tuple[Head, bytes]] = field(default_factory=dict)
 
 
 class PageCache:
@@ -99,9 +102,17 @@ class PageCache:
             return held
         return None
 
-    def prepare(self, key: str, live: Live, data: bytes, etag: str) -> Ready:
+    def prepare(
+        self, key: str, live: Live, data: bytes, etag: str, packed: Mapping[str, bytes] = {}
+    ) -> Ready:
         headers = {"Content-Type": HTML_TYPE, "Cache-Control": "no-cache", "ETag": etag}
-        held = Ready(live, data, etag, fixed_head(headers, data))
+        if packed:
+            headers["Vary"] = "Accept-Encoding"
+        heads = {
+            name: (fixed_head({**headers, "Content-Encoding": name}, body), body)
+            for name, body in packed.items()
+        }
+        held = Ready(live, data, etag, fixed_head(headers, data), heads)
         if not self.ttl:
             return held  # the page cache is off: every answer renders
         self._ready[key] = held

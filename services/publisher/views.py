@@ -8,6 +8,7 @@ one Redis round trip and gets a 304 while nothing it shows has changed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -15,14 +16,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from services.publisher import front, hits, pages, queries
 from services.publisher.cache import Live, PageCache, Ready
 from services.publisher.labels import LABELS
 from shared import articles, site
 from shared.models import Article
-from shared.prepared import PreparedResponse
+from shared.prepared import PreparedResponse, accepted_encoding, compressed
 from shared.settings import Settings
 from shared.text import clean_text, nfc, search_text
 from shared.web import not_modified, pool_key, redis_key, settings_key
@@ -31,7 +32,6 @@ templates_key = web.AppKey("templates", jinja2.Environment)
 cache_key = web.AppKey("cache", PageCache)
 
 HTML = "text/html"
-FEED_FORMATS = ("rss", "atom", "json")
 HOME_PER_CATEGORY = 5
 RELATED = 5
 MAX_ID = 2**63 - 1
@@ -241,7 +241,9 @@ async def serve_page(
             response = _html(200, _with_stats(body, live), etag)
             hits.record(request, response, article_id)
             return response
-        ready = cache.prepare(key, live, _with_stats(body, live), etag)
+        ready = await request.app[packing_key].ready(
+            cache, key, live, _with_stats(body, live), etag
+        )
     recorder = request.app.get(hits.hits_key)
     # The request's path, held for the recorder: the same object view after view, whose hash
     # is known (the front door answers this path only).
@@ -262,7 +264,11 @@ def _ready_answer(
     if not_modified(request, ready.etag):
         response = _304(ready.etag)
     else:
-        response = PreparedResponse(ready.head, ready.data)
+        coding = accepted_encoding(request.headers.get(hdrs.ACCEPT_ENCODING, ""))
+        if coding and coding in ready.packed:
+            response = PreparedResponse(*ready.packed[coding])
+        else:
+            response = PreparedResponse(ready.head, ready.data)
     if recorder is not None:
         recorder.page_view(request, response, article_id, path)  # a 304 is a page view too
     return response
@@ -297,7 +303,35 @@ def _not_modified(request: web.Request, etag: str, article_id: int | None) -> we
 
 
 def _304(etag: str) -> web.Response:
-    return web.Response(status=304, headers={"ETag": etag, "Cache-Control": "no-cache"})
+    return web.Response(
+        status=304,
+        headers={"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"},
+    )
+
+
+class Packing:
+    """The compressed forms of pages being prepared (see shared.prepared.compressed): each
+    made once per page and statistics snapshot, in a thread, however many requests wait for
+    it; then every answer of that snapshot is a lookup."""
+
+    def __init__(self) -> None:
+        self.pending: dict[tuple[str, Live], asyncio.Future[Ready]] = {}
+
+    async def ready(self, cache: PageCache, key: str, live: Live, data: bytes, etag: str) -> Ready:
+        job = self.pending.get((key, live))
+        if job is None:
+            job = asyncio.ensure_future(self._make(cache, key, live, data, etag))
+            self.pending[(key, live)] = job
+            job.add_done_callback(lambda _: self.pending.pop((key, live), None))
+        return await asyncio.shield(job)
+
+    @staticmethod
+    async def _make(cache: PageCache, key: str, live: Live, data: bytes, etag: str) -> Ready:
+        packed = await asyncio.to_thread(compressed, data)
+        return cache.prepare(key, live, data, etag, packed)
+
+
+packing_key = web.AppKey("packing", Packing)
 
 
 async def error_page(
@@ -344,9 +378,11 @@ def _html(status: int, body: bytes, etag: str | None = None) -> web.Response:
     headers = {"Cache-Control": "no-cache"}
     if etag:
         headers["ETag"] = etag
-    return web.Response(
+    response = web.Response(
         status=status, body=body, content_type=HTML, charset="utf-8", headers=headers
     )
+    response.enable_compression()  # (not stored: compressed per answer, off the event loop)
+    return response
 
 
 def _page_number(request: web.Request) -> int:
