@@ -37,6 +37,7 @@ import gzip
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 
 import brotli
 from aiohttp import hdrs, web
@@ -93,6 +94,20 @@ def accepted_encoding(accept_encoding: str) -> str:
         if weight > best:
             chosen, best = name, weight
     return chosen
+
+
+def not_modified(request: web.BaseRequest, etag: str, last_modified: str | None = None) -> bool:
+    """Whether a 304 answers `request` for a representation of `etag` (and `last_modified`,
+    an HTTP date): RFC 9110 section 13.1.2, weak comparison, "*" matches; If-Modified-Since
+    only when no If-None-Match was sent (section 13.2.2). Parsed by aiohttp."""
+    tags = request.if_none_match
+    if tags is not None:
+        value = etag.removeprefix("W/")[1:-1]
+        return any(tag.value == value or tag.value == "*" for tag in tags)
+    if last_modified is None:
+        return False
+    since = request.if_modified_since
+    return since is not None and parsedate_to_datetime(last_modified) <= since
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,11 +7,10 @@ import asyncio
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from email.utils import parsedate_to_datetime
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any, Protocol
 
-from aiohttp import hdrs, web
+from aiohttp import web
 from multidict import istr
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
@@ -204,21 +203,3 @@ def _is_address(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def not_modified(request: web.Request, etag: str, last_modified: str | None = None) -> bool:
-    """RFC 9110 section 13.1: If-None-Match wins over If-Modified-Since when both are sent."""
-    headers = request.headers
-    inm = headers.get(hdrs.IF_NONE_MATCH)
-    if inm is not None:
-        if inm == etag:  # what a cache sends back, most of the time
-            return True
-        tags = {t.strip().removeprefix("W/") for t in inm.split(",")}
-        return "*" in tags or etag.removeprefix("W/") in tags
-    ims = headers.get(hdrs.IF_MODIFIED_SINCE)
-    if ims and last_modified:
-        try:
-            return parsedate_to_datetime(last_modified) <= parsedate_to_datetime(ims)
-        except (TypeError, ValueError):
-            return False
-    return False

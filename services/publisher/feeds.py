@@ -21,10 +21,12 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.publisher import front
 from services.publisher.cache import PageCache
+from services.publisher.views import page_number
 from shared import feeds, keys
 from shared.feedrender import FORMATS
+from shared.prepared import not_modified
 from shared.settings import Settings
-from shared.web import not_modified, pool_key, redis_key, settings_key
+from shared.web import pool_key, redis_key, settings_key
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +178,7 @@ async def feed(request: web.Request, cache_key: web.AppKey[PageCache]) -> web.St
             return held
     if fmt not in FORMATS:
         raise web.HTTPNotFound(text=f"Feeds come as {', '.join(FORMATS)}.")
-    page = _page(request)
+    page = page_number(request, feeds.MAX_PAGE)
     prepared = await feeds_held.get(scope, fmt) if page == 1 else None
     if prepared is not None:
         front.remember(request, quick)
@@ -225,10 +227,3 @@ async def _rendered_page(
     pipe.expire(key, settings.page_cache_seconds or 60)
     await pipe.execute()
     return mapping
-
-
-def _page(request: web.Request) -> int:
-    raw = request.query.get("page", "1")
-    if not raw.isdigit() or not 1 <= int(raw) <= feeds.MAX_PAGE:
-        raise web.HTTPBadRequest(text=f"page must be a whole number from 1 to {feeds.MAX_PAGE}")
-    return int(raw)

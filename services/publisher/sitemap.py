@@ -21,7 +21,8 @@ from aiohttp import web
 from services.publisher import queries
 from services.publisher.views import cache_key
 from shared import articles
-from shared.web import not_modified, pool_key, settings_key
+from shared.prepared import not_modified
+from shared.web import pool_key, settings_key
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from services.publisher.cache import Live, PageCache, Ready
 from services.publisher.labels import LABELS
 from shared import articles, site
 from shared.models import Article
-from shared.prepared import PreparedResponse, accepted_encoding, compressed
+from shared.prepared import PreparedResponse, accepted_encoding, compressed, not_modified
 from shared.settings import Settings
 from shared.text import clean_text, nfc, search_text
-from shared.web import not_modified, pool_key, redis_key, settings_key
+from shared.web import pool_key, redis_key, settings_key
 
 templates_key = web.AppKey("templates", jinja2.Environment)
 cache_key = web.AppKey("cache", PageCache)
@@ -36,6 +36,7 @@ HOME_PER_CATEGORY = 5
 RELATED = 5
 MAX_ID = 2**63 - 1
 MAX_QUERY = 200  # characters of a search query
+MAX_PAGE = 10_000  # pages of a listing or a search
 
 Render = Callable[[], Awaitable[tuple[int, bytes]]]
 
@@ -72,7 +73,7 @@ async def home(request: web.Request) -> web.StreamResponse:
 
 async def category_page(request: web.Request) -> web.StreamResponse:
     slug = request.match_info["category"]
-    page_no = _page_number(request)
+    page_no = page_number(request)
     path = f"/{slug}/"
 
     async def render() -> tuple[int, bytes]:
@@ -151,7 +152,7 @@ async def search(request: web.Request) -> web.StreamResponse:
     or NFD input); highlights on the original text. Not stored in the page cache (readers'
     queries are endless), but answered 304 while the site and the statistics are unchanged."""
     q = clean_text(request.query.get("q", ""))[:MAX_QUERY]
-    page_no = _page_number(request)
+    page_no = page_number(request)
     terms = pages.query_terms(q)
     key = "/search?" + urlencode({"q": nfc(q), "page": page_no})
 
@@ -385,10 +386,12 @@ def _html(status: int, body: bytes, etag: str | None = None) -> web.Response:
     return response
 
 
-def _page_number(request: web.Request) -> int:
+def page_number(request: web.Request, last: int = MAX_PAGE) -> int:
+    """The `page` query parameter (listings, search, feeds): 1 when absent; a 400 saying what
+    is allowed when it is not a whole number from 1 to `last`."""
     raw = request.query.get("page", "1")
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 10_000:
-        raise web.HTTPBadRequest(text="page must be a whole number from 1 to 10000")
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= last:
+        raise web.HTTPBadRequest(text=f"page must be a whole number from 1 to {last}")
     return int(raw)
 
 
