@@ -9,8 +9,9 @@ import functools
 import html
 import re
 from bisect import bisect_left
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
+from functools import partial
 from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -91,24 +92,6 @@ def card(article: Article, zone: ZoneInfo) -> dict[str, Any]:
     }
 
 
-def figure_html(image: Image, alt: str) -> str:
-    """A photo inside the body, as <picture> with the sizes the renditions offer."""
-    view = img(image)
-    if view is None:
-        return ""
-    sources = "".join(
-        f'<source type="{s["type"]}" srcset="{html.escape(s["srcset"])}"'
-        ' sizes="(min-width: 64em) 46rem, 100vw">'
-        for s in view["sources"]
-    )
-    return (
-        f'<picture>{sources}<img src="{html.escape(view["src"])}"'
-        f' srcset="{html.escape(view["srcset"])}" sizes="(min-width: 64em) 46rem, 100vw"'
-        f' width="{view["width"]}" height="{view["height"]}" alt="{html.escape(alt)}"'
-        ' loading="lazy" decoding="async"></picture>'
-    )
-
-
 def base_context(
     settings: Settings,
     categories: list[Category],
@@ -173,7 +156,11 @@ def article_context(
     article: Article,
     related: list[Article],
     link_blocks: Sequence[LinkBlock] = (),
+    *,
+    picture: Callable[[dict[str, Any]], str],
 ) -> dict[str, Any]:
+    """`picture` renders an img() view as <picture> markup (the templates' macro) for the
+    photos inside the body."""
     zone = settings.zone
     site = settings.site_url()
     assert article.published_at is not None
@@ -204,7 +191,9 @@ def article_context(
         "published_iso": article.published_at.isoformat(),
         "updated_iso": article.updated_at.isoformat(),
         "summary": article.summary,
-        "body_html": resolve_photos(article.body_html, article.images, figure_html),
+        "body_html": resolve_photos(
+            article.body_html, article.images, partial(_body_picture, picture)
+        ),
         "gallery_title": article.gallery_title,
         "gallery": gallery,
         "author": article.author,
@@ -213,6 +202,11 @@ def article_context(
     }
     ctx["related"] = [card(r, zone) for r in related]
     return ctx
+
+
+def _body_picture(picture: Callable[[dict[str, Any]], str], image: Image, alt: str) -> str:
+    view = img(image)
+    return "" if view is None else picture({**view, "caption": alt})
 
 
 def _jsonld(

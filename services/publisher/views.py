@@ -139,8 +139,15 @@ async def article_page(request: web.Request) -> web.StreamResponse:
             related = await queries.related(
                 conn, article, pages.related_tsquery(article.title), RELATED
             )
+        # Photos in the body get the templates' own <picture> macro: one markup for all.
+        macros = request.app[templates_key].get_template("_macros.html").module
         ctx = pages.article_context(
-            settings, chrome.categories, article, related, chrome.link_blocks
+            settings,
+            chrome.categories,
+            article,
+            related,
+            chrome.link_blocks,
+            picture=macros.picture,  # type: ignore[attr-defined]
         )
         return 200, _render(request, "article.html", ctx)
 
