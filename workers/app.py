@@ -17,6 +17,7 @@ from contextvars import Token
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import psycopg
 from celery import Celery, signals
 from kombu import Queue
 from redis import Redis
@@ -42,6 +43,16 @@ RENDER_IMAGE = "bantin.render_image"
 WEBSUB_PING = "bantin.websub_ping"
 DRAIN_HITS = "bantin.drain_hits"
 PERSIST_COUNTERS = "bantin.persist_counters"
+
+
+# Bounded retries of a task that met an outage (Redis, PostgreSQL, the network), with backoff:
+# what every task that retries uses, its limits overridden where they differ.
+RETRY: dict[str, Any] = {
+    "autoretry_for": (OSError, psycopg.OperationalError),
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "max_retries": 5,
+}
 
 
 def configure(settings: Settings) -> Celery:

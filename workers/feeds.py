@@ -14,13 +14,11 @@ import urllib.parse
 import urllib.request
 from datetime import UTC, datetime
 
-import psycopg
-
 from shared import feeds, keys
 from shared.articles import list_categories
 from shared.feedrender import FORMATS
 from shared.feeds import http_date
-from workers.app import REBUILD_FEEDS, WEBSUB_PING, app, pool, redis, run, settings
+from workers.app import REBUILD_FEEDS, RETRY, WEBSUB_PING, app, pool, redis, run, settings
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +46,7 @@ def ensure_present() -> None:
         app.send_task(REBUILD_FEEDS, countdown=COALESCE_SECONDS)
 
 
-@app.task(
-    name=REBUILD_FEEDS,
-    acks_late=True,
-    autoretry_for=(OSError, psycopg.OperationalError),
-    retry_backoff=True,
-    max_retries=5,
-)
+@app.task(name=REBUILD_FEEDS, acks_late=True, **RETRY)
 def rebuild_feeds() -> list[str]:
     r = redis()
     with r.lock(keys.FEEDS_LOCK, timeout=300, blocking_timeout=120):
@@ -85,13 +77,7 @@ def rebuild_feeds() -> list[str]:
     return rebuilt
 
 
-@app.task(
-    name=WEBSUB_PING,
-    autoretry_for=(OSError,),
-    retry_backoff=True,
-    retry_backoff_max=300,
-    max_retries=5,
-)
+@app.task(name=WEBSUB_PING, **{**RETRY, "autoretry_for": (OSError,), "retry_backoff_max": 300})
 def websub_ping(urls: list[str]) -> int:
     """Tell the hub these feeds changed (WebSub section 7 leaves the publish ping to the
     publisher; `hub.mode=publish` with each `hub.url` is what the common hubs accept)."""

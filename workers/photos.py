@@ -16,12 +16,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import psycopg
 from celery.exceptions import SoftTimeLimitExceeded
 
 from shared.imaging import ImageRefused
 from shared.media import MediaStore
-from workers.app import PROCESS_ARTICLE, RENDER_IMAGE, app, pool, run, settings
+from workers.app import PROCESS_ARTICLE, RENDER_IMAGE, RETRY, app, pool, run, settings
 from workers.images import Rendered, render
 
 log = logging.getLogger(__name__)
@@ -55,9 +54,7 @@ def start_rendering(article_id: int) -> str | None:
     acks_late=True,
     soft_time_limit=SOFT_LIMIT,
     time_limit=HARD_LIMIT,
-    autoretry_for=(OSError, psycopg.OperationalError),
-    retry_backoff=True,
-    max_retries=3,
+    **{**RETRY, "max_retries": 3},
 )
 def render_image(image_id: int) -> str:
     row = run(_image(image_id))

@@ -9,14 +9,13 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-import psycopg
-
 from shared import articles, keys
 from workers import feeds, photos
 from workers.app import (
     ARTICLE_CHANGED,
     PROCESS_ARTICLE,
     PUBLISH_ARTICLE,
+    RETRY,
     SITE_CHANGED,
     SWEEP,
     app,
@@ -27,12 +26,6 @@ from workers.app import (
 
 log = logging.getLogger(__name__)
 
-RETRY = {
-    "autoretry_for": (OSError, psycopg.OperationalError),
-    "retry_backoff": True,
-    "retry_backoff_max": 60,
-    "max_retries": 5,
-}
 # A processing article nobody touched for this long has lost its message: send it again.
 STUCK_AFTER = 120
 # Scheduled articles due within this window get an exact ETA task from the sweep.
