@@ -231,25 +231,6 @@ async def mark(
     return cur.rowcount == 1
 
 
-async def pending_ids(conn: Conn, *, stuck_after_seconds: int) -> tuple[list[int], list[int]]:
-    """(processing articles untouched for a while, scheduled articles now due).
-
-    The periodic sweep re-enqueues both, so that nothing waits forever after a restart or a
-    lost message.
-    """
-    cur = await conn.execute(
-        "SELECT id, status FROM articles WHERE (status = 'processing'"
-        " AND updated_at < now() - make_interval(secs => %s))"
-        " OR (status = 'scheduled' AND published_at <= now()) ORDER BY id LIMIT 1000",
-        (stuck_after_seconds,),
-    )
-    rows = await cur.fetchall()
-    return (
-        [r["id"] for r in rows if r["status"] == "processing"],
-        [r["id"] for r in rows if r["status"] == "scheduled"],
-    )
-
-
 async def with_images(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[Article]:
     if not rows:
         return []

@@ -684,6 +684,40 @@ async def test_a_sitemap_failing_part_way_ends_its_connection(
     assert b"</urlset>" not in answer
 
 
+@pytest.mark.usefixtures("worker")
+async def test_the_sweep_publishes_what_was_left_waiting(
+    api: Client, admin: str, clean: Settings
+) -> None:
+    """An article left processing (its message lost) and a scheduled one now due (its ETA task
+    lost) are both published by the next sweep; one processing but recent is left alone."""
+    from workers.app import SWEEP, app
+
+    with psycopg.connect(clean.require_backends()[0], autocommit=True) as conn:
+        category = conn.execute(
+            "INSERT INTO categories (slug, name) VALUES ('tin-tuc', 'Tin tức') RETURNING id"
+        ).fetchone()
+        assert category is not None
+        ids = {}
+        for name, status, updated in (
+            ("lost", "processing", "now() - interval '10 minutes'"),
+            ("due", "scheduled", "now()"),
+            ("busy", "processing", "now()"),
+        ):
+            row = conn.execute(
+                "INSERT INTO articles (uuid, slug, category_id, title, status, published_at,"
+                f" updated_at, search_text) VALUES (gen_random_uuid(), %s, %s, %s, %s,"
+                f" now() - interval '1 minute', {updated}, '') RETURNING id",
+                (name, category[0], name, status),
+            ).fetchone()
+            assert row is not None
+            ids[name] = row[0]
+    app.send_task(SWEEP)
+    await wait_status(api, admin, ids["lost"], "published")
+    await wait_status(api, admin, ids["due"], "published")
+    busy = await api.get(f"/api/v1/articles/{ids['busy']}", headers=bearer(admin))
+    assert (await busy.json())["status"] == "processing"
+
+
 # --- the admins' link blocks ---------------------------------------------------------------------
 
 

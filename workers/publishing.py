@@ -119,7 +119,12 @@ async def _expire_keys() -> None:
 
 async def _pending() -> tuple[list[int], list[tuple[int, datetime]]]:
     async with pool().connection() as conn:
-        stuck, _ = await articles.pending_ids(conn, stuck_after_seconds=STUCK_AFTER)
+        cur = await conn.execute(
+            "SELECT id FROM articles WHERE status = 'processing'"
+            " AND updated_at < now() - make_interval(secs => %s) ORDER BY id LIMIT 1000",
+            (STUCK_AFTER,),
+        )
+        stuck = [row["id"] for row in await cur.fetchall()]
         cur = await conn.execute(
             "SELECT id, published_at FROM articles WHERE status = 'scheduled'"
             " AND published_at <= %s ORDER BY published_at LIMIT 1000",
