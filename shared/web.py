@@ -17,8 +17,8 @@ from redis.asyncio import Redis
 
 from shared import db, problems
 from shared.logs import new_request_id, request_id
-from shared.media import MediaStore
 from shared.metrics import Handler, ServiceMetrics, route_of
+from shared.photos.store import MediaStore
 from shared.settings import Settings
 
 HtmlErrors = Callable[[web.Request, int], Awaitable[web.StreamResponse] | None]

@@ -20,8 +20,9 @@ import pytest
 import redis as redis_lib
 
 from bantin.embedded import free_port
-from services.publisher import feeds, front, hits, views
+from services.publisher import front, hits, views
 from shared import keys
+from shared.feeds import stored
 from shared.settings import Settings
 from tests.conftest import ROOT
 from tests.test_api import create_category
@@ -183,7 +184,7 @@ async def test_a_failing_door_leaves_the_answer_to_the_application(
 async def test_a_stored_feed_is_answered_at_the_door(
     site: Client, clean: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(feeds, "FRESH_SECONDS", 3600.0)  # however slow the machine is today
+    monkeypatch.setattr(stored, "FRESH_SECONDS", 3600.0)  # however slow the machine is today
     r = redis_lib.Redis.from_url(clean.redis_url or "")
     body = "<rss><channel><title>Tin</title></channel></rss>"
     r.hset(

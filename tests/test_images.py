@@ -1,4 +1,4 @@
-"""workers.images.render: upright, sRGB, metadata-free renditions, and refusal of files that
+"""shared.photos.render.render: upright, sRGB, metadata-free renditions, and refusal of files that
 must never be decoded."""
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 from PIL import ExifTags, Image, ImageCms, ImageDraw, PngImagePlugin, features
 
-from shared.imaging import NotAccepted, Probe, TooManyPixels, Undecodable, probe, sniff
-from shared.media import MediaStore
+from shared.photos import render as images
+from shared.photos.probe import NotAccepted, Probe, TooManyPixels, Undecodable, probe, sniff
+from shared.photos.render import MAX_SIDE, Rendered, RenditionOut, TooSlow, render
+from shared.photos.store import MediaStore
 from tests.fixtures.images import (
     BLUE,
     CORNERS,
@@ -40,11 +42,9 @@ from tests.fixtures.images import (
     save_oriented,
     swapped_primaries_profile,
 )
-from workers import images
-from workers.images import MAX_SIDE, Rendered, RenditionOut, TooSlow, render
 
 ROOT = Path(__file__).resolve().parent.parent
-# AVIF input needs Pillow's AVIF plugin (the header is read by `shared.imaging.probe`); AVIF
+# AVIF input needs Pillow's AVIF plugin (the header is read by `shared.photos.probe.probe`); AVIF
 # output needs libvips with an AV1 encoder (pyvips-binary has one).
 needs_avif = pytest.mark.skipif(not features.check("avif"), reason="Pillow without AVIF")
 AVIF_OUT = images.avif_supported()
@@ -694,9 +694,9 @@ def test_time_limit(tmp_path: Path, store: MediaStore) -> None:
 MEASURE = """
 import json, resource, sys, time
 from pathlib import Path
-from shared.imaging import ImageRefused
-from shared.media import MediaStore
-from workers.images import render
+from shared.photos.probe import ImageRefused
+from shared.photos.store import MediaStore
+from shared.photos.render import render
 started = time.perf_counter()
 try:
     result = render(Path(sys.argv[1]), MediaStore(Path(sys.argv[2])), max_pixels=50_000_000)
@@ -764,7 +764,7 @@ def test_50_megapixel_jpeg_renders_in_bounded_memory(tmp_path: Path) -> None:
 
 ARENAS = """
 import ctypes, sys, threading
-from workers.images import limit_malloc_arenas
+from shared.photos.render import limit_malloc_arenas
 if sys.argv[1] == "limited":
     limit_malloc_arenas()
 def work():

@@ -14,10 +14,11 @@ import urllib.parse
 import urllib.request
 from datetime import UTC, datetime
 
-from shared import feeds, keys
+from shared import keys
 from shared.articles import list_categories
-from shared.feedrender import FORMATS
-from shared.feeds import http_date
+from shared.feeds import build as feeds
+from shared.feeds.build import http_date
+from shared.feeds.formats import FORMATS
 from workers.app import REBUILD_FEEDS, RETRY, WEBSUB_PING, app, pool, redis, run, settings
 
 log = logging.getLogger(__name__)

@@ -18,10 +18,10 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from shared.imaging import ImageRefused
-from shared.media import MediaStore
+from shared.photos.probe import ImageRefused
+from shared.photos.render import Rendered, render
+from shared.photos.store import MediaStore
 from workers.app import PROCESS_ARTICLE, RENDER_IMAGE, RETRY, app, pool, run, settings
-from workers.images import Rendered, render
 
 log = logging.getLogger(__name__)
 

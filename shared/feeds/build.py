@@ -18,12 +18,11 @@ import brotli
 
 from shared import articles
 from shared.articles import Conn
-from shared.feedrender import CONTENT_TYPES, FeedEntry, FeedImage, FeedMeta, render_feed
-from shared.html import best, lead_image, resolve_photos, simple_img
+from shared.feeds.formats import CONTENT_TYPES, FeedEntry, FeedImage, FeedMeta, render_feed
 from shared.models import Article, Category
+from shared.photos.markup import MIME, best, lead_image, resolve_photos, simple_img
 from shared.settings import Settings
 
-MIME = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "avif": "image/avif"}
 MAX_PAGE = 1000
 _RELATIVE = re.compile(r'(\s(?:href|src)=")(/[^/"][^"]*)"')
 

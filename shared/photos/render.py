@@ -11,8 +11,8 @@ and, when this libvips can, AVIF. Files go to the content-addressed `MediaStore`
 it again on the same original gives the same paths and writes nothing.
 
 Safety, in the order it is applied:
-- the format is sniffed from the bytes and must be in `shared.imaging.ALLOWED`;
-  `shared.imaging.probe` then reads the header with Pillow and checks the pixel count before
+- the format is sniffed from the bytes and must be in `shared.photos.probe.ALLOWED`;
+  `shared.photos.probe.probe` then reads the header with Pillow and checks the pixel count before
   anything is decoded (decompression bombs are refused there, with the size in the message;
   an AVIF's alpha images and grid tiles count too);
 - in libvips every loader is blocked but those of ALLOWED (so no SVG, TIFF, UltraHDR, CSV,
@@ -34,7 +34,7 @@ Safety, in the order it is applied:
 - no metadata reaches an output: the pixels are copied into a new image before encoding, and
   every encoder is told to keep nothing.
 
-All failures that are the file's fault raise `shared.imaging.ImageRefused` subclasses whose
+All failures that are the file's fault raise `shared.photos.probe.ImageRefused` subclasses whose
 `str()` is the reason to show the submitter.
 
 Encoder settings are libvips' defaults (the benchmark reference), so that sizes are comparable:
@@ -59,8 +59,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.imaging import ALLOWED, NAMES, ImageRefused, Probe, Undecodable, probe
-from shared.media import MediaStore
+from shared.photos.probe import ALLOWED, NAMES, ImageRefused, Probe, Undecodable, probe
+from shared.photos.store import MediaStore
 
 if TYPE_CHECKING:
     import pyvips
