@@ -17,8 +17,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.publisher.labels import LABELS
-from shared.html import best, lead_image, resolve_photos
 from shared.models import Article, Category, Image
+from shared.photos.markup import img, lead_image, resolve_photos
 from shared.settings import Settings
 from shared.site import LinkBlock
 from shared.text import fold, search_text
@@ -27,7 +27,6 @@ from shared.text import fold, search_text
 # numbers substituted, so the block never freezes in the cache.
 ONLINE_MARK = "__BANTIN_ONLINE__"
 TOTAL_MARK = "__BANTIN_TOTAL__"
-MIME = {"webp": "image/webp", "avif": "image/avif"}
 
 # A word: letters and digits, with any combining marks (text may reach us decomposed).
 WORD = re.compile(r"(?:[^\W_]|[\u0300-\u036f])+")
@@ -51,32 +50,15 @@ RELATED_TERMS = 40  # lexemes and pairs in a related-news query
 _fold_word = functools.lru_cache(maxsize=65_536)(fold)
 
 
+def machine_time(when: datetime) -> str:
+    """For <time datetime> and JSON-LD: whole seconds (HTML allows at most three digits of a
+    second's fraction; PostgreSQL keeps six)."""
+    return when.isoformat(timespec="seconds")
+
+
 def display_time(when: datetime, zone: ZoneInfo) -> str:
     """The Vietnamese way: day/month/year hour:minute, in the site's time zone."""
     return when.astimezone(zone).strftime("%d/%m/%Y %H:%M")
-
-
-def img(image: Image) -> dict[str, Any] | None:
-    fallback = best(image.renditions, max_width=1024)
-    if fallback is None:
-        return None
-
-    def srcset(fmt: str) -> str:
-        return ", ".join(f"{r.path} {r.width}w" for r in image.renditions if r.format == fmt)
-
-    return {
-        "src": fallback.path,
-        "width": fallback.width,
-        "height": fallback.height,
-        "caption": image.caption,
-        "srcset": srcset(fallback.format),
-        "sources": [
-            {"type": MIME[f], "srcset": srcset(f)}
-            for f in ("avif", "webp")
-            if any(r.format == f for r in image.renditions)
-        ],
-        "placeholder": image.placeholder,
-    }
 
 
 def card(article: Article, zone: ZoneInfo) -> dict[str, Any]:
@@ -87,7 +69,7 @@ def card(article: Article, zone: ZoneInfo) -> dict[str, Any]:
         "url": article.path,
         "summary": article.summary,
         "published_display": display_time(article.published_at, zone),
-        "published_iso": article.published_at.isoformat(),
+        "published_iso": machine_time(article.published_at),
         "thumb": thumb,
     }
 
@@ -188,8 +170,8 @@ def article_context(
         "title": article.title,
         "category": {"name": article.category.name, "url": article.category.path},
         "published_display": display_time(article.published_at, zone),
-        "published_iso": article.published_at.isoformat(),
-        "updated_iso": article.updated_at.isoformat(),
+        "published_iso": machine_time(article.published_at),
+        "updated_iso": machine_time(article.updated_at),
         "summary": article.summary,
         "body_html": resolve_photos(
             article.body_html, article.images, partial(_body_picture, picture)
@@ -218,8 +200,8 @@ def _jsonld(
         "@type": "NewsArticle",
         "headline": article.title[:110],
         "description": article.summary,
-        "datePublished": article.published_at.isoformat(),
-        "dateModified": article.updated_at.isoformat(),
+        "datePublished": machine_time(article.published_at),
+        "dateModified": machine_time(article.updated_at),
         "mainEntityOfPage": site + article.path,
         "articleSection": article.category.name,
         "inLanguage": "vi",
