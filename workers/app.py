@@ -40,6 +40,7 @@ REBUILD_FEEDS = "bantin.rebuild_feeds"
 ARTICLE_CHANGED = "bantin.article_changed"
 SITE_CHANGED = "bantin.site_changed"
 RENDER_IMAGE = "bantin.render_image"
+RENDER_REST = "bantin.render_rest"
 WEBSUB_PING = "bantin.websub_ping"
 DRAIN_HITS = "bantin.drain_hits"
 PERSIST_COUNTERS = "bantin.persist_counters"
@@ -83,6 +84,7 @@ def configure(settings: Settings) -> Celery:
             REBUILD_FEEDS: {"queue": "feeds"},
             WEBSUB_PING: {"queue": "feeds"},
             RENDER_IMAGE: {"queue": "images"},
+            RENDER_REST: {"queue": "images"},
             DRAIN_HITS: {"queue": "counters"},
             PERSIST_COUNTERS: {"queue": "counters"},
         },

@@ -27,6 +27,14 @@ COALESCE_SECONDS = 1.0
 HUB_TIMEOUT = 10
 
 
+def site_changed(scopes: list[str]) -> None:
+    """After a publication, edit or removal (or a photo's last renditions): every cached page
+    goes stale at once (one INCR) and the feeds of these scopes are rebuilt soon, coalesced
+    with other changes."""
+    redis().incr(keys.SITE_VERSION)
+    mark_dirty(scopes)
+
+
 def mark_dirty(scopes: list[str]) -> None:
     r = redis()
     r.sadd(keys.FEEDS_DIRTY, *scopes)

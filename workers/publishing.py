@@ -9,20 +9,21 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from shared import articles, keys
+from shared import articles
 from workers import feeds, photos
 from workers.app import (
     ARTICLE_CHANGED,
     PROCESS_ARTICLE,
     PUBLISH_ARTICLE,
+    RENDER_REST,
     RETRY,
     SITE_CHANGED,
     SWEEP,
     app,
     pool,
-    redis,
     run,
 )
+from workers.feeds import site_changed
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +99,11 @@ def _ahead(when: datetime | None) -> bool:
 @app.task(name=SWEEP, **RETRY)
 def sweep() -> dict[str, int]:
     """Re-enqueue what would otherwise wait forever after a restart or a lost message."""
-    stuck, due = run(_pending())
+    stuck, due, unfinished = run(_pending())
     for article_id in stuck:
         app.send_task(PROCESS_ARTICLE, args=[article_id])
+    for image_id in unfinished:
+        app.send_task(RENDER_REST, args=[image_id])
     for article_id, eta in due:
         app.send_task(PUBLISH_ARTICLE, args=[article_id], eta=eta)
     feeds.ensure_present()
@@ -117,7 +120,7 @@ async def _expire_keys() -> None:
         )
 
 
-async def _pending() -> tuple[list[int], list[tuple[int, datetime]]]:
+async def _pending() -> tuple[list[int], list[tuple[int, datetime]], list[int]]:
     async with pool().connection() as conn:
         cur = await conn.execute(
             "SELECT id FROM articles WHERE status = 'processing'"
@@ -131,7 +134,14 @@ async def _pending() -> tuple[list[int], list[tuple[int, datetime]]]:
             (datetime.now(UTC) + ETA_WINDOW,),
         )
         due = [(row["id"], row["published_at"]) for row in await cur.fetchall()]
-    return stuck, due
+        # Photos whose first stage is long done and whose other renditions never came.
+        cur = await conn.execute(
+            "SELECT id FROM images WHERE completed_at IS NULL AND error IS NULL"
+            " AND rendered_at < now() - make_interval(secs => %s) ORDER BY id LIMIT 1000",
+            (STUCK_AFTER,),
+        )
+        unfinished = [row["id"] for row in await cur.fetchall()]
+    return stuck, due, unfinished
 
 
 async def _publish(article_id: int, *, from_statuses: tuple[str, ...]) -> str:
@@ -158,10 +168,3 @@ async def _publish(article_id: int, *, from_statuses: tuple[str, ...]) -> str:
     log.info("published article %s", article_id)
     site_changed(["all", article.category.slug])
     return "published"
-
-
-def site_changed(scopes: list[str]) -> None:
-    """After a publication, edit or removal: every cached page goes stale at once (one INCR)
-    and the feeds of these scopes are rebuilt soon, coalesced with other changes."""
-    redis().incr(keys.SITE_VERSION)
-    feeds.mark_dirty(scopes)
