@@ -123,7 +123,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> None:
-    from workers.images import limit_malloc_arenas
+    from shared.photos.render import limit_malloc_arenas
 
     limit_malloc_arenas()  # first: before any thread (see its docstring)
     from shared import db

@@ -11,7 +11,7 @@ of the harness into the process being measured):
 (with `python -P`, so that bench/ itself is not on sys.path). `warm_up` and `render_copy` are
 the tasks of the benchmark's process pool, which imports this module as `bench.image_worker`.
 
-`ours` is `workers.images.render` into a `MediaStore` at OUT; `ours-vips-avif` is the same
+`ours` is `shared.photos.render.render` into a `MediaStore` at OUT; `ours-vips-avif` is the same
 with every AVIF at the reference's settings (quality 50, effort 4, instead of effort 3 at
 quality 47 above 1024 wide), to show what that choice is worth; `vips` is the reference: for
 each size, pyvips `thumbnail` from the file (shrink-on-load), then JPEG, WebP and AVIF
@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WIDTHS = (320, 640, 1024, 1600)
 MAX_SIDE = 2560
 # libvips' own defaults, spelled out: JPEG Q75 (4:2:0 below Q90, no Huffman optimisation),
-# WebP Q75 effort 4, AVIF (libheif + libaom) Q50 effort 4. workers/images.py copies them.
+# WebP Q75 effort 4, AVIF (libheif + libaom) Q50 effort 4. shared/photos/render.py copies them.
 REFERENCE: dict[str, dict[str, Any]] = {
     "jpeg": {"Q": 75, "optimize_coding": False, "subsample_mode": "auto", "keep": "none"},
     "webp": {"Q": 75, "effort": 4, "keep": "none"},
@@ -77,8 +77,8 @@ def default_max_pixels() -> int:
 
 
 def ours(src: Path, out: Path, max_pixels: int) -> list[dict[str, Any]]:
-    from shared.media import MediaStore
-    from workers.images import render
+    from shared.photos.render import render
+    from shared.photos.store import MediaStore
 
     store = MediaStore(out)
     rendered = render(src, store, max_pixels=max_pixels, time_limit=600.0)
@@ -134,7 +134,7 @@ def vips(
 def warm_up(pause: float) -> int:
     """A task for a fresh pool process: import the renderer, wait a little (so that every
     process of the pool takes one), return the process id."""
-    import workers.images  # noqa: F401
+    import shared.photos.render  # noqa: F401
 
     time.sleep(pause)
     return os.getpid()
@@ -142,8 +142,8 @@ def warm_up(pause: float) -> int:
 
 def render_copy(job: tuple[str, str]) -> tuple[float, float]:
     """A pool task: render the photo at job[0] into a new store at job[1]; (CPU s, wall s)."""
-    from shared.media import MediaStore
-    from workers.images import render
+    from shared.photos.render import render
+    from shared.photos.store import MediaStore
 
     c0, t0 = time.process_time(), time.perf_counter()
     render(
@@ -166,11 +166,11 @@ def main() -> int:
         for name in WORKER_MODULES:
             importlib.import_module(name)
     if args.pipeline.startswith("ours"):
-        import workers.images  # (imports are not part of the measured time)
+        import shared.photos.render  # (imports are not part of the measured time)
 
         if args.pipeline == "ours-vips-avif":
             same = {k: REFERENCE["avif"][k] for k in ("Q", "effort")}
-            workers.images.AVIF_OPTIONS = ((2**62, same),)
+            shared.photos.render.AVIF_OPTIONS = ((2**62, same),)
     else:
         import pyvips  # noqa: F401
 

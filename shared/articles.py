@@ -300,25 +300,6 @@ async def mark(
     return cur.rowcount == 1
 
 
-async def pending_ids(conn: Conn, *, stuck_after_seconds: int) -> tuple[list[int], list[int]]:
-    """(processing articles untouched for a while, scheduled articles now due).
-
-    The periodic sweep re-enqueues both, so that nothing waits forever after a restart or a
-    lost message.
-    """
-    cur = await conn.execute(
-        "SELECT id, status FROM articles WHERE (status = 'processing'"
-        " AND updated_at < now() - make_interval(secs => %s))"
-        " OR (status = 'scheduled' AND published_at <= now()) ORDER BY id LIMIT 1000",
-        (stuck_after_seconds,),
-    )
-    rows = await cur.fetchall()
-    return (
-        [r["id"] for r in rows if r["status"] == "processing"],
-        [r["id"] for r in rows if r["status"] == "scheduled"],
-    )
-
-
 async def with_images(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[Article]:
     """The rows (selected as ARTICLE_COLUMNS) as articles with their photos. A row that cannot
     be made into an article is logged and left out: one bad row never fails a page."""
@@ -329,7 +310,7 @@ async def with_images(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[Articl
     cur = await conn.execute(
         "SELECT i.id, i.article_id, i.position, i.part, i.caption, i.role, i.width, i.height,"
         " i.error, i.placeholder,"
-        " coalesce(json_agg(json_build_array(r.path, r.width, r.height, r.format)"
+        " coalesce(json_agg(json_build_array(r.path, r.width, r.height, r.format, r.bytes)"
         "   ORDER BY r.format, r.width) FILTER (WHERE r.path IS NOT NULL), '[]') AS renditions"
         " FROM images i LEFT JOIN renditions r ON r.image_id = i.id"
         " WHERE i.article_id = ANY(%s) GROUP BY i.id ORDER BY i.article_id, i.position",

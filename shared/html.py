@@ -1,5 +1,5 @@
 """Article bodies: from what a submitter sends (HTML, Markdown or plain text) to safe HTML, and
-from stored HTML to what readers and feed readers get (photos resolved to renditions).
+the photos in it named `cid:PART` until shared.photos.markup resolves them to renditions.
 
 Sanitizing follows an allowlist (nh3, the Rust ammonia library): no scripts, styles, event
 handlers, iframes or javascript: links survive, and the only images allowed are this article's
@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 
 import nh3
 from markdown_it import MarkdownIt
-
-from shared.models import Image, Rendition
 
 TAGS = {
     "p",
@@ -68,8 +66,6 @@ ATTRIBUTES = {
 SCHEMES = {"http", "https", "mailto", "tel", "cid"}
 CID = re.compile(r"""cid:([A-Za-z0-9][A-Za-z0-9._-]{0,99})""")
 _IMG = re.compile(r"<img\b[^>]*>")
-_SRC = re.compile(r'\bsrc="cid:([^"]+)"')
-_ALT = re.compile(r'\balt="([^"]*)"')
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
 
 
@@ -110,53 +106,3 @@ def sanitize(fragment: str, parts: Collection[str]) -> str:
     )
     # An <img> whose src was refused would show as a broken picture: drop it.
     return _IMG.sub(lambda m: m.group(0) if 'src="' in m.group(0) else "", cleaned)
-
-
-def resolve_photos(
-    body_html: str, images: Collection[Image], picture: Callable[[Image, str], str]
-) -> str:
-    """Replace each `<img src="cid:PART">` with `picture(image, alt)`; an image that has no
-    rendition (failed, or not rendered yet) is left out rather than shown broken."""
-    by_part = {image.part: image for image in images}
-
-    def replace(match: re.Match[str]) -> str:
-        tag = match.group(0)
-        src = _SRC.search(tag)
-        image = by_part.get(html.unescape(src.group(1))) if src else None
-        if image is None or not image.renditions:
-            return ""
-        alt = _ALT.search(tag)
-        return picture(
-            image, html.unescape(alt.group(1)) if alt and alt.group(1) else image.caption
-        )
-
-    return _IMG.sub(replace, body_html)
-
-
-def best(
-    renditions: Collection[Rendition],
-    *,
-    formats: tuple[str, ...] = ("jpeg", "png"),
-    max_width: int = 1024,
-) -> Rendition | None:
-    """The widest rendition in a widely supported format not wider than `max_width`."""
-    usable = [r for r in renditions if r.format in formats]
-    if not usable:
-        return None
-    fitting = [r for r in usable if r.width <= max_width]
-    return max(fitting, key=lambda r: r.width) if fitting else min(usable, key=lambda r: r.width)
-
-
-def simple_img(base_url: str) -> Callable[[Image, str], str]:
-    """A plain <img> with an absolute URL, for feed readers (which ignore <picture>)."""
-
-    def render(image: Image, alt: str) -> str:
-        chosen = best(image.renditions)
-        if chosen is None:
-            return ""
-        return (
-            f'<img src="{html.escape(base_url + chosen.path)}" width="{chosen.width}"'
-            f' height="{chosen.height}" alt="{html.escape(alt)}">'
-        )
-
-    return render

@@ -1,4 +1,4 @@
-"""Prometheus metrics for the services, and request ids for their logs.
+"""Prometheus metrics for the services (request ids for their logs are in shared/logs.py).
 
 Each app has its own registry (no global state: tests build several apps in one process).
 Request counts and latencies are per process; queue lengths, the page-view stream's lag and the

@@ -34,6 +34,7 @@ class Rendition:
     width: int
     height: int
     format: str  # jpeg | png | webp | avif
+    bytes: int = 0  # the file's size
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ REBUILD_FEEDS = "bantin.rebuild_feeds"
 ARTICLE_CHANGED = "bantin.article_changed"
 SITE_CHANGED = "bantin.site_changed"
 RENDER_IMAGE = "bantin.render_image"
+RENDER_REST = "bantin.render_rest"
 WEBSUB_PING = "bantin.websub_ping"
 DRAIN_HITS = "bantin.drain_hits"
 PERSIST_COUNTERS = "bantin.persist_counters"
@@ -40,6 +41,7 @@ ROUTES = {
     REBUILD_FEEDS: "feeds",
     WEBSUB_PING: "feeds",
     RENDER_IMAGE: "images",
+    RENDER_REST: "images",
     DRAIN_HITS: "counters",
     PERSIST_COUNTERS: "counters",
 }

@@ -8,12 +8,11 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from email.utils import parsedate_to_datetime
 from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any, Protocol
 
 import psycopg
-from aiohttp import hdrs, web
+from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from multidict import istr
 from psycopg_pool import AsyncConnectionPool
@@ -24,8 +23,8 @@ from redis.backoff import NoBackoff
 
 from shared import db, problems
 from shared.logs import new_request_id, request_id
-from shared.media import MediaStore
 from shared.metrics import Handler, ServiceMetrics, route_of
+from shared.photos.store import MediaStore
 from shared.settings import Settings
 
 HtmlErrors = Callable[[web.Request, int], Awaitable[web.StreamResponse] | None]
@@ -163,10 +162,10 @@ def install_clients(app: web.Application, settings: Settings, *, pool_size: int 
 
 def incoming_request_id(request: web.BaseRequest) -> str:
     """The request's id: the X-Request-ID it came with (a proxy's, cut to 64 characters), or
-    a new one when there is none or it is unusable (not printable ASCII: it is sent back in a
-    header and written in every log line)."""
+    a new one when it brought none or one that cannot be sent back (not printable ASCII:
+    bytes that are not UTF-8 arrive as surrogates, which no header can carry)."""
     given = request.headers.get(X_REQUEST_ID, "")[:64]
-    return given if given.isascii() and given.isprintable() and given else new_request_id()
+    return given if given and given.isascii() and given.isprintable() else new_request_id()
 
 
 def service_middleware(metrics: ServiceMetrics, html_errors: HtmlErrors | None = None) -> Any:
@@ -367,21 +366,3 @@ def _is_address(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def not_modified(request: web.Request, etag: str, last_modified: str | None = None) -> bool:
-    """RFC 9110 section 13.1: If-None-Match wins over If-Modified-Since when both are sent."""
-    headers = request.headers
-    inm = headers.get(hdrs.IF_NONE_MATCH)
-    if inm is not None:
-        if inm == etag:  # what a cache sends back, most of the time
-            return True
-        tags = {t.strip().removeprefix("W/") for t in inm.split(",")}
-        return "*" in tags or etag.removeprefix("W/") in tags
-    ims = headers.get(hdrs.IF_MODIFIED_SINCE)
-    if ims and last_modified:
-        try:
-            return parsedate_to_datetime(last_modified) <= parsedate_to_datetime(ims)
-        except (TypeError, ValueError):
-            return False
-    return False

@@ -1,4 +1,4 @@
-"""Tests for shared.feedrender: RSS 2.0, Atom (RFC 4287) and JSON Feed 1.1.
+"""Tests for shared.feeds.formats: RSS 2.0, Atom (RFC 4287) and JSON Feed 1.1.
 
 XML output is checked twice: with a strict lxml parser (``recover=False``),
 which is what proves the bytes are well-formed, and with feedparser, which is
@@ -18,7 +18,7 @@ import feedparser
 import pytest
 from lxml import etree
 
-from shared.feedrender import (
+from shared.feeds.formats import (
     CONTENT_TYPES,
     FORMATS,
     FeedEntry,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import brotli
 import feedparser
+import psycopg
 import pytest
 import redis as redis_lib
 from lxml import etree
@@ -18,6 +20,7 @@ from bantin.bootstrap import demo_seed, text_only
 from shared import keys
 from shared.settings import Settings
 from tests.conftest import Hub, publisher
+from tests.photos import jpeg, multipart
 from tests.test_api import bearer, create_category, wait_status
 
 SEED = demo_seed()
@@ -191,15 +194,43 @@ async def test_paged_feeds(api: Client, aiohttp_client: Any, admin: str, clean: 
 async def test_unknown_feeds(site: Client) -> None:
     assert (await site.get("/feeds/khong-co.rss")).status == 404
     assert (await site.get("/feeds/all.xml")).status == 404
-    missing = await site.get("/feeds/all.rss")  # known scope, not built yet
-    assert missing.status == 503 and missing.headers["Retry-After"] == "5"
-    assert missing.content_type == "application/problem+json"
 
 
-async def test_held_feed_is_checked_in_the_background(site: Client, clean: Settings) -> None:
-    """A feed held in the process is answered at once, also when its second is up: one check
-    runs meanwhile, and the requests after it get what it found. Redis failing during the check
-    leaves the held feed served, never an error."""
+async def test_first_feed_is_rendered_from_the_database_before_its_first_rebuild(
+    site: Client, clean: Settings
+) -> None:
+    """A new site, or Redis emptied: no rebuild has stored the feed yet, and no worker runs.
+    Readers get the feed the database holds, never a 503."""
+    empty = await site.get("/feeds/all.rss")
+    assert empty.status == 200, await empty.text()
+    parsed = feedparser.parse(await empty.read())
+    assert not parsed.bozo and parsed.entries == []
+    with psycopg.connect(clean.require_backends()[0], autocommit=True) as conn:
+        category = conn.execute(
+            "INSERT INTO categories (slug, name) VALUES ('tin-moi', 'Tin mới') RETURNING id"
+        ).fetchone()
+        assert category is not None
+        conn.execute(
+            "INSERT INTO articles (uuid, slug, category_id, title, status, published_at,"
+            " search_text) VALUES (gen_random_uuid(), 'bai-dau', %s, 'Bài đầu tiên',"
+            " 'published', now() - interval '1 hour', 'bai dau tien')",
+            (category[0],),
+        )
+    r = redis_lib.Redis.from_url(clean.redis_url or "")
+    r.incr(keys.SITE_VERSION)  # what the worker does after a publication
+    r.close()
+    for fmt in ("rss", "atom", "json"):
+        response = await site.get(f"/feeds/tin-moi.{fmt}")
+        assert response.status == 200, await response.text()
+        assert "Bài đầu tiên" in await response.text()
+        assert response.headers["ETag"] and response.headers["Last-Modified"]
+
+
+async def test_first_poll_after_a_rebuild_gets_the_new_feed(site: Client, clean: Settings) -> None:
+    """A feed held in the process is answered from memory for a second; after that, the next
+    request checks Redis first (one check for every request waiting on it) and gets what a
+    rebuild stored, never the copy held and a 304 for its old validator. Redis failing during
+    the check leaves the held feed served, checked again a second later, never an error."""
     from redis.asyncio import Redis
 
     from services.publisher.feeds import stored_key
@@ -217,39 +248,149 @@ async def test_held_feed_is_checked_in_the_background(site: Client, clean: Setti
             },
         )
 
-    async def served() -> str:
-        response = await site.get("/feeds/all.rss")
+    async def served(**headers: str) -> str:
+        response = await site.get("/feeds/all.rss", headers=headers)
         assert response.status == 200
         return await response.text()
+
+    def age() -> None:
+        when, prepared = held.local[("all", "rss")]
+        held.local[("all", "rss")] = (when - 5, prepared)  # its second is up
 
     held = site.server.app[stored_key]
     store(1)
     assert await served() == "<rss>1</rss>"
     store(2)
     assert await served() == "<rss>1</rss>"  # held, fresh: Redis is not asked
-    when, prepared = held.local[("all", "rss")]
-    held.local[("all", "rss")] = (when - 5, prepared)  # its second is up
-    assert await served() == "<rss>1</rss>"  # answered at once, checked meanwhile
-    for _ in range(100):
-        if not held.checks:
-            break
-        await asyncio.sleep(0.01)
-    assert await served() == "<rss>2</rss>"
-
+    age()
+    # The first poll after the rebuild, with the validator of the version it holds: the new one.
+    assert await served(**{"If-None-Match": '"v1"'}) == "<rss>2</rss>"
+    # Many at once share one check.
+    age()
     store(3)
+    bodies = await asyncio.gather(*(served() for _ in range(20)))
+    assert set(bodies) == {"<rss>3</rss>"} and not held.checks
+
+    store(4)
     working = held.redis
     held.redis = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
     try:
-        when, prepared = held.local[("all", "rss")]
-        held.local[("all", "rss")] = (when - 5, prepared)
-        assert await served() == "<rss>2</rss>"
-        for _ in range(300):
-            if not held.checks:
-                break
-            await asyncio.sleep(0.01)
+        age()
+        assert await served() == "<rss>3</rss>"  # Redis away: the feed held
         assert not held.checks
-        assert await served() == "<rss>2</rss>"  # the failed check counts as one: no retry storm
+        assert held.current("all", "rss") is not None  # the failed check counts for a second
     finally:
         await held.redis.aclose()
         held.redis = working
         r.close()
+    age()
+    assert await served() == "<rss>4</rss>"
+
+
+@pytest.mark.usefixtures("worker")
+async def test_withdrawal_moves_last_modified(api: Client, site: Client, admin: str) -> None:
+    """Last-Modified is when the feed's content last changed: a withdrawn entry moves it, so a
+    reader revalidating with If-Modified-Since alone gets the feed without it."""
+    await create_category(api, admin)
+    kept = await publish(api, admin, title="Tin giữ lại")
+    await wait_status(api, admin, kept["id"], "published")
+    gone = await publish(api, admin, title="Tin sẽ gỡ")
+    await wait_status(api, admin, gone["id"], "published")
+    response, _ = await feed_until(site, "/feeds/all.rss", 2)
+    before = response.headers["Last-Modified"]
+    await asyncio.sleep(1.1)  # HTTP dates count whole seconds
+    deleted = await api.delete(f"/api/v1/articles/{gone['id']}", headers=bearer(admin))
+    assert deleted.status == 200, await deleted.text()
+    response, _ = await feed_until(site, "/feeds/all.rss", 1, **{"If-Modified-Since": before})
+    after = response.headers["Last-Modified"]
+    assert parsedate_to_datetime(after) > parsedate_to_datetime(before)
+    assert parsedate_to_datetime(after) <= datetime.now(UTC)
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_date_moved_into_the_future_schedules_the_article(
+    api: Client, site: Client, admin: str
+) -> None:
+    """A published article whose date is moved ahead is scheduled, everywhere: out of the
+    feeds and listings until then, and no validator from the future."""
+    await create_category(api, admin)
+    accepted = await publish(api, admin, title="Tin dời lịch")
+    published = await wait_status(api, admin, accepted["id"], "published")
+    await feed_until(site, "/feeds/all.atom", 1)
+    url = f"/api/v1/articles/{accepted['id']}"
+    current = await api.get(url, headers=bearer(admin))
+    future = (datetime.now(UTC) + timedelta(days=400)).isoformat()
+    edited = await api.patch(
+        url,
+        json={"published_at": future},
+        headers={**bearer(admin), "If-Match": current.headers["ETag"]},
+    )
+    assert edited.status == 200, await edited.text()
+    await wait_status(api, admin, accepted["id"], "scheduled")
+    response, _ = await feed_until(site, "/feeds/all.atom", 0)
+    assert parsedate_to_datetime(response.headers["Last-Modified"]) <= datetime.now(UTC)
+    home = await (await site.get("/")).text()
+    assert published["links"]["page"].removeprefix("http://bantin.test") not in home
+    page = await site.get(published["links"]["page"].removeprefix("http://bantin.test"))
+    assert page.status == 404
+
+
+@pytest.mark.usefixtures("worker")
+async def test_one_scope_failing_does_not_cost_the_others_their_rebuild(
+    site: Client, clean: Settings
+) -> None:
+    """A category whose rebuild raises (here: an article whose date PostgreSQL stores but
+    Python cannot read, year 0) stays dirty for the next rebuild; the scopes after it in the
+    same rebuild are stored all the same."""
+    from workers.app import REBUILD_FEEDS, app
+
+    with psycopg.connect(clean.require_backends()[0], autocommit=True) as conn:
+        for slug, when in (
+            ("aaa", "0001-01-01T00:00:00+14:00"),
+            ("zzz", "2026-01-01T00:00:00+07:00"),
+        ):
+            category = conn.execute(
+                "INSERT INTO categories (slug, name) VALUES (%s, %s) RETURNING id", (slug, slug)
+            ).fetchone()
+            assert category is not None
+            conn.execute(
+                "INSERT INTO articles (uuid, slug, category_id, title, status, published_at,"
+                " search_text) VALUES (gen_random_uuid(), 'bai', %s, %s, 'published', %s, '')",
+                (category[0], f"Tin {slug}", when),
+            )
+    r = redis_lib.Redis.from_url(clean.redis_url or "")
+    try:
+        r.sadd(keys.FEEDS_DIRTY, "aaa", "all", "zzz")
+        app.send_task(REBUILD_FEEDS)
+        for _ in range(200):
+            if r.exists(keys.feed("zzz", "rss")) and r.sismember(keys.FEEDS_DIRTY, "aaa"):
+                break
+            await asyncio.sleep(0.05)
+        assert r.exists(keys.feed("zzz", "rss")), "the scope after the failing one was dropped"
+        assert b"Tin zzz" in (r.hget(keys.feed("zzz", "rss"), "body") or b"")
+        assert r.sismember(keys.FEEDS_DIRTY, "aaa")  # kept for the next rebuild
+        assert not r.exists(keys.feed("aaa", "rss"))
+    finally:
+        r.delete(keys.FEEDS_DIRTY)
+        r.close()
+
+
+@pytest.mark.usefixtures("worker")
+async def test_rss_enclosure_gives_the_renditions_length(
+    api: Client, site: Client, admin: str, clean: Settings
+) -> None:
+    await create_category(api, admin)
+    article = {**text_only(SEED["article"]), "images": [{"part": "a", "role": "cover"}]}
+    response = await api.post(
+        "/api/v1/articles", data=multipart(article, {"a": jpeg(1600, 1000)}), headers=bearer(admin)
+    )
+    assert response.status == 202, await response.text()
+    await wait_status(api, admin, (await response.json())["id"], "published")
+    _, body = await feed_until(site, "/feeds/all.rss", 1)
+    enclosure = etree.fromstring(body, parser=STRICT).find("channel/item/enclosure")
+    assert enclosure is not None
+    url = enclosure.get("url")
+    assert url is not None and url.startswith("http://bantin.test/media/")
+    served = await site.get(url.removeprefix("http://bantin.test"))
+    assert served.status == 200
+    assert int(enclosure.get("length") or 0) == len(await served.read()) > 0

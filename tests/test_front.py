@@ -15,13 +15,15 @@ import time
 import urllib.request
 from typing import Any
 
+import brotli
 import pytest
 import redis as redis_lib
 
 from bantin.embedded import free_port
-from services.publisher import front, hits
+from services.publisher import front, hits, views
 from shared import keys
 from shared.counting.record import COOKIE, Recorder
+from shared.feeds import stored
 from shared.settings import Settings
 from tests.conftest import ROOT
 from tests.test_api import create_category
@@ -180,7 +182,10 @@ async def test_a_failing_door_leaves_the_answer_to_the_application(
     assert "the front door failed on /" in caplog.text
 
 
-async def test_a_stored_feed_is_answered_at_the_door(site: Client, clean: Settings) -> None:
+async def test_a_stored_feed_is_answered_at_the_door(
+    site: Client, clean: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stored, "FRESH_SECONDS", 3600.0)  # however slow the machine is today
     r = redis_lib.Redis.from_url(clean.redis_url or "")
     body = "<rss><channel><title>Tin</title></channel></rss>"
     r.hset(
@@ -208,7 +213,8 @@ async def test_a_stored_feed_is_answered_at_the_door(site: Client, clean: Settin
     cached = await site.get("/feeds/all.rss", headers={"If-None-Match": '"feed-1"'})
     assert cached.status == 304 and door.answered == 3
     # Older pages and unknown feeds are the application's.
-    assert (await site.get("/feeds/all.atom")).status == 503
+    assert (await site.get("/feeds/all.atom")).status == 200  # rendered from the database
+    assert (await site.get("/feeds/all.rss?page=2")).status == 404
     assert door.answered == 3
 
 
@@ -264,3 +270,78 @@ run(app, host="127.0.0.1", port={port})
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+async def raw_get(site: Client, path: str, extra: bytes = b"") -> bytes:
+    """One request as bytes on the wire (headers a client library would refuse to send), and
+    everything the server answers until it closes."""
+    reader, writer = await asyncio.open_connection(site.server.host, site.server.port)
+    try:
+        writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: bantin.test\r\n".encode()
+            + extra
+            + b"Connection: close\r\n\r\n"
+        )
+        return await asyncio.wait_for(reader.read(-1), 30)
+    finally:
+        writer.close()
+
+
+@pytest.mark.usefixtures("worker")
+async def test_an_unusable_request_id_is_replaced(site: Client, article_path: str) -> None:
+    """Bytes that are not UTF-8 (or not printable) in X-Request-ID cannot be sent back: the
+    page is answered with a new id, at the door and in the application alike."""
+    for path in (article_path, article_path, "/", "/khong-co/"):  # the door, then the app
+        for bad in (b"\xff\xfe", "tin-\u1ee9ng".encode()):
+            answer = await raw_get(site, path, b"X-Request-ID: " + bad + b"\r\n")
+            status, _, rest = answer.partition(b"\r\n")
+            assert status in (b"HTTP/1.1 200 OK", b"HTTP/1.1 404 Not Found"), answer[:300]
+            rid = re.search(rb"\r\nX-Request-ID: ([^\r]*)\r\n", rest)
+            assert rid is not None and RID.fullmatch(rid[1].decode()), rest[:500]
+    assert door_of(site).answered >= 3
+
+
+@pytest.mark.usefixtures("worker")
+async def test_cached_pages_are_compressed_once_for_every_answer(
+    site: Client, article_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Brotli and gzip forms of a cached page are made once per page and statistics snapshot,
+    then chosen per request by its Accept-Encoding (q-values honoured), at the door and in the
+    application alike; every answer says it varies with Accept-Encoding."""
+    made: list[int] = []
+    real = views.compressed
+
+    def counted(body: bytes) -> dict[str, bytes]:
+        made.append(len(body))
+        return real(body)
+
+    monkeypatch.setattr(views, "compressed", counted)
+    await quiet_recorder(site)  # the statistics hold still: one snapshot
+    plain = await site.get(article_path, headers={"Accept-Encoding": "identity"})
+    body = await plain.read()
+    assert plain.headers["Vary"] == "Accept-Encoding"
+    assert "Content-Encoding" not in plain.headers
+    cases = [
+        ("gzip, deflate, br, zstd", "br"),
+        ("gzip", "gzip"),
+        ("br;q=0, gzip", "gzip"),
+        ("gzip;q=0.5, br;q=0.4", "gzip"),
+        ("*", "br"),
+        ("br;q=0, gzip;q=0", None),
+        ("deflate", None),
+    ]
+    for header, coding in cases:
+        answer = await site.get(
+            article_path, headers={"Accept-Encoding": header}, auto_decompress=False
+        )
+        assert answer.status == 200 and answer.headers["Vary"] == "Accept-Encoding"
+        raw = await answer.read()
+        assert answer.headers.get("Content-Encoding") == coding, header
+        unpack = {"br": brotli.decompress, "gzip": gzip.decompress, None: bytes}[coding]
+        assert unpack(raw) == body, header
+        if coding:
+            assert len(raw) < len(body) / 2
+    assert door_of(site).answered >= 1  # (the rest too, unless a second passed meanwhile)
+    assert made == [len(body)]  # once, for every answer since
+    cached = await site.get(article_path, headers={"If-None-Match": plain.headers["ETag"]})
+    assert cached.status == 304 and cached.headers["Vary"] == "Accept-Encoding"

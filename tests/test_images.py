@@ -1,8 +1,9 @@
-"""workers.images.render: upright, sRGB, metadata-free renditions, and refusal of files that
+"""shared.photos.render.render: upright, sRGB, metadata-free renditions, and refusal of files that
 must never be decoded."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -14,12 +15,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import ExifTags, Image, ImageCms, ImageDraw, PngImagePlugin, features
 
-from shared.imaging import NotAccepted, Probe, TooManyPixels, Undecodable, probe, sniff
-from shared.media import MediaStore
+from bantin.bootstrap import demo_seed, text_only
+from shared.photos import render as images
+from shared.photos.probe import NotAccepted, Probe, TooManyPixels, Undecodable, probe, sniff
+from shared.photos.render import MAX_SIDE, Rendered, RenditionOut, TooSlow, render
+from shared.photos.store import MediaStore
 from tests.fixtures.images import (
     BLUE,
     CORNERS,
@@ -40,11 +45,11 @@ from tests.fixtures.images import (
     save_oriented,
     swapped_primaries_profile,
 )
-from workers import images
-from workers.images import MAX_SIDE, Rendered, RenditionOut, TooSlow, render
+from tests.photos import jpeg, multipart
+from tests.test_api import bearer, create_category, wait_status
 
 ROOT = Path(__file__).resolve().parent.parent
-# AVIF input needs Pillow's AVIF plugin (the header is read by `shared.imaging.probe`); AVIF
+# AVIF input needs Pillow's AVIF plugin (the header is read by `shared.photos.probe.probe`); AVIF
 # output needs libvips with an AV1 encoder (pyvips-binary has one).
 needs_avif = pytest.mark.skipif(not features.check("avif"), reason="Pillow without AVIF")
 AVIF_OUT = images.avif_supported()
@@ -115,6 +120,34 @@ def test_widths_and_formats(tmp_path: Path, store: MediaStore) -> None:
     assert [r.format for r in result.renditions[: len(OPAQUE)]] == list(OPAQUE)
     assert len(result.renditions) == len(expected) * len(OPAQUE)
     assert len({r.path for r in result.renditions}) == len(result.renditions)
+
+
+@pytest.mark.parametrize(
+    "size, fmt, first_width",
+    [((3000, 2000), "JPEG", 1024), ((800, 600), "JPEG", 800), ((1500, 1000), "PNG", 1024)],
+)
+def test_two_stages_make_what_one_makes(
+    tmp_path: Path, store: MediaStore, size: tuple[int, int], fmt: str, first_width: int
+) -> None:
+    """The first stage makes what a first page view needs (FIRST_WIDTH, or the capped original
+    when narrower, as JPEG or PNG and WebP); the rest makes every other rendition; together
+    they are exactly what rendering at once makes, file for file."""
+    im = quadrants(size)
+    if fmt == "PNG":  # transparent: PNG at every size, whichever stage makes it
+        im = im.convert("RGBA")
+        im.putpixel((0, 0), (0, 0, 0, 0))
+    path = save(tmp_path, im, fmt)
+    first = do_render(path, store, stage="first")
+    kinds = TRANSPARENT if fmt == "PNG" else OPAQUE
+    assert [(r.width, r.format) for r in first.renditions] == [
+        (first_width, kinds[0]),
+        (first_width, "webp"),
+    ]
+    rest = do_render(path, store, stage="rest", transparent=fmt == "PNG")
+    whole = do_render(path, store)
+    together = {(r.width, r.format, r.path) for r in first.renditions + rest.renditions}
+    assert together == {(r.width, r.format, r.path) for r in whole.renditions}
+    assert len(first.renditions) + len(rest.renditions) == len(whole.renditions)
 
 
 def test_never_upscaled(tmp_path: Path, store: MediaStore) -> None:
@@ -694,9 +727,9 @@ def test_time_limit(tmp_path: Path, store: MediaStore) -> None:
 MEASURE = """
 import json, resource, sys, time
 from pathlib import Path
-from shared.imaging import ImageRefused
-from shared.media import MediaStore
-from workers.images import render
+from shared.photos.probe import ImageRefused
+from shared.photos.store import MediaStore
+from shared.photos.render import render
 started = time.perf_counter()
 try:
     result = render(Path(sys.argv[1]), MediaStore(Path(sys.argv[2])), max_pixels=50_000_000)
@@ -764,7 +797,7 @@ def test_50_megapixel_jpeg_renders_in_bounded_memory(tmp_path: Path) -> None:
 
 ARENAS = """
 import ctypes, sys, threading
-from workers.images import limit_malloc_arenas
+from shared.photos.render import limit_malloc_arenas
 if sys.argv[1] == "limited":
     limit_malloc_arenas()
 def work():
@@ -796,3 +829,49 @@ def test_one_malloc_arena_for_every_thread(tmp_path: Path) -> None:
         counts[mode] = int(done.stdout)
     assert counts["limited"] == 1
     assert counts["default"] > 1  # the test can tell
+
+
+# Publishing as soon as a first page view can be drawn ----------------------------------------
+
+
+@pytest.mark.usefixtures("worker")
+async def test_an_article_publishes_with_its_first_renditions_and_the_rest_follow(
+    api: Any, site: Any, admin: str
+) -> None:
+    """The article is published once each photo has one JPEG and one WebP width; AVIF and the
+    other widths land afterwards, and the article's page, already cached, offers them then."""
+    seed = demo_seed()["article"]
+    await create_category(api, admin)
+    article = {
+        **text_only(seed),
+        "body": '<p>Mở đầu.</p><img src="cid:a"><p>Kết.</p>',
+        "images": [{"part": "a", "caption": "Ảnh lớn"}],
+    }
+    response = await api.post(
+        "/api/v1/articles", data=multipart(article, {"a": jpeg(2400, 1600)}), headers=bearer(admin)
+    )
+    assert response.status == 202, await response.text()
+    accepted = await response.json()
+    published = await wait_status(api, admin, accepted["id"], "published")
+    first = {(r["width"], r["format"]) for r in published["images"][0]["renditions"]}
+    assert {(1024, "jpeg"), (1024, "webp")} <= first
+    page_path = published["links"]["page"].removeprefix("http://bantin.test")
+    await site.get(page_path)  # cached now, perhaps before the rest have landed
+    widest = (2400, "avif" if AVIF_OUT else "webp")
+    for _ in range(600):
+        current = await api.get(f"/api/v1/articles/{accepted['id']}", headers=bearer(admin))
+        renditions = (await current.json())["images"][0]["renditions"]
+        if widest in {(r["width"], r["format"]) for r in renditions}:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the other renditions never landed")
+    assert len(renditions) == 5 * len(OPAQUE)  # 320, 640, 1024, 1600, 2400
+    wanted = next(r for r in renditions if (r["width"], r["format"]) == widest)
+    path = wanted["url"].removeprefix("http://bantin.test")
+    for _ in range(100):  # the page is made anew as they land
+        if path in await (await site.get(page_path)).text():
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the cached page never offered the renditions that came later")

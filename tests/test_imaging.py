@@ -1,4 +1,4 @@
-"""shared.imaging: what the ingest service decides about an upload from its first bytes and
+"""shared.photos.probe: what the ingest service decides about an upload from its first bytes and
 its header, without decoding a pixel."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import GifImagePlugin, Image, features
 
-from shared import imaging
-from shared.imaging import (
+from shared.photos import probe as imaging
+from shared.photos.probe import (
     ALLOWED,
     ImageRefused,
     NotAccepted,

@@ -6,11 +6,14 @@ an aiohttp upgrade changes either, this says so."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import inspect
 import re
 from typing import Any
 
+import aiohttp
 import pytest
-from aiohttp import web
+from aiohttp import web, web_protocol, web_request, web_response
 from aiohttp.test_utils import make_mocked_request
 
 from shared.prepared import PreparedResponse, fixed_head
@@ -123,3 +126,52 @@ async def test_what_a_prepared_answer_cannot_send_is_refused_not_skipped(change:
     change(response)
     with pytest.raises(RuntimeError):
         await response.prepare(make_mocked_request("GET", "/"))
+
+
+# What shared/prepared.py (and the front door) rely on in aiohttp beyond its public API, as
+# aiohttp 3.14.5 has it: the source of each function it mirrors or whose state it keeps.
+RELIED_ON = {
+    "StreamResponse.prepare": "9c6c49cc07222eef",
+    "StreamResponse._start": "7e03ebd82e7f9f98",
+    "StreamResponse.write_eof": "12b174e4cfe3bb7e",
+    "StreamResponse.prepared": "fb620c1613e5cc98",
+    "StreamResponse.keep_alive": "9d23538bbd9df0dd",
+    "StreamResponse.body_length": "f14cee08fc8d4994",
+    "Request._prepare_hook": "7a57630528793e4b",
+    "BaseRequest.writer": "55fd8ca4bc64874c",
+}
+
+
+def test_aiohttp_still_does_what_the_prepared_answer_mirrors() -> None:
+    """Fails loudly on an aiohttp upgrade that changes a function shared/prepared.py mirrors
+    or whose private state it keeps: re-read that function, adapt prepared.py (its wire tests
+    above must pass), then update the digest here."""
+    stream, request = web_response.StreamResponse, web_request
+    found = {
+        "StreamResponse.prepare": stream.prepare,
+        "StreamResponse._start": stream._start,
+        "StreamResponse.write_eof": stream.write_eof,
+        "StreamResponse.prepared": stream.prepared.fget,
+        "StreamResponse.keep_alive": stream.keep_alive.fget,
+        "StreamResponse.body_length": stream.body_length.fget,
+        "Request._prepare_hook": request.Request._prepare_hook,
+        "BaseRequest.writer": request.BaseRequest.writer.fget,
+    }
+    changed = [
+        name
+        for name, function in found.items()
+        if hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16] != RELIED_ON[name]
+    ]
+    assert not changed, (
+        f"aiohttp {aiohttp.__version__} changed {', '.join(changed)}: shared/prepared.py"
+        " mirrors it; check it against the new source before updating RELIED_ON"
+    )
+    response = PreparedResponse(fixed_head(HEADERS, BODY), BODY)
+    for field in ("_payload_writer", "_eof_sent", "_keep_alive", "_req", "_body_length"):
+        assert hasattr(response, field), f"StreamResponse has no {field} any more"
+    for field in ("_cookies", "_compression", "_chunked", "_headers"):
+        assert hasattr(response, field), f"StreamResponse has no {field} any more"
+    # The front door replaces the low-level server's handler before it accepts a connection:
+    # each connection's handler must still take the server's at that moment.
+    assert "manager.request_handler" in inspect.getsource(web_protocol.RequestHandler.__init__)
+    assert "self.request_handler = handler" in inspect.getsource(web.Server.__init__)

@@ -653,6 +653,71 @@ async def test_sitemap_index_beyond_the_limit(
     assert [e.path for b in ranged for e in b] == [local(a["links"]["page"]) for a in published[1:]]
 
 
+async def test_a_sitemap_failing_part_way_ends_its_connection(
+    site: Client, clean: Settings
+) -> None:
+    """A sitemap is streamed: once its 200 and part of the list are sent, a failure (here an
+    article whose date PostgreSQL stores but Python cannot read) ends the connection before
+    the last chunk, so the crawler sees a broken download; never a 500 inside the body, never
+    a short list that looks whole."""
+    with psycopg.connect(clean.require_backends()[0], autocommit=True) as conn:
+        category = conn.execute(
+            "INSERT INTO categories (slug, name) VALUES ('tin-tuc', 'Tin tức') RETURNING id"
+        ).fetchone()
+        assert category is not None
+        for n, when in enumerate(("2026-01-01T00:00:00+07:00", "0001-01-01T00:00:00+14:00")):
+            conn.execute(
+                "INSERT INTO articles (uuid, slug, category_id, title, status, published_at,"
+                " search_text) VALUES (gen_random_uuid(), %s, %s, 'Tin', 'published', %s, '')",
+                (f"bai-{n}", category[0], when),
+            )
+    reader, writer = await asyncio.open_connection(site.server.host, site.server.port)
+    try:
+        writer.write(b"GET /sitemap.xml HTTP/1.1\r\nHost: bantin.test\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(-1), 30)  # until the server closes
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Transfer-Encoding: chunked" in answer
+    assert answer.count(b"HTTP/1.1") == 1, answer[-500:]
+    assert not answer.endswith(b"0\r\n\r\n")  # no last chunk: the download is broken
+    assert b"</urlset>" not in answer
+
+
+@pytest.mark.usefixtures("worker")
+async def test_the_sweep_publishes_what_was_left_waiting(
+    api: Client, admin: str, clean: Settings
+) -> None:
+    """An article left processing (its message lost) and a scheduled one now due (its ETA task
+    lost) are both published by the next sweep; one processing but recent is left alone."""
+    from workers.app import SWEEP, app
+
+    with psycopg.connect(clean.require_backends()[0], autocommit=True) as conn:
+        category = conn.execute(
+            "INSERT INTO categories (slug, name) VALUES ('tin-tuc', 'Tin tức') RETURNING id"
+        ).fetchone()
+        assert category is not None
+        ids = {}
+        for name, status, updated in (
+            ("lost", "processing", "now() - interval '10 minutes'"),
+            ("due", "scheduled", "now()"),
+            ("busy", "processing", "now()"),
+        ):
+            row = conn.execute(
+                "INSERT INTO articles (uuid, slug, category_id, title, status, published_at,"
+                f" updated_at, search_text) VALUES (gen_random_uuid(), %s, %s, %s, %s,"
+                f" now() - interval '1 minute', {updated}, '') RETURNING id",
+                (name, category[0], name, status),
+            ).fetchone()
+            assert row is not None
+            ids[name] = row[0]
+    app.send_task(SWEEP)
+    await wait_status(api, admin, ids["lost"], "published")
+    await wait_status(api, admin, ids["due"], "published")
+    busy = await api.get(f"/api/v1/articles/{ids['busy']}", headers=bearer(admin))
+    assert (await busy.json())["status"] == "processing"
+
+
 # --- the admins' link blocks ---------------------------------------------------------------------
 
 

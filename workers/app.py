@@ -17,6 +17,7 @@ from contextvars import Token
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import psycopg
 from celery import Celery, signals
 from redis import Redis
 
@@ -31,6 +32,7 @@ from shared.tasks import (
     PUBLISH_ARTICLE,
     REBUILD_FEEDS,
     RENDER_IMAGE,
+    RENDER_REST,
     SITE_CHANGED,
     SWEEP,
     WEBSUB_PING,
@@ -50,6 +52,7 @@ __all__ = [
     "PUBLISH_ARTICLE",
     "REBUILD_FEEDS",
     "RENDER_IMAGE",
+    "RENDER_REST",
     "SITE_CHANGED",
     "SWEEP",
     "WEBSUB_PING",
@@ -60,6 +63,16 @@ __all__ = [
     "run",
     "settings",
 ]
+
+
+# Bounded retries of a task that met an outage (Redis, PostgreSQL, the network), with backoff:
+# what every task that retries uses, its limits overridden where they differ.
+RETRY: dict[str, Any] = {
+    "autoretry_for": (OSError, psycopg.OperationalError),
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "max_retries": 5,
+}
 
 
 def configure(settings: Settings) -> Celery:

@@ -8,15 +8,16 @@ would send every periodic task twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import secrets
 import signal
 import threading
 import time
-from typing import Any
 
 from redis import Redis
+from redis.exceptions import LockError, LockNotOwnedError
+from redis.lock import Lock
 
 from shared import keys
 from shared.settings import Settings
@@ -27,20 +28,6 @@ LOCK_SECONDS = 30
 RENEW_EVERY = 10
 WAIT_EVERY = 5
 
-# Extend the lock only if it is still ours (compare-and-set in one step).
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('expire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
-end
-return 0
-"""
-
 
 def run(settings: Settings) -> None:
     from celery.apps.beat import Beat
@@ -49,10 +36,13 @@ def run(settings: Settings) -> None:
 
     _, redis_url = settings.require_backends()
     redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
-    token = f"{os.getpid()}-{secrets.token_hex(6)}"
-    _acquire(redis, token)
+    # redis-py's Lock: a random token, set only if absent, extended and released only while
+    # it is still ours (its own compare-and-set scripts). Not thread-local: the renewing
+    # thread extends the lock the main thread took.
+    lock = redis.lock(keys.BEAT_LOCK, timeout=LOCK_SECONDS, thread_local=False)
+    _acquire(lock)
     stop = threading.Event()
-    threading.Thread(target=_renew, args=(redis, token, stop), daemon=True).start()
+    threading.Thread(target=_renew, args=(lock, stop), daemon=True).start()
     try:
         app = configure(settings)
         folder = settings.home / "run"
@@ -62,17 +52,18 @@ def run(settings: Settings) -> None:
         ).run()
     finally:
         stop.set()
-        redis.eval(_RELEASE, 1, keys.BEAT_LOCK, token)
+        with contextlib.suppress(LockError):  # taken over meanwhile: nothing of ours to free
+            lock.release()
 
 
-def _acquire(redis: Redis, token: str) -> None:
+def _acquire(lock: Lock) -> None:
     said = False
     stopping = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
-        while not redis.set(keys.BEAT_LOCK, token, nx=True, ex=LOCK_SECONDS):
+        while not lock.acquire(blocking=False):
             if not said:
-                log.info("another beat holds the schedule (%s); standing by", _holder(redis))
+                log.info("another beat holds the schedule; standing by")
                 said = True
             if stopping.wait(WAIT_EVERY):
                 raise SystemExit(0)
@@ -81,22 +72,16 @@ def _acquire(redis: Redis, token: str) -> None:
     log.info("this beat holds the schedule")
 
 
-def _holder(redis: Redis) -> Any:
-    value = redis.get(keys.BEAT_LOCK)
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _renew(redis: Redis, token: str, stop: threading.Event) -> None:
+def _renew(lock: Lock, stop: threading.Event) -> None:
     while not stop.wait(RENEW_EVERY):
         try:
-            held = redis.eval(_RENEW, 1, keys.BEAT_LOCK, token, LOCK_SECONDS)
-        except Exception:
-            log.warning("could not renew the beat lock; retrying", exc_info=True)
-            continue
-        if not held:
+            lock.reacquire()  # back to LOCK_SECONDS, if still ours
+        except LockNotOwnedError:
             # Another beat took over (this one was frozen past the lock's life): stop at once
             # rather than send every task twice; the supervisor or compose starts us again.
             log.error("lost the beat lock to another beat; exiting")
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)
             os._exit(1)
+        except Exception:
+            log.warning("could not renew the beat lock; retrying", exc_info=True)

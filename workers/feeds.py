@@ -12,19 +12,28 @@ import logging
 import urllib.error
 import urllib.parse
 import urllib.request
+from datetime import UTC, datetime
 
-import psycopg
-
-from shared import feeds, keys
+from shared import keys
 from shared.articles import list_categories
-from shared.feedrender import FORMATS
-from workers.app import REBUILD_FEEDS, WEBSUB_PING, app, pool, redis, run, settings
+from shared.feeds import build as feeds
+from shared.feeds.build import http_date
+from shared.feeds.formats import FORMATS
+from workers.app import REBUILD_FEEDS, RETRY, WEBSUB_PING, app, pool, redis, run, settings
 
 log = logging.getLogger(__name__)
 
 COALESCE_SECONDS = 1.0
 LOCK_SECONDS = 30  # the rebuild lock's lease, renewed after each scope
 HUB_TIMEOUT = 10
+
+
+def site_changed(scopes: list[str]) -> None:
+    """After a publication, edit or removal (or a photo's last renditions): every cached page
+    goes stale at once (one INCR) and the feeds of these scopes are rebuilt soon, coalesced
+    with other changes."""
+    redis().incr(keys.SITE_VERSION)
+    mark_dirty(scopes)
 
 
 def mark_dirty(scopes: list[str]) -> None:
@@ -47,13 +56,7 @@ def ensure_present() -> None:
         app.send_task(REBUILD_FEEDS, countdown=COALESCE_SECONDS)
 
 
-@app.task(
-    name=REBUILD_FEEDS,
-    acks_late=True,
-    autoretry_for=(OSError, psycopg.OperationalError),
-    retry_backoff=True,
-    max_retries=5,
-)
+@app.task(name=REBUILD_FEEDS, acks_late=True, **RETRY)
 def rebuild_feeds() -> list[str]:
     r = redis()
     # A short lease, renewed after each scope: a worker killed mid-rebuild (kill -9) leaves
@@ -66,27 +69,28 @@ def rebuild_feeds() -> list[str]:
         raw, _ = pipe.execute()
         scopes = sorted(s.decode() for s in raw)
         changed: list[str] = []
+        failed: dict[str, Exception] = {}
         for scope in scopes:
             try:
                 changed += run(_rebuild(scope))
                 lock.reacquire()
-            except Exception:
-                r.sadd(keys.FEEDS_DIRTY, scope)  # not lost: the next rebuild retries it
-                raise
-    if scopes:
-        log.info("rebuilt feeds %s", ", ".join(scopes))
+            except Exception as err:  # one scope's failure must not cost the others theirs
+                log.exception("cannot rebuild the feeds of %s; it stays dirty", scope)
+                failed[scope] = err
+        if failed:
+            r.sadd(keys.FEEDS_DIRTY, *failed)  # not lost: the next rebuild retries them
+    rebuilt = [s for s in scopes if s not in failed]
+    if rebuilt:
+        log.info("rebuilt feeds %s", ", ".join(rebuilt))
     if changed and settings().websub_hub:
         app.send_task(WEBSUB_PING, args=[changed])
-    return scopes
+    if failed:
+        # Raised after the others are stored: retried (with backoff) when it is an outage.
+        raise next(iter(failed.values()))
+    return rebuilt
 
 
-@app.task(
-    name=WEBSUB_PING,
-    autoretry_for=(OSError,),
-    retry_backoff=True,
-    retry_backoff_max=300,
-    max_retries=5,
-)
+@app.task(name=WEBSUB_PING, **{**RETRY, "autoretry_for": (OSError,), "retry_backoff_max": 300})
 def websub_ping(urls: list[str]) -> int:
     """Tell the hub these feeds changed (WebSub section 7 leaves the publish ping to the
     publisher; `hub.mode=publish` with each `hub.url` is what the common hubs accept)."""
@@ -135,6 +139,9 @@ async def _rebuild(scope: str) -> list[str]:
         rendered = feeds.render(s, scope, fmt, category, latest, more=more)
         key = keys.feed(scope, fmt)
         if r.hget(key, "etag") != rendered.etag.encode():
-            r.hset(key, mapping=rendered.mapping())  # type: ignore[arg-type]
+            # Last-Modified is when the feed's content last changed: now, whatever changed
+            # (an entry withdrawn moves it too, though no entry's date is newer).
+            mapping = {**rendered.mapping(), "last_modified": http_date(datetime.now(UTC))}
+            r.hset(key, mapping=mapping)  # type: ignore[arg-type]
             changed.append(f"{s.site_url()}/feeds/{scope}.{fmt}")
     return changed

@@ -9,30 +9,24 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-import psycopg
-
-from shared import articles, keys
+from shared import articles
 from workers import feeds, photos
 from workers.app import (
     ARTICLE_CHANGED,
     PROCESS_ARTICLE,
     PUBLISH_ARTICLE,
+    RENDER_REST,
+    RETRY,
     SITE_CHANGED,
     SWEEP,
     app,
     pool,
-    redis,
     run,
 )
+from workers.feeds import site_changed
 
 log = logging.getLogger(__name__)
 
-RETRY = {
-    "autoretry_for": (OSError, psycopg.OperationalError),
-    "retry_backoff": True,
-    "retry_backoff_max": 60,
-    "max_retries": 5,
-}
 # A processing article nobody touched for this long has lost its message: send it again.
 STUCK_AFTER = 120
 # Scheduled articles due within this window get an exact ETA task from the sweep.
@@ -68,7 +62,7 @@ def article_changed(article_id: int, scopes: list[str]) -> str:
     """After an edit or an unpublication: readers see the change on every page and feed of the
     scopes it touched (its old and new category, and the whole site)."""
     status = run(_changed(article_id))
-    if status in ("published", "unpublished"):
+    if status in ("published", "unpublished", "withdrawn until due"):
         site_changed(["all", *scopes])
     return status
 
@@ -88,15 +82,28 @@ async def _changed(article_id: int) -> str:
     if article.status == "scheduled":
         # The new date may be due now (or nearer than the sweep's window).
         return await _publish(article_id, from_statuses=("scheduled",))
+    if article.status == "published" and _ahead(article.published_at):
+        # Moved into the future: a future date means scheduled, everywhere (listings, feeds,
+        # its page), and it publishes again when the date comes.
+        if await _publish(article_id, from_statuses=("published",)) == "scheduled":
+            return "withdrawn until due"
+        return "published"
     return article.status
+
+
+def _ahead(when: datetime | None) -> bool:
+    """A publication date still to come (beyond a second of clock difference)."""
+    return when is not None and when > datetime.now(UTC) + timedelta(seconds=1)
 
 
 @app.task(name=SWEEP, **RETRY)
 def sweep() -> dict[str, int]:
     """Re-enqueue what would otherwise wait forever after a restart or a lost message."""
-    stuck, due = run(_pending())
+    stuck, due, unfinished = run(_pending())
     for article_id in stuck:
         app.send_task(PROCESS_ARTICLE, args=[article_id])
+    for image_id in unfinished:
+        app.send_task(RENDER_REST, args=[image_id])
     for article_id, eta in due:
         app.send_task(PUBLISH_ARTICLE, args=[article_id], eta=eta)
     feeds.ensure_present()
@@ -113,16 +120,28 @@ async def _expire_keys() -> None:
         )
 
 
-async def _pending() -> tuple[list[int], list[tuple[int, datetime]]]:
+async def _pending() -> tuple[list[int], list[tuple[int, datetime]], list[int]]:
     async with pool().connection() as conn:
-        stuck, _ = await articles.pending_ids(conn, stuck_after_seconds=STUCK_AFTER)
+        cur = await conn.execute(
+            "SELECT id FROM articles WHERE status = 'processing'"
+            " AND updated_at < now() - make_interval(secs => %s) ORDER BY id LIMIT 1000",
+            (STUCK_AFTER,),
+        )
+        stuck = [row["id"] for row in await cur.fetchall()]
         cur = await conn.execute(
             "SELECT id, published_at FROM articles WHERE status = 'scheduled'"
             " AND published_at <= %s ORDER BY published_at LIMIT 1000",
             (datetime.now(UTC) + ETA_WINDOW,),
         )
         due = [(row["id"], row["published_at"]) for row in await cur.fetchall()]
-    return stuck, due
+        # Photos whose first stage is long done and whose other renditions never came.
+        cur = await conn.execute(
+            "SELECT id FROM images WHERE completed_at IS NULL AND error IS NULL"
+            " AND rendered_at < now() - make_interval(secs => %s) ORDER BY id LIMIT 1000",
+            (STUCK_AFTER,),
+        )
+        unfinished = [row["id"] for row in await cur.fetchall()]
+    return stuck, due, unfinished
 
 
 async def _publish(article_id: int, *, from_statuses: tuple[str, ...]) -> str:
@@ -136,7 +155,7 @@ async def _publish(article_id: int, *, from_statuses: tuple[str, ...]) -> str:
             return f"already {article.status}"
         now = datetime.now(UTC)
         when = article.published_at
-        if when is not None and when > now + timedelta(seconds=1):
+        if when is not None and _ahead(when):
             if await articles.mark(conn, article_id, "scheduled", expect=from_statuses):
                 if when - now <= ETA_WINDOW:
                     app.send_task(PUBLISH_ARTICLE, args=[article_id], eta=when)
@@ -149,10 +168,3 @@ async def _publish(article_id: int, *, from_statuses: tuple[str, ...]) -> str:
     log.info("published article %s", article_id)
     site_changed(["all", article.category.slug])
     return "published"
-
-
-def site_changed(scopes: list[str]) -> None:
-    """After a publication, edit or removal: every cached page goes stale at once (one INCR)
-    and the feeds of these scopes are rebuilt soon, coalesced with other changes."""
-    redis().incr(keys.SITE_VERSION)
-    feeds.mark_dirty(scopes)

@@ -23,7 +23,7 @@ from bench.registry import Context, Results, benchmark
 from bench.stack import Stack, ensure_category, post_article, with_stack
 from bench.stats import ratio
 from bench.support import banner, fmt_ratio, reader_headers, say
-from shared import feeds
+from shared.feeds import build as feeds
 from shared.settings import Settings
 
 CONNECTIONS = 50

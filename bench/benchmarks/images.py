@@ -2,7 +2,7 @@
 photos per second on every core, and the peak RSS of a worker rendering a 50 MP JPEG.
 
 Input: bench/data/bench-12mp.jpg (4000 x 3000). The full rendition set is what
-`workers.images.render` makes: widths 320, 640, 1024, 1600 and the capped original (longest
+`shared.photos.render.render` makes: widths 320, 640, 1024, 1600 and the capped original (longest
 side 2560), each as JPEG, WebP and AVIF, written to a `MediaStore`.
 
 - CPU time: each repetition renders the set once with ours and once with the reference, each
@@ -17,7 +17,7 @@ side 2560), each as JPEG, WebP and AVIF, written to a `MediaStore`.
 - The reference: pyvips `thumbnail` from the file for each size (shrink-on-load; `height` huge
   for the widths, 2560 x 2560 `size=down` for the capped original), then jpegsave Q75 (4:2:0,
   no Huffman optimisation), webpsave Q75 effort 4, heifsave AV1 Q50 effort 4 (libvips' own
-  defaults, which workers/images.py copies; its AVIFs above 1024 wide use effort 3, libaom
+  defaults, which shared/photos/render.py copies; its AVIFs above 1024 wide use effort 3, libaom
   speed 6, at Q47 to match their bytes and SSIM), all metadata stripped, files written.
   VIPS_CONCURRENCY=1: a worker renders one photo per core, and ours sets libvips to one thread
   too. When pyvips cannot be imported or this libvips cannot write AVIF, the reference is

@@ -18,7 +18,7 @@ from typing import IO, Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from shared.imaging import (
+from shared.photos.probe import (
     HEAD_BYTES,
     ImageRefused,
     NotAccepted,
@@ -27,7 +27,7 @@ from shared.imaging import (
     accept,
     probe,
 )
-from shared.media import MediaStore
+from shared.photos.store import MediaStore
 from shared.problems import Problem, loads
 from shared.settings import Settings
 

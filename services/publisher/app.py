@@ -47,6 +47,7 @@ def create_app(settings: Settings) -> web.Application:
         lambda: door.answered,
     )
     app.router.add_get("/metrics", metrics_handler(metrics, redis_key))
+    app[views.packing_key] = views.Packing()
     app[views.templates_key] = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,

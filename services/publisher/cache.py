@@ -16,7 +16,8 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -50,6 +51,8 @@ class Ready:
     data: bytes
     etag: str
     head: Head  # the header lines of every answer
+    # Compressed forms ("br", "gzip"): their bodies and heads (made once, not per request).
+    packed: Mapping[str, tuple[Head, bytes]] = field(default_factory=dict)
 
 
 class PageCache:
@@ -145,9 +148,17 @@ class PageCache:
         reader gets while the page cannot be rendered (PostgreSQL or Redis away)."""
         return self._ready.get(key)
 
-    def prepare(self, key: str, live: Live, data: bytes, etag: str) -> Ready:
+    def prepare(
+        self, key: str, live: Live, data: bytes, etag: str, packed: Mapping[str, bytes] = {}
+    ) -> Ready:
         headers = {"Content-Type": HTML_TYPE, "Cache-Control": "no-cache", "ETag": etag}
-        held = Ready(live, data, etag, fixed_head(headers, data))
+        if packed:
+            headers["Vary"] = "Accept-Encoding"
+        heads = {
+            name: (fixed_head({**headers, "Content-Encoding": name}, body), body)
+            for name, body in packed.items()
+        }
+        held = Ready(live, data, etag, fixed_head(headers, data), heads)
         if not self.ttl:
             return held  # the page cache is off: every answer renders
         self._ready[key] = held

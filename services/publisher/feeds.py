@@ -1,145 +1,28 @@
 """Feeds for readers: stored bytes with conditional GET and pre-compressed variants.
 
 Page 1 of every feed is rendered by a worker when something changes and stored in Redis with
-its gzip and brotli forms, so serving it is a Redis read and a write to the socket. Older pages
-(RFC 5005 paged feeds) are rendered on demand in a thread and kept until the site changes.
+its gzip and brotli forms; the publisher holds it (shared.feeds.stored), so serving it is a
+lookup and a write to the socket. Older pages (RFC 5005 paged feeds), and page 1 before its
+first rebuild, are rendered on demand in a thread and kept until the site changes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from functools import partial
-from typing import Any, cast
+from typing import cast
 
-from aiohttp import hdrs, web
-from multidict import CIMultiDict, CIMultiDictProxy
+from aiohttp import web
 
 from services.publisher import front
 from services.publisher.cache import PageCache
-from shared import articles, feeds, keys
-from shared.feedrender import FORMATS
-from shared.settings import Settings
-from shared.web import not_modified, pool_key, redis_key, settings_key
-
-log = logging.getLogger(__name__)
-
-ENCODINGS = ("br", "gzip")  # stored variants, in order of preference
-FRESH_SECONDS = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A stored feed, ready to answer: its bodies and the headers of each answer, built once
-    per version of the feed rather than once per request."""
-
-    etag: str
-    last_modified: str
-    bodies: dict[str, bytes]  # "" (identity), "gzip", "br"
-    headers: dict[str, CIMultiDictProxy[str]]  # the same keys, for a 200
-    not_modified: CIMultiDictProxy[str]  # for a 304
-
-    @classmethod
-    def of(cls, stored: dict[bytes, bytes], links: str) -> Prepared:
-        etag, last_modified = stored[b"etag"].decode(), stored[b"last_modified"].decode()
-        # RFC 9110 section 15.4.5: a 304 carries the fields a cache needs to update what it
-        # holds (ETag, Cache-Control, Vary), not the representation's metadata.
-        common = {"ETag": etag, "Cache-Control": "public, max-age=60", "Vary": "Accept-Encoding"}
-        full = {**common, "Last-Modified": last_modified, "Link": links}
-        full["Content-Type"] = stored[b"content_type"].decode()
-        bodies = {"": stored[b"body"]}
-        headers = {"": CIMultiDictProxy(CIMultiDict(full))}
-        for name in ENCODINGS:
-            if name.encode() in stored:
-                bodies[name] = stored[name.encode()]
-                headers[name] = CIMultiDictProxy(CIMultiDict({**full, "Content-Encoding": name}))
-        return cls(etag, last_modified, bodies, headers, CIMultiDictProxy(CIMultiDict(common)))
-
-    def answer(self, request: web.Request) -> web.Response:
-        if not_modified(request, self.etag, self.last_modified):
-            return web.Response(status=304, headers=self.not_modified.copy())
-        accepted = request.headers.get(hdrs.ACCEPT_ENCODING, "").lower()
-        for name in ENCODINGS:
-            if name in accepted and name in self.bodies:
-                return web.Response(body=self.bodies[name], headers=self.headers[name].copy())
-        return web.Response(body=self.bodies[""], headers=self.headers[""].copy())
-
-
-class StoredFeeds:
-    """Page 1 of every feed, kept in this process and checked against Redis about once a
-    second (by ETag alone, a few bytes), so a busy feed costs neither a Redis round trip nor a
-    copy of its bodies per request. A feed changes at most about once a second anyway.
-
-    A feed held is answered at once even when its second is up: one check runs in the
-    background meanwhile (the next requests get what it found). Checking on the request path
-    made every request that arrived during the check's round trip check too."""
-
-    def __init__(self, redis: Any, settings: Settings) -> None:
-        self.redis = redis
-        self.settings = settings
-        self.local: dict[tuple[str, str], tuple[float, Prepared]] = {}
-        self.checks: dict[tuple[str, str], asyncio.Task[Any]] = {}
-        self.failing: set[tuple[str, str]] = set()
-
-    def current(self, scope: str, fmt: str) -> Prepared | None:
-        """The feed as held (checked in the background when its second is up); None when
-        nothing is held and Redis must be asked."""
-        held = self.local.get((scope, fmt))
-        if held is None:
-            return None
-        if time.monotonic() - held[0] >= FRESH_SECONDS and (scope, fmt) not in self.checks:
-            task = asyncio.get_running_loop().create_task(self._check(scope, fmt))
-            self.checks[(scope, fmt)] = task
-        return held[1]
-
-    async def _check(self, scope: str, fmt: str) -> None:
-        try:
-            await self.get(scope, fmt)
-            if (scope, fmt) in self.failing:
-                self.failing.discard((scope, fmt))
-                log.info("the stored feed %s.%s can be checked again", scope, fmt)
-        except Exception as err:  # Redis away: the feed held is served; the next second retries
-            if (scope, fmt) not in self.failing:  # once per outage, not every second
-                log.warning("cannot check the stored feed %s.%s: %s", scope, fmt, err)
-                self.failing.add((scope, fmt))
-            held = self.local.get((scope, fmt))
-            if held is not None:
-                self.local[(scope, fmt)] = (time.monotonic(), held[1])
-        finally:
-            self.checks.pop((scope, fmt), None)
-
-    async def close(self) -> None:
-        for task in list(self.checks.values()):
-            task.cancel()
-        await asyncio.gather(*self.checks.values(), return_exceptions=True)
-
-    async def get(self, scope: str, fmt: str) -> Prepared | None:
-        now = time.monotonic()
-        held = self.local.get((scope, fmt))
-        if held is not None and now - held[0] < FRESH_SECONDS:
-            return held[1]
-        key = keys.feed(scope, fmt)
-        if held is not None and await self.redis.hget(key, "etag") == held[1].etag.encode():
-            self.local[(scope, fmt)] = (now, held[1])
-            return held[1]
-        stored = cast(dict[bytes, bytes], await self.redis.hgetall(key))
-        if not stored:
-            self.local.pop((scope, fmt), None)
-            return None
-        prepared = Prepared.of(stored, self.links(scope, fmt))
-        self.local[(scope, fmt)] = (now, prepared)
-        return prepared
-
-    def links(self, scope: str, fmt: str) -> str:
-        """The Link header: the feed itself, and the WebSub hub (WebSub section 4)."""
-        links = [f'<{self.settings.site_url()}/feeds/{scope}.{fmt}>; rel="self"']
-        if self.settings.websub_hub:
-            links.insert(0, f'<{self.settings.websub_hub}>; rel="hub"')
-        return ", ".join(links)
-
+from services.publisher.views import page_number
+from shared import keys
+from shared.feeds import build as feeds
+from shared.feeds.formats import FORMATS
+from shared.feeds.stored import Prepared, StoredFeeds
+from shared.web import pool_key, redis_key, settings_key
 
 stored_key = web.AppKey("stored_feeds", StoredFeeds)
 
@@ -163,18 +46,14 @@ async def feed(request: web.Request, cache_key: web.AppKey[PageCache]) -> web.St
             return held
     if fmt not in FORMATS:
         raise web.HTTPNotFound(text=f"Feeds come as {', '.join(FORMATS)}.")
-    page = _page(request)
-    if page == 1:
-        prepared = await feeds_held.get(scope, fmt)
-        if prepared is None:
-            await _known(request, scope)
-            # Being built (first start, or Redis was emptied); the sweep rebuilds it.
-            raise web.HTTPServiceUnavailable(
-                text="This feed is being built; try again shortly.", headers={"Retry-After": "5"}
-            )
+    page = page_number(request, feeds.MAX_PAGE)
+    prepared = await feeds_held.get(scope, fmt) if page == 1 else None
+    if prepared is not None:
         front.remember(request, quick)
     else:
-        stored = await _older_page(request, cache_key, scope, fmt, page)
+        # An older page (RFC 5005), or page 1 before its first rebuild (a new site, Redis
+        # emptied): rendered from PostgreSQL now; the sweep stores page 1 soon after.
+        stored = await _rendered_page(request, cache_key, scope, fmt, page)
         prepared = Prepared.of(stored, feeds_held.links(scope, fmt))
     return prepared.answer(request)
 
@@ -187,7 +66,7 @@ def _quick_feed(
     return prepared.answer(request) if prepared is not None else None
 
 
-async def _older_page(
+async def _rendered_page(
     request: web.Request, cache_key: web.AppKey[PageCache], scope: str, fmt: str, page: int
 ) -> dict[bytes, bytes]:
     redis = request.app[redis_key]
@@ -202,7 +81,7 @@ async def _older_page(
             category, latest, more = await feeds.load(conn, settings, scope, page)
         except feeds.UnknownScope as err:
             raise web.HTTPNotFound(text=f"There is no category {scope!r}.") from err
-    if not latest:
+    if not latest and page > 1:
         raise web.HTTPNotFound(text=f"This feed has no page {page}.")
     # feedgen is CPU work: keep it off the event loop.
     rendered = await asyncio.to_thread(
@@ -216,20 +95,3 @@ async def _older_page(
     pipe.expire(key, settings.page_cache_seconds or 60)
     await pipe.execute()
     return mapping
-
-
-async def _known(request: web.Request, scope: str) -> None:
-    if scope == "all":
-        return
-    async with request.app[pool_key].connection() as conn:
-        try:
-            await articles.category_by_slug(conn, scope)
-        except articles.NotFound as err:
-            raise web.HTTPNotFound(text=f"There is no category {scope!r}.") from err
-
-
-def _page(request: web.Request) -> int:
-    raw = request.query.get("page", "1")
-    if not raw.isdigit() or not 1 <= int(raw) <= feeds.MAX_PAGE:
-        raise web.HTTPBadRequest(text=f"page must be a whole number from 1 to {feeds.MAX_PAGE}")
-    return int(raw)

@@ -8,7 +8,7 @@ import re
 
 from aiohttp import web
 
-from shared.media import EXTENSIONS
+from shared.photos.store import EXTENSIONS
 from shared.web import media_key
 
 NAME = re.compile(r"[0-9a-f]{2}/[0-9a-f]{64}\.(jpg|png|webp|avif|gif)")

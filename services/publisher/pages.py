@@ -9,15 +9,16 @@ import functools
 import html
 import re
 from bisect import bisect_left
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
+from functools import partial
 from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.publisher.labels import LABELS
-from shared.html import best, resolve_photos
 from shared.models import Article, Category, Image
+from shared.photos.markup import img, lead_image, resolve_photos
 from shared.settings import Settings
 from shared.site import LinkBlock
 from shared.text import fold, search_text
@@ -26,7 +27,6 @@ from shared.text import fold, search_text
 # numbers substituted, so the block never freezes in the cache.
 ONLINE_MARK = "__BANTIN_ONLINE__"
 TOTAL_MARK = "__BANTIN_TOTAL__"
-MIME = {"webp": "image/webp", "avif": "image/avif"}
 
 # A word: letters and digits, with any combining marks (text may reach us decomposed).
 WORD = re.compile(r"(?:[^\W_]|[\u0300-\u036f])+")
@@ -50,39 +50,15 @@ RELATED_TERMS = 40  # lexemes and pairs in a related-news query
 _fold_word = functools.lru_cache(maxsize=65_536)(fold)
 
 
+def machine_time(when: datetime) -> str:
+    """For <time datetime> and JSON-LD: whole seconds (HTML allows at most three digits of a
+    second's fraction; PostgreSQL keeps six)."""
+    return when.isoformat(timespec="seconds")
+
+
 def display_time(when: datetime, zone: ZoneInfo) -> str:
     """The Vietnamese way: day/month/year hour:minute, in the site's time zone."""
     return when.astimezone(zone).strftime("%d/%m/%Y %H:%M")
-
-
-def img(image: Image) -> dict[str, Any] | None:
-    fallback = best(image.renditions, max_width=1024)
-    if fallback is None:
-        return None
-
-    def srcset(fmt: str) -> str:
-        return ", ".join(f"{r.path} {r.width}w" for r in image.renditions if r.format == fmt)
-
-    return {
-        "src": fallback.path,
-        "width": fallback.width,
-        "height": fallback.height,
-        "caption": image.caption,
-        "srcset": srcset(fallback.format),
-        "sources": [
-            {"type": MIME[f], "srcset": srcset(f)}
-            for f in ("avif", "webp")
-            if any(r.format == f for r in image.renditions)
-        ],
-        "placeholder": image.placeholder,
-    }
-
-
-def lead_image(article: Article) -> Image | None:
-    """The photo that stands for the article in listings and link previews: its cover, else
-    the first photo it shows (most newsrooms send no cover, only photos in the body)."""
-    shown = [i for i in article.images if i.renditions]
-    return next((i for i in shown if i.role == "cover"), shown[0] if shown else None)
 
 
 def card(article: Article, zone: ZoneInfo) -> dict[str, Any]:
@@ -93,27 +69,9 @@ def card(article: Article, zone: ZoneInfo) -> dict[str, Any]:
         "url": article.path,
         "summary": article.summary,
         "published_display": display_time(article.published_at, zone),
-        "published_iso": article.published_at.isoformat(),
+        "published_iso": machine_time(article.published_at),
         "thumb": thumb,
     }
-
-
-def figure_html(image: Image, alt: str) -> str:
-    """A photo inside the body, as <picture> with the sizes the renditions offer."""
-    view = img(image)
-    if view is None:
-        return ""
-    sources = "".join(
-        f'<source type="{s["type"]}" srcset="{html.escape(s["srcset"])}"'
-        ' sizes="(min-width: 64em) 46rem, 100vw">'
-        for s in view["sources"]
-    )
-    return (
-        f'<picture>{sources}<img src="{html.escape(view["src"])}"'
-        f' srcset="{html.escape(view["srcset"])}" sizes="(min-width: 64em) 46rem, 100vw"'
-        f' width="{view["width"]}" height="{view["height"]}" alt="{html.escape(alt)}"'
-        ' loading="lazy" decoding="async"></picture>'
-    )
 
 
 def base_context(
@@ -180,7 +138,11 @@ def article_context(
     article: Article,
     related: list[Article],
     link_blocks: Sequence[LinkBlock] = (),
+    *,
+    picture: Callable[[dict[str, Any]], str],
 ) -> dict[str, Any]:
+    """`picture` renders an img() view as <picture> markup (the templates' macro) for the
+    photos inside the body."""
     zone = settings.zone
     site = settings.site_url()
     assert article.published_at is not None
@@ -208,10 +170,12 @@ def article_context(
         "title": article.title,
         "category": {"name": article.category.name, "url": article.category.path},
         "published_display": display_time(article.published_at, zone),
-        "published_iso": article.published_at.isoformat(),
-        "updated_iso": article.updated_at.isoformat(),
+        "published_iso": machine_time(article.published_at),
+        "updated_iso": machine_time(article.updated_at),
         "summary": article.summary,
-        "body_html": resolve_photos(article.body_html, article.images, figure_html),
+        "body_html": resolve_photos(
+            article.body_html, article.images, partial(_body_picture, picture)
+        ),
         "gallery_title": article.gallery_title,
         "gallery": gallery,
         "author": article.author,
@@ -220,6 +184,11 @@ def article_context(
     }
     ctx["related"] = [card(r, zone) for r in related]
     return ctx
+
+
+def _body_picture(picture: Callable[[dict[str, Any]], str], image: Image, alt: str) -> str:
+    view = img(image)
+    return "" if view is None else picture({**view, "caption": alt})
 
 
 def _jsonld(
@@ -231,8 +200,8 @@ def _jsonld(
         "@type": "NewsArticle",
         "headline": article.title[:110],
         "description": article.summary,
-        "datePublished": article.published_at.isoformat(),
-        "dateModified": article.updated_at.isoformat(),
+        "datePublished": machine_time(article.published_at),
+        "dateModified": machine_time(article.updated_at),
         "mainEntityOfPage": site + article.path,
         "articleSection": article.category.name,
         "inLanguage": "vi",

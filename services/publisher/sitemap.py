@@ -5,11 +5,13 @@ article, newest first). Beyond, it is a sitemap index: /sitemap-0.xml lists the 
 the categories, and /sitemap-K.xml the published articles whose ids are in the K-th range of
 50,000, so an article never moves from one sitemap to another. Sitemaps are streamed in
 batches (bounded memory, no database connection held while a crawler reads), compressed when
-the crawler accepts it, and carry an ETag (the site version) for conditional requests.
+the crawler accepts it, and carry an ETag (the site version) for conditional requests. One
+that fails part-way ends its connection rather than end a 200 that lists only part.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from xml.sax.saxutils import escape
@@ -19,7 +21,10 @@ from aiohttp import web
 from services.publisher import queries
 from services.publisher.views import cache_key
 from shared import articles
-from shared.web import not_modified, pool_key, settings_key
+from shared.prepared import not_modified
+from shared.web import pool_key, settings_key
+
+log = logging.getLogger(__name__)
 
 MAX_URLS = 50_000  # per sitemap, and the articles per id range of a sitemap index
 XML = "application/xml"
@@ -115,8 +120,17 @@ async def _stream(
     if request.method != "HEAD":
         await response.write(HEAD + "".join(_url(loc) for loc in sections).encode())
         if batches is not None:
-            async for batch in batches:
-                await response.write(_urls(site, batch))
+            try:
+                async for batch in batches:
+                    await response.write(_urls(site, batch))
+            except Exception:
+                # The 200 and part of the list are sent: no error answer can follow. End the
+                # connection before the last chunk, so the crawler sees a broken download
+                # (and retries), never a short list it would take for the whole.
+                log.exception("the sitemap failed part-way; connection closed")
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
         await response.write(TAIL)
     await response.write_eof()
     return response

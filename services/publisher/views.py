@@ -8,6 +8,7 @@ one Redis round trip and gets a 304 while nothing it shows has changed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -15,7 +16,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from services.publisher import front, hits, pages, queries
 from services.publisher.cache import Live, PageCache, Ready
@@ -23,20 +24,20 @@ from services.publisher.labels import LABELS
 from shared import articles, site
 from shared.counting.record import Recorder
 from shared.models import Article
-from shared.prepared import PreparedResponse
+from shared.prepared import PreparedResponse, accepted_encoding, compressed, not_modified
 from shared.settings import Settings
 from shared.text import clean_text, nfc, search_text
-from shared.web import DEPENDENCY_ERRORS, not_modified, pool_key, settings_key
+from shared.web import DEPENDENCY_ERRORS, pool_key, settings_key
 
 templates_key = web.AppKey("templates", jinja2.Environment)
 cache_key = web.AppKey("cache", PageCache)
 
 HTML = "text/html"
-FEED_FORMATS = ("rss", "atom", "json")
 HOME_PER_CATEGORY = 5
 RELATED = 5
 MAX_ID = 2**63 - 1
 MAX_QUERY = 200  # characters of a search query
+MAX_PAGE = 10_000  # pages of a listing or a search
 
 Render = Callable[[], Awaitable[tuple[int, bytes]]]
 
@@ -73,7 +74,7 @@ async def home(request: web.Request) -> web.StreamResponse:
 
 async def category_page(request: web.Request) -> web.StreamResponse:
     slug = request.match_info["category"]
-    page_no = _page_number(request)
+    page_no = page_number(request)
     path = f"/{slug}/"
 
     async def render() -> tuple[int, bytes]:
@@ -139,8 +140,15 @@ async def article_page(request: web.Request) -> web.StreamResponse:
             related = await queries.related(
                 conn, article, pages.related_tsquery(article.title), RELATED
             )
+        # Photos in the body get the templates' own <picture> macro: one markup for all.
+        macros = request.app[templates_key].get_template("_macros.html").module
         ctx = pages.article_context(
-            settings, chrome.categories, article, related, chrome.link_blocks
+            settings,
+            chrome.categories,
+            article,
+            related,
+            chrome.link_blocks,
+            picture=macros.picture,  # type: ignore[attr-defined]
         )
         return 200, _render(request, "article.html", ctx)
 
@@ -152,7 +160,7 @@ async def search(request: web.Request) -> web.StreamResponse:
     or NFD input); highlights on the original text. Not stored in the page cache (readers'
     queries are endless), but answered 304 while the site and the statistics are unchanged."""
     q = clean_text(request.query.get("q", ""))[:MAX_QUERY]
-    page_no = _page_number(request)
+    page_no = page_number(request)
     terms = pages.query_terms(q)
     key = "/search?" + urlencode({"q": nfc(q), "page": page_no})
 
@@ -240,7 +248,9 @@ async def serve_page(
             response = _html(200, _with_stats(body, live), etag)
             hits.record(request, response, article_id)
             return response
-        ready = cache.prepare(key, live, _with_stats(body, live), etag)
+        ready = await request.app[packing_key].ready(
+            cache, key, live, _with_stats(body, live), etag
+        )
     recorder = request.app.get(hits.hits_key)
     # The request's path, held for the recorder: the same object view after view, whose hash
     # is known (the front door answers this path only).
@@ -261,7 +271,11 @@ def _ready_answer(
     if not_modified(request, ready.etag):
         response = _304(ready.etag)
     else:
-        response = PreparedResponse(ready.head, ready.data)
+        coding = accepted_encoding(request.headers.get(hdrs.ACCEPT_ENCODING, ""))
+        if coding and coding in ready.packed:
+            response = PreparedResponse(*ready.packed[coding])
+        else:
+            response = PreparedResponse(ready.head, ready.data)
     if recorder is not None:
         recorder.page_view(request, response, article_id, path)  # a 304 is a page view too
     return response
@@ -296,7 +310,35 @@ def _not_modified(request: web.Request, etag: str, article_id: int | None) -> we
 
 
 def _304(etag: str) -> web.Response:
-    return web.Response(status=304, headers={"ETag": etag, "Cache-Control": "no-cache"})
+    return web.Response(
+        status=304,
+        headers={"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"},
+    )
+
+
+class Packing:
+    """The compressed forms of pages being prepared (see shared.prepared.compressed): each
+    made once per page and statistics snapshot, in a thread, however many requests wait for
+    it; then every answer of that snapshot is a lookup."""
+
+    def __init__(self) -> None:
+        self.pending: dict[tuple[str, Live], asyncio.Future[Ready]] = {}
+
+    async def ready(self, cache: PageCache, key: str, live: Live, data: bytes, etag: str) -> Ready:
+        job = self.pending.get((key, live))
+        if job is None:
+            job = asyncio.ensure_future(self._make(cache, key, live, data, etag))
+            self.pending[(key, live)] = job
+            job.add_done_callback(lambda _: self.pending.pop((key, live), None))
+        return await asyncio.shield(job)
+
+    @staticmethod
+    async def _make(cache: PageCache, key: str, live: Live, data: bytes, etag: str) -> Ready:
+        packed = await asyncio.to_thread(compressed, data)
+        return cache.prepare(key, live, data, etag, packed)
+
+
+packing_key = web.AppKey("packing", Packing)
 
 
 async def error_page(
@@ -343,15 +385,19 @@ def _html(status: int, body: bytes, etag: str | None = None) -> web.Response:
     headers = {"Cache-Control": "no-cache"}
     if etag:
         headers["ETag"] = etag
-    return web.Response(
+    response = web.Response(
         status=status, body=body, content_type=HTML, charset="utf-8", headers=headers
     )
+    response.enable_compression()  # (not stored: compressed per answer, off the event loop)
+    return response
 
 
-def _page_number(request: web.Request) -> int:
+def page_number(request: web.Request, last: int = MAX_PAGE) -> int:
+    """The `page` query parameter (listings, search, feeds): 1 when absent; a 400 saying what
+    is allowed when it is not a whole number from 1 to `last`."""
     raw = request.query.get("page", "1")
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 10_000:
-        raise web.HTTPBadRequest(text="page must be a whole number from 1 to 10000")
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= last:
+        raise web.HTTPBadRequest(text=f"page must be a whole number from 1 to {last}")
     return int(raw)
 
 

@@ -11,8 +11,8 @@ and, when this libvips can, AVIF. Files go to the content-addressed `MediaStore`
 it again on the same original gives the same paths and writes nothing.
 
 Safety, in the order it is applied:
-- the format is sniffed from the bytes and must be in `shared.imaging.ALLOWED`;
-  `shared.imaging.probe` then reads the header with Pillow and checks the pixel count before
+- the format is sniffed from the bytes and must be in `shared.photos.probe.ALLOWED`;
+  `shared.photos.probe.probe` then reads the header with Pillow and checks the pixel count before
   anything is decoded (decompression bombs are refused there, with the size in the message;
   an AVIF's alpha images and grid tiles count too);
 - in libvips every loader is blocked but those of ALLOWED (so no SVG, TIFF, UltraHDR, CSV,
@@ -34,7 +34,7 @@ Safety, in the order it is applied:
 - no metadata reaches an output: the pixels are copied into a new image before encoding, and
   every encoder is told to keep nothing.
 
-All failures that are the file's fault raise `shared.imaging.ImageRefused` subclasses whose
+All failures that are the file's fault raise `shared.photos.probe.ImageRefused` subclasses whose
 `str()` is the reason to show the submitter.
 
 Encoder settings are libvips' defaults (the benchmark reference), so that sizes are comparable:
@@ -57,15 +57,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from shared.imaging import ALLOWED, NAMES, ImageRefused, Probe, Undecodable, probe
-from shared.media import MediaStore
+from shared.photos.probe import ALLOWED, NAMES, ImageRefused, Probe, Undecodable, probe
+from shared.photos.store import MediaStore
 
 if TYPE_CHECKING:
     import pyvips
 
 WIDTHS = (320, 640, 1024, 1600)
+FIRST_WIDTH = 1024  # the width a page's <img src> shows (shared.photos.markup.img)
 MAX_SIDE = 2560  # the capped original: longest side at most this many pixels
 UNBOUNDED = 10_000_000  # `thumbnail`'s other side, when only the width is given
 
@@ -108,6 +109,9 @@ class TooSlow(ImageRefused):
     """Rendering this photo went past its time limit."""
 
 
+Stage = Literal["all", "first", "rest"]
+
+
 @dataclass(frozen=True, slots=True)
 class RenditionOut:
     path: str  # URL path from MediaStore.put_public, /media/ab/<sha256>.<ext>
@@ -131,17 +135,37 @@ def output_formats(transparent: bool) -> tuple[str, ...]:
 
 
 def render(
-    original: Path, store: MediaStore, *, max_pixels: int, time_limit: float = 60.0
+    original: Path,
+    store: MediaStore,
+    *,
+    max_pixels: int,
+    time_limit: float = 60.0,
+    stage: Stage = "all",
+    transparent: bool | None = None,
 ) -> Rendered:
-    """Make and store the renditions of `original`; see the module docstring."""
+    """Make and store the renditions of `original`; see the module docstring.
+
+    In two stages, so that an article publishes as soon as its photos can be shown: "first"
+    makes what a first page view needs (the FIRST_WIDTH rendition, or the capped original when
+    narrower, as JPEG or PNG and WebP); "rest" makes every other one, given whether the first
+    stage found the photo `transparent` (PNG), so that every size keeps one format. "all" is
+    both at once."""
     clock = _Clock(time_limit)
     info = probe(original, max_pixels=max_pixels)
     vips = _vips()
     with _refusing(vips, NAMES[info.format], original):
-        return _render(vips, original, info, store, clock)
+        return _render(vips, original, info, store, clock, stage, transparent)
 
 
-def _render(vips: Any, original: Path, info: Probe, store: MediaStore, clock: _Clock) -> Rendered:
+def _render(
+    vips: Any,
+    original: Path,
+    info: Probe,
+    store: MediaStore,
+    clock: _Clock,
+    stage: Stage,
+    transparent: bool | None,
+) -> Rendered:
     photo = _inspect(vips, original, info)
     upright = (photo.width, photo.height) if photo.orient < 5 else (photo.height, photo.width)
     scale = min(1.0, MAX_SIDE / max(upright))
@@ -150,8 +174,11 @@ def _render(vips: Any, original: Path, info: Probe, store: MediaStore, clock: _C
     boxes = [(MAX_SIDE, MAX_SIDE)] + [
         (w, UNBOUNDED) for w in sorted(WIDTHS, reverse=True) if w < capped_width
     ]
+    first = boxes[0] if capped_width <= FIRST_WIDTH else (FIRST_WIDTH, UNBOUNDED)
+    if stage == "first":
+        boxes = [first]
     renditions: list[RenditionOut] = []
-    transparent: bool | None = None  # decided on the largest size, for every size
+    # Decided on the largest size made, for every size (the first stage's, for the rest).
     smallest: pyvips.Image | None = None
     for width, height in boxes:
         im = _thumbnail(vips, original, photo, (width, height))
@@ -160,7 +187,10 @@ def _render(vips: Any, original: Path, info: Probe, store: MediaStore, clock: _C
         if im.hasalpha() and not transparent:
             im = _pixels(vips, im.extract_band(0, n=im.bands - 1))
         clock.check(f"resizing to {im.width} x {im.height}")
-        for fmt in output_formats(transparent):
+        formats = output_formats(transparent)
+        if (width, height) == first and stage != "all":
+            formats = formats[:2] if stage == "first" else formats[2:]
+        for fmt in formats:
             data = encode(im, fmt)
             path = store.put_public(data, fmt)
             renditions.append(RenditionOut(path, im.width, im.height, fmt, len(data)))

@@ -18,12 +18,11 @@ import brotli
 
 from shared import articles
 from shared.articles import Conn
-from shared.feedrender import CONTENT_TYPES, FeedEntry, FeedImage, FeedMeta, render_feed
-from shared.html import best, resolve_photos, simple_img
+from shared.feeds.formats import CONTENT_TYPES, FeedEntry, FeedImage, FeedMeta, render_feed
 from shared.models import Article, Category
+from shared.photos.markup import MIME, best, lead_image, resolve_photos, simple_img
 from shared.settings import Settings
 
-MIME = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp", "avif": "image/avif"}
 MAX_PAGE = 1000
 _RELATIVE = re.compile(r'(\s(?:href|src)=")(/[^/"][^"]*)"')
 
@@ -84,7 +83,10 @@ def render(
     """Render and compress one feed document. CPU work: call it from a worker or a thread."""
     base = settings.site_url()
     entries = [entry(article, base) for article in latest]
-    updated = max((e.updated for e in entries), default=datetime.now(UTC))
+    now = datetime.now(UTC)
+    # No validator from the future: a date ahead of the clock (a feed holds published articles
+    # only, but clocks differ) counts as now.
+    updated = min(max((e.updated for e in entries), default=now), now)
     title = settings.site_name if category is None else f"{category.name} - {settings.site_name}"
     feed_url = f"{base}/feeds/{scope}.{fmt}"
     meta = FeedMeta(
@@ -107,15 +109,19 @@ def render(
         gzip=gzip.compress(body, compresslevel=9, mtime=0),
         brotli=brotli.compress(body, quality=11),
         etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
-        last_modified=format_datetime(updated.astimezone(UTC), usegmt=True),
+        last_modified=http_date(updated),
         content_type=CONTENT_TYPES[fmt],
     )
 
 
+def http_date(when: datetime) -> str:
+    """An HTTP date (RFC 9110 section 5.6.7), for Last-Modified."""
+    return format_datetime(when.astimezone(UTC), usegmt=True)
+
+
 def entry(article: Article, base: str) -> FeedEntry:
     assert article.published_at is not None
-    cover = next((i for i in article.images if i.role == "cover" and i.renditions), None)
-    cover = cover or next((i for i in article.images if i.renditions), None)
+    cover = lead_image(article)
     image = None
     if cover is not None:
         chosen = best(cover.renditions)
@@ -125,6 +131,7 @@ def entry(article: Article, base: str) -> FeedEntry:
                 mime=MIME[chosen.format],
                 width=chosen.width,
                 height=chosen.height,
+                length=chosen.bytes,  # RSS 2.0 <enclosure length>: the file's size in bytes
             )
     content = resolve_photos(article.body_html, article.images, simple_img(base))
     return FeedEntry(
