@@ -68,3 +68,13 @@ def hits_batch(token: str) -> str:
 
 def rate(token_id: int, minute: int) -> str:
     return f"{PREFIX}rate:{token_id}:{minute}"
+
+
+# The desk (services/ingest/desk): sessions, and failed sign-ins counted per account and address.
+def session(sid: str) -> str:
+    return f"{PREFIX}session:{sid}"
+
+
+def sign_in_failures(kind: str, who: str) -> str:
+    """kind is "user" or "addr"; the key lives for the throttle's window."""
+    return f"{PREFIX}signin:{kind}:{who}"

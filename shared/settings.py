@@ -28,6 +28,8 @@ LIMITS: dict[str, tuple[str, int, int]] = {
     "feed_size": ("BANTIN_FEED_SIZE", 50, 1),
     "page_size": ("BANTIN_PAGE_SIZE", 20, 1),
     "page_cache_seconds": ("BANTIN_PAGE_CACHE_SECONDS", 300, 0),
+    # The desk: a session ends after this long without a request.
+    "session_idle_minutes": ("BANTIN_SESSION_IDLE_MINUTES", 60, 1),
 }
 
 
@@ -62,6 +64,9 @@ class Settings:
     feed_size: int
     page_size: int
     page_cache_seconds: int
+    # The desk.
+    session_idle_minutes: int
+    review: bool  # BANTIN_REVIEW: submitters' articles wait for an editor
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -84,6 +89,7 @@ class Settings:
             log_format=_choice(env, "BANTIN_LOG_FORMAT", "text", ("text", "json")),
             count_views=_choice(env, "BANTIN_COUNT_VIEWS", "on", ("on", "off")) == "on",
             trusted_proxies=_networks(env, "BANTIN_TRUSTED_PROXIES"),
+            review=_choice(env, "BANTIN_REVIEW", "off", ("off", "on")) == "on",
             **{
                 field: _int(env, name, default, minimum)
                 for field, (name, default, minimum) in LIMITS.items()
@@ -131,6 +137,7 @@ class Settings:
             "BANTIN_LOG_FORMAT": self.log_format,
             "BANTIN_COUNT_VIEWS": "on" if self.count_views else "off",
             "BANTIN_TRUSTED_PROXIES": ",".join(self.trusted_proxies),
+            "BANTIN_REVIEW": "on" if self.review else "off",
         }
         optional = {
             "BANTIN_DATABASE_URL": self.database_url,
