@@ -28,6 +28,8 @@ class Row:
     caption: str = ""
     role: str = "inline"
     error: str = ""
+    photo: uploads.Photo | None = None
+    wanted: str = ""  # the name the form's script gave the photo (its body says cid:NAME)
 
 
 @dataclass(slots=True)
@@ -77,28 +79,22 @@ def from_parts(form: uploads.Form) -> ArticleForm:
     result = ArticleForm()
     for part in form.parts:
         if part.file:
-            row = Row(part=part.photo.part if part.photo else None)
+            row = Row(part=part.photo.part if part.photo else None, photo=part.photo)
             if part.refused is not None:
                 row.error = photo_message(part.refused)
             result.rows.append(row)
         elif part.name in ("caption", "role", "part") and result.rows:
-            row = result.rows[-1]
-            if part.name == "caption":
-                row.caption = part.value
-            elif part.name == "role":
-                row.role = part.value
-            elif PART.fullmatch(part.value) and row.part is not None:
-                _rename(form, row, part.value)
+            setattr(result.rows[-1], "wanted" if part.name == "part" else part.name, part.value)
         elif part.name in TEXT_FIELDS:
             result.values[part.name] = part.value
+    # The script's names, all at once (one by one, a new name could be another's old one).
+    named = [row for row in result.rows if row.photo is not None]
+    wanted = [row.wanted for row in named]
+    if named and all(PART.fullmatch(w) for w in wanted) and len(set(wanted)) == len(wanted):
+        for row in named:
+            assert row.photo is not None
+            row.photo.part = row.part = row.wanted
     return result
-
-
-def _rename(form: uploads.Form, row: Row, name: str) -> None:
-    taken = {p.photo.part for p in form.parts if p.photo is not None}
-    for p in form.parts:
-        if p.photo is not None and p.photo.part == row.part and name not in taken:
-            p.photo.part = row.part = name
 
 
 def from_post(data: dict[str, str]) -> ArticleForm:
