@@ -33,7 +33,8 @@ WORD = """<html xmlns:o="urn:schemas-microsoft-com:office:office"><head><style>
 p.MsoNormal {font-family: Arial}</style></head><body lang=VI>
 <!--[if gte mso 9]><xml><o:OfficeDocumentSettings/></xml><![endif]-->
 <h1 style="color:#2F5496">Kết quả nổi bật</h1>
-<p class=MsoNormal style="margin:0"><b>Toàn ngành</b> đã <i>hoàn thành</i> các chỉ tiêu.<o:p></o:p></p>
+<p class=MsoNormal style="margin:0"><b>Toàn ngành</b> đã <i>hoàn thành</i> các chỉ tiêu.<o:p>
+</o:p></p>
 <p class=MsoNormal><o:p>&nbsp;</o:p></p>
 <ul><li class=MsoListParagraph>Thụ lý 120 vụ</li><li>Giải quyết 118 vụ</li></ul>
 <table class=MsoTableGrid border=1><tr><td><p>Chỉ tiêu</p></td><td><p>Kết quả</p></td></tr></table>
