@@ -181,6 +181,10 @@ async def test_new_article_without_javascript(desk: Any, clean: Settings, admin:
     ]
     assert 'src="cid:anh-1"' in article["body"]
     assert list((clean.media_dir / "tmp").iterdir()) == []  # nothing left behind
+    photo = await desk.get(f"/desk/bai-viet/{new}/anh/anh-1")  # before any rendition exists
+    assert photo.status == 200 and photo.content_type == "image/jpeg"
+    assert (await photo.read())[:2] == b"\xff\xd8"
+    assert (await desk.get(f"/desk/bai-viet/{new}/anh/anh-2")).status == 404
     page = await desk.get(f"/desk/bai-viet/{new}")
     text = await page.text()
     assert "Đang xử lý" in text and "Gửi bài" in text  # status, and the history

@@ -277,3 +277,111 @@ async def check_published(api: Any, admin: str, article_url: str) -> None:
         ("anh-3", "Trao khen thưởng"),
     ]
     assert 'src="cid:anh-2"' in article["body"] or "anh-2" in json.dumps(article["images"])
+
+
+async def test_review_csrf_and_throttle(
+    servers: Any, clean: Settings, admin: str, api: Any, photos: list[Path], tmp_path: Path
+) -> None:
+    """Review on: a submitter (on a phone) sends, an editor (at an office screen) returns it
+    with a note, the submitter edits and resends, the editor approves and it publishes. Then a
+    forged form is refused, the admin's pages are checked, and a guessed password is throttled."""
+    playwright_api = pytest.importorskip("playwright.async_api")
+    desk, site = await servers(review=True)
+    await create_category(api, admin)
+    await make_account(clean, "vanphong", "submitter")
+    await make_account(clean, "bientap", "editor")
+    await make_account(clean, "quantri", "admin")
+    async with playwright_api.async_playwright() as p:
+        chromium = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            writer = Browser(chromium, PHONE, (desk, site), tmp_path)
+            wpage = await writer.open()
+            await writer.sign_in(desk, "vanphong")
+            await wpage.get_by_role("link", name="Viết bài mới").first.click()
+            await wpage.locator("#title").fill("Tập huấn nghiệp vụ kiểm sát")
+            await wpage.locator("#category").select_option(label="Tin hoạt động")
+            await paste(wpage, "<p>Sáng nay, <b>Viện kiểm sát</b> tổ chức tập huấn.</p>")
+            await wpage.locator("#picker").set_input_files([str(photos[0])])
+            await wpage.locator("#caption-1").fill("Toàn cảnh buổi tập huấn")
+            await wpage.get_by_role("button", name="Gửi duyệt").click()
+            await wpage.wait_for_url(re.compile(r".*/desk/bai-viet/\d+$"))
+            article_url = wpage.url
+            assert await wpage.locator("#status-label").inner_text() == "Chờ duyệt"
+            await writer.check("cho-duyet")
+
+            editor = Browser(chromium, OFFICE, (desk, site), tmp_path)
+            epage = await editor.open()
+            await editor.sign_in(desk, "bientap")
+            await epage.get_by_role("link", name="Chờ duyệt").click()
+            await editor.check("hang-cho-duyet")
+            await epage.get_by_role("link", name="Tập huấn nghiệp vụ kiểm sát").click()
+            await editor.check("duyet-bai")
+            await epage.get_by_label("Trả lại cho người viết").fill(
+                "Xin bổ sung thời gian, địa điểm."
+            )
+            await epage.get_by_role("button", name="Trả lại bài").click()
+            await epage.wait_for_url(article_url)
+            assert await epage.locator("#status-label").inner_text() == "Bị trả lại"
+
+            await wpage.reload()
+            assert "Xin bổ sung thời gian, địa điểm." in await wpage.locator(".note").inner_text()
+            await writer.check("bi-tra-lai")
+            await wpage.get_by_role("link", name="Sửa bài").click()
+            await writer.check("sua-bai")
+            await wpage.locator("#summary").fill("Sáng 12/01 tại hội trường Viện kiểm sát tỉnh.")
+            await wpage.get_by_role("button", name="Lưu").click()
+            await wpage.wait_for_url(article_url)
+            assert await wpage.locator("#status-label").inner_text() == "Chờ duyệt"
+
+            await epage.reload()
+            await epage.get_by_role("button", name="Duyệt và đăng").click()
+            await epage.wait_for_url(article_url)
+            await epage.evaluate("window.stillHere = true")
+            await epage.locator("#status-label").filter(has_text="Đã đăng").wait_for(timeout=90_000)
+            assert await epage.evaluate("window.stillHere") is True
+            steps = await epage.locator(".history").inner_text()
+            for step in ("Gửi bài", "Trả lại", "Sửa và gửi lại", "Duyệt đăng"):
+                assert step in steps, steps
+            await wpage.goto(desk + "/desk/bai-viet/")
+            await writer.check("bai-viet-co-bai")
+
+            # A forged form (a wrong CSRF token): refused, nothing changes.
+            await wpage.goto(article_url + "/go")
+            await wpage.evaluate(
+                "document.querySelector('form[action$=\"/go\"] input[name=csrf]').value = 'gia-mao'"
+            )
+            writer.expected_errors += 1
+            await wpage.get_by_role("button", name="Gỡ bài").click()
+            await wpage.get_by_text("chưa được thực hiện").wait_for()
+            await writer.check("csrf-tu-choi")
+            await wpage.goto(article_url)
+            assert await wpage.locator("#status-label").inner_text() == "Đã đăng"
+
+            admin_user = Browser(chromium, OFFICE, (desk, site), tmp_path)
+            apage = await admin_user.open()
+            await admin_user.sign_in(desk, "quantri")
+            await apage.get_by_role("link", name="Tài khoản").click()
+            await admin_user.check("tai-khoan")
+            await apage.get_by_role("link", name="Token API").click()
+            await apage.get_by_label("Tên gợi nhớ").fill("Máy chủ văn phòng")
+            await apage.get_by_role("button", name="Tạo token").click()
+            assert (await apage.locator(".secret").inner_text()).startswith("bt_")
+            await admin_user.check("token-api")
+
+            # Guessing a password: the 11th wrong try in 10 minutes is refused with 429.
+            guesser = Browser(chromium, PHONE, (desk, site), tmp_path)
+            gpage = await guesser.open()
+            for _ in range(11):
+                await gpage.goto(desk + "/desk/")
+                await gpage.get_by_label("Tên đăng nhập").fill("vanphong")
+                await gpage.get_by_label("Mật khẩu").fill("doan-mat-khau")
+                async with gpage.expect_navigation():
+                    await gpage.get_by_role("button", name="Đăng nhập").click()
+                guesser.expected_errors += 1
+            assert "thử lại sau" in await gpage.locator(".alert").inner_text()
+            await guesser.check("dang-nhap-bi-chan")
+            for user in (writer, editor, admin_user, guesser):
+                await user.context.close()
+                user.assert_clean()
+        finally:
+            await chromium.close()

@@ -36,6 +36,7 @@ def setup(app: web.Application) -> None:
     article = r"/desk/bai-viet/{id:\d{1,18}}"
     add.add_get(article, views.article_page)
     add.add_get(article + "/trang-thai", views.status)
+    add.add_get(article + r"/anh/{part:[A-Za-z0-9][A-Za-z0-9._-]{0,99}}", views.original)
     add.add_get(article + "/sua", views.edit_form)
     add.add_post(article + "/sua", views.edit)
     add.add_get(article + "/go", views.unpublish_form)

@@ -304,6 +304,34 @@ async def article_page(request: web.Request) -> web.StreamResponse:
     )
 
 
+FORMATS = {f: f"image/{f}" for f in ("jpeg", "png", "webp", "gif", "avif")}
+
+
+@page
+async def original(request: web.Request) -> web.StreamResponse:
+    """A photo as it was sent, for whoever may see its article: an editor reviews a pending
+    article's photos before any rendition exists."""
+    desk = await require(request)
+    article = await _load(request, desk)
+    async with request.app[pool_key].connection() as conn:
+        cur = await conn.execute(
+            "SELECT sha256, format FROM images WHERE article_id = %s AND part = %s",
+            (article.id, request.match_info["part"]),
+        )
+        row = await cur.fetchone()
+    path = request.app[media_key].original(row["sha256"]) if row else None
+    if row is None or path is None or not path.exists():
+        raise DeskError(404, "Không có ảnh này.")
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": FORMATS.get(row["format"], "application/octet-stream"),
+            "Cache-Control": "private, max-age=3600",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
 async def status(request: web.Request) -> web.StreamResponse:
     """What the article page's script polls: the status, and the public link once live."""
     desk = await current(request)

@@ -11,7 +11,7 @@
   "use strict";
 
   var ROLES = { inline: "Trong bài", cover: "Ảnh đại diện", gallery: "Thư viện ảnh" };
-  var ACCEPTED = ["image/jpeg", "image/png", "image/webp", "image/heic", "image/heif"];
+  var ACCEPTED = ["image/jpeg", "image/png", "image/webp", "image/gif", "image/avif", "image/heic", "image/heif"];
 
   function el(tag, attrs, children) {
     var node = document.createElement(tag);
@@ -182,7 +182,7 @@
     function add(files) {
       status.textContent = "";
       Array.prototype.forEach.call(files, function (file) {
-        if (ACCEPTED.indexOf(file.type) < 0 && !/\.(jpe?g|png|webp|heic|heif)$/i.test(file.name)) {
+        if (ACCEPTED.indexOf(file.type) < 0 && !/\.(jpe?g|png|webp|gif|avif|heic|heif)$/i.test(file.name)) {
           status.textContent = "“" + file.name + "” không phải ảnh JPEG, PNG hay WebP, nên chưa được thêm.";
           return;
         }
