@@ -348,6 +348,53 @@ async def test_admin_manages_accounts(
     assert response.status == 303
 
 
+async def test_admin_edits_categories_and_links(desk: Any, clean: Settings, admin: str) -> None:
+    await create_category(desk, admin)
+    await make_account(clean, "quantri", "admin")
+    csrf = await sign_in(desk, "quantri")
+    response = await desk.post(
+        "/desk/trang-web/chuyen-muc", data={"csrf": csrf, "name": "Thông báo", "slug": ""}
+    )
+    assert response.status == 200 and "Đã tạo chuyên mục" in await response.text()
+    response = await desk.post(
+        "/desk/trang-web/chuyen-muc", data={"csrf": csrf, "name": "X", "slug": "api"}
+    )
+    assert response.status == 422
+    await desk.post(
+        "/desk/trang-web/chuyen-muc/doi-ten",
+        data={"csrf": csrf, "slug": "thong-bao", "name": "Thông báo mới"},
+    )
+    await desk.post(
+        "/desk/trang-web/chuyen-muc/thu-tu", data={"csrf": csrf, "slug": "thong-bao", "to": "up"}
+    )
+    listed = await (await desk.get("/api/v1/categories")).json()
+    assert [c["name"] for c in listed] == ["Thông báo mới", SEED["category"]["name"]]
+
+    links = {
+        "csrf": csrf,
+        "version": "0",
+        "block_title": "Liên kết website",
+        "block_links": "Cổng Chính phủ | https://chinhphu.vn\nBộ Tư pháp | https://moj.gov.vn",
+    }
+    bad = {**links, "block_links": "Cổng Chính phủ chinhphu.vn"}
+    response = await desk.post("/desk/trang-web/lien-ket", data=bad)
+    assert response.status == 422
+    assert "Cổng Chính phủ chinhphu.vn" in await response.text()  # kept for fixing
+    response = await desk.post("/desk/trang-web/lien-ket", data=links)
+    assert response.status == 200, await response.text()
+    saved = await (await desk.get("/api/v1/site")).json()
+    assert saved["link_blocks"][0]["links"][1] == {
+        "title": "Bộ Tư pháp",
+        "url": "https://moj.gov.vn",
+    }
+    # The same form again, from the version read before: refused, not overwritten.
+    response = await desk.post("/desk/trang-web/lien-ket", data={**links, "block_title": "Khác"})
+    assert response.status == 412
+    assert (await (await desk.get("/api/v1/site")).json())["link_blocks"][0]["title"] == (
+        "Liên kết website"
+    )
+
+
 # --- review --------------------------------------------------------------------------------------
 
 

@@ -362,6 +362,8 @@ async def test_review_csrf_and_throttle(
             await admin_user.sign_in(desk, "quantri")
             await apage.get_by_role("link", name="Tài khoản").click()
             await admin_user.check("tai-khoan")
+            await apage.get_by_role("link", name="Trang web").click()
+            await admin_user.check("trang-web")
             await apage.get_by_role("link", name="Token API").click()
             await apage.get_by_label("Tên gợi nhớ").fill("Máy chủ văn phòng")
             await apage.get_by_role("button", name="Tạo token").click()

@@ -8,7 +8,7 @@ from pathlib import Path
 import jinja2
 from aiohttp import web
 
-from services.ingest.desk import admin, views
+from services.ingest.desk import admin, site, views
 from services.ingest.desk.web import templates_key
 
 HERE = Path(__file__).parent
@@ -47,6 +47,11 @@ def setup(app: web.Application) -> None:
     add.add_post("/desk/tai-khoan/", admin.create_account)
     add.add_post("/desk/tai-khoan/khoa", admin.disable_account)
     add.add_post("/desk/tai-khoan/mat-khau", admin.reset_password)
+    add.add_get("/desk/trang-web/", site.site_page)
+    add.add_post("/desk/trang-web/chuyen-muc", site.create_category)
+    add.add_post("/desk/trang-web/chuyen-muc/doi-ten", site.rename_category)
+    add.add_post("/desk/trang-web/chuyen-muc/thu-tu", site.move_category)
+    add.add_post("/desk/trang-web/lien-ket", site.save_links)
     add.add_get("/desk/token/", admin.tokens_page)
     add.add_post("/desk/token/", admin.create_token)
     add.add_post("/desk/token/thu-hoi", admin.revoke_token)

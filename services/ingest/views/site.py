@@ -36,13 +36,23 @@ async def get_site(request: web.Request) -> web.Response:
 
 async def put_site(request: web.Request) -> web.Response:
     token = await authenticate(request, role="admin")
-    blocks, errors = check_site(await read_json(request))
+    blocks, version = await save_site(
+        request, token.id, await read_json(request), _if_version(request.headers.get("If-Match"))
+    )
+    return _answer(blocks, version)
+
+
+async def save_site(
+    request: web.Request, token_id: int, data: Any, if_version: int | None
+) -> tuple[tuple[site.LinkBlock, ...], int]:
+    """Check and save the link blocks, then refresh every cached page (the API's PUT and the
+    desk's form both come here)."""
+    blocks, errors = check_site(data)
     if blocks is None:
         raise invalid(errors)
-    if_version = _if_version(request.headers.get("If-Match"))
     async with request.app[pool_key].connection() as conn:
         version = await site.save_link_blocks(
-            conn, blocks, token_id=token.id, if_version=if_version
+            conn, blocks, token_id=token_id, if_version=if_version
         )
     if version is None:
         raise Problem(
@@ -64,7 +74,7 @@ async def put_site(request: web.Request) -> web.Response:
             kind="cache-unavailable",
             headers={"Retry-After": "5"},
         ) from err
-    return _answer(blocks, version)
+    return blocks, version
 
 
 def check_site(data: Any) -> tuple[tuple[site.LinkBlock, ...] | None, list[dict[str, str]]]:
