@@ -5,6 +5,7 @@ the very functions the API calls."""
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from typing import Any
 
@@ -188,6 +189,7 @@ async def _article_form(
     article: Article | None = None,
     etag: str = "",
     saved: forms.ArticleForm | None = None,
+    saved_html: str = "",
 ) -> web.Response:
     async with request.app[pool_key].connection() as conn:
         categories = await articles.list_categories(conn)
@@ -200,6 +202,7 @@ async def _article_form(
         article=article,
         etag=etag,
         saved=saved,
+        saved_html=saved_html,  # sanitized by the API (shared.html), photos from the desk
         categories=categories,
         roles=forms.PHOTO_ROLES,
         **_common(request),
@@ -304,6 +307,19 @@ async def article_page(request: web.Request) -> web.StreamResponse:
     )
 
 
+def with_photos(article: Article) -> str:
+    """The article's sanitized body with its photos shown from the desk (cid: is no URL)."""
+
+    def shown(match: re.Match[str]) -> str:
+        tag = match.group(0).replace(
+            f'src="cid:{match.group(1)}"', f'src="/desk/bai-viet/{article.id}/anh/{match.group(1)}"'
+        )
+        return tag if " alt=" in tag else tag.replace("<img", f'<img alt="Ảnh {match.group(1)}"', 1)
+
+    return CID.sub(shown, article.body_html)
+
+
+CID = re.compile(r'<img\b[^>]*?\bsrc="cid:([A-Za-z0-9][A-Za-z0-9._-]{0,99})"[^>]*>')
 FORMATS = {f: f"image/{f}" for f in ("jpeg", "png", "webp", "gif", "avif")}
 
 
@@ -403,6 +419,7 @@ async def edit(request: web.Request) -> web.StreamResponse:
             article=article,
             etag=article.etag,
             saved=forms.from_article(article, saved_body, zone),
+            saved_html=with_photos(article),
         )
     raise web.HTTPSeeOther(f"/desk/bai-viet/{article.id}")
 

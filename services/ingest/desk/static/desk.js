@@ -95,10 +95,12 @@
   /* --- the body editor ------------------------------------------------------------------- */
 
   var previews = {};  // cid part -> blob: URL of the chosen photo
+  var photoBase = "";  // editing: where the article's own photos are shown from
 
   function inlineImage(cid, alt) {
     var img = el("img", { "data-cid": cid, alt: alt || ("Ảnh " + cid) });
     if (previews[cid]) img.src = previews[cid];
+    else if (photoBase) img.src = photoBase + encodeURIComponent(cid);
     return img;
   }
 
@@ -110,6 +112,7 @@
   function setupEditor(form) {
     var textarea = form.querySelector("#body");
     if (!textarea || !window.DOMParser) return null;
+    photoBase = form.getAttribute("data-photo-base") || "";
     var editor = el("div", { "class": "editor", contenteditable: "true", role: "textbox",
       "aria-multiline": "true", "aria-labelledby": "body-label", "aria-describedby": "body-hint",
       id: "body-editor" });
