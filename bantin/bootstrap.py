@@ -1,5 +1,6 @@
 """What a fresh installation needs before its first reader: the admin token from the
-environment, and on first start the demo category, a demo submitter token and the seed article.
+environment, and on first start the demo category, a demo submitter token, a demo editor account
+for the desk and the seed article.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import asyncio
 import json
 import logging
 import re
+import secrets
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -17,17 +19,19 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from shared import articles, tokens
+from shared import accounts, articles, tokens
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 DEMO_KEY = "demo"
+DEMO_EDITOR = "bientap"
 
 
 @dataclass(frozen=True, slots=True)
 class Secrets:
     demo_token: str | None = None
+    demo_editor: tuple[str, str] | None = None  # (username, password) for the desk
 
 
 def demo_seed() -> dict[str, Any]:
@@ -67,7 +71,12 @@ async def _prepare(settings: Settings, demo: bool) -> Secrets:
             await articles.create_category(conn, seed["category"]["slug"], seed["category"]["name"])
         except articles.Conflict:
             pass
-        return Secrets(demo_token=await tokens.create(conn, "demo submitter", "submitter"))
+        password = secrets.token_urlsafe(12)
+        await accounts.create(conn, DEMO_EDITOR, password, "editor", "Biên tập viên (demo)")
+        return Secrets(
+            demo_token=await tokens.create(conn, "demo submitter", "submitter"),
+            demo_editor=(DEMO_EDITOR, password),
+        )
 
 
 def demo_photos() -> dict[str, bytes]:

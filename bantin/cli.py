@@ -13,7 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bantin import users
 from shared import logs
+from shared.models import TOKEN_ROLES
 from shared.settings import Settings, SettingsError
 
 
@@ -65,12 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     tsub = token.add_subparsers(dest="token_command", required=True)
     create = tsub.add_parser("create", help="create a token and print it (shown once)")
     create.add_argument("--name", required=True)
-    create.add_argument("--role", choices=("submitter", "admin"), default="submitter")
+    create.add_argument("--role", choices=TOKEN_ROLES, default="submitter")
     create.set_defaults(run=_token_create)
     tsub.add_parser("list", help="list tokens (never their secrets)").set_defaults(run=_token_list)
     revoke = tsub.add_parser("revoke", help="revoke a token at once")
     revoke.add_argument("id", type=int)
     revoke.set_defaults(run=_token_revoke)
+
+    users.add_commands(sub)
 
     counters = sub.add_parser("counters", help="visit counters")
     csub = counters.add_subparsers(dest="counters_command", required=True)

@@ -110,6 +110,11 @@ class Stack:
             if secrets.demo_token:
                 bootstrap.post_demo(self._settings(), self.api_url, secrets.demo_token)
                 self._say(f"demo submitter token (shown once): {secrets.demo_token}")
+            if secrets.demo_editor:
+                user, password = secrets.demo_editor
+                self._say(
+                    f"demo desk account (shown once): {user} / {password} at {self.api_url}/desk/"
+                )
             self._say(f"bantin ready site={self.site_url} api={self.api_url}")
             log.info("ready in %.1f s", time.monotonic() - started)
             return self._supervise()

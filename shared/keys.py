@@ -73,3 +73,13 @@ def rate(token_id: int, minute: int) -> str:
 def failed_auth(address: str, minute: int) -> str:
     """Failed authentications from one address in one minute."""
     return f"{PREFIX}auth-failed:{address}:{minute}"
+
+
+# The desk (services/ingest/desk): sessions, and failed sign-ins counted per account and address.
+def session(sid: str) -> str:
+    return f"{PREFIX}session:{sid}"
+
+
+def sign_in_failures(kind: str, who: str) -> str:
+    """kind is "user" or "addr"; the key lives for the throttle's window."""
+    return f"{PREFIX}signin:{kind}:{who}"

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
-STATUSES = ("processing", "scheduled", "published", "failed", "unpublished")
+# `pending` and `returned` only with BANTIN_REVIEW=on (services/ingest/views/review.py).
+STATUSES = ("pending", "returned", "processing", "scheduled", "published", "failed", "unpublished")
 ROLES = ("inline", "cover", "gallery")
-TOKEN_ROLES = ("submitter", "admin")
+TOKEN_ROLES = ("submitter", "editor", "admin")
+ACCOUNT_ROLES = TOKEN_ROLES
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,8 @@ LIMITS: dict[str, tuple[str, int, int]] = {
     # How long a request waits for PostgreSQL or Redis (a connection, an answer) before it is
     # answered 503: a dependency away costs a reader seconds, never a hang.
     "dependency_timeout": ("BANTIN_DEPENDENCY_TIMEOUT", 2, 1),
+    # The desk: a session ends after this long without a request.
+    "session_idle_minutes": ("BANTIN_SESSION_IDLE_MINUTES", 60, 1),
 }
 
 
@@ -66,6 +68,9 @@ class Settings:
     page_size: int
     page_cache_seconds: int
     dependency_timeout: int  # seconds
+    # The desk.
+    session_idle_minutes: int
+    review: bool  # BANTIN_REVIEW: submitters' articles wait for an editor
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -88,6 +93,7 @@ class Settings:
             log_format=_choice(env, "BANTIN_LOG_FORMAT", "text", ("text", "json")),
             count_views=_choice(env, "BANTIN_COUNT_VIEWS", "on", ("on", "off")) == "on",
             trusted_proxies=_networks(env, "BANTIN_TRUSTED_PROXIES"),
+            review=_choice(env, "BANTIN_REVIEW", "off", ("off", "on")) == "on",
             **{
                 field: _int(env, name, default, minimum)
                 for field, (name, default, minimum) in LIMITS.items()
@@ -135,6 +141,7 @@ class Settings:
             "BANTIN_LOG_FORMAT": self.log_format,
             "BANTIN_COUNT_VIEWS": "on" if self.count_views else "off",
             "BANTIN_TRUSTED_PROXIES": ",".join(self.trusted_proxies),
+            "BANTIN_REVIEW": "on" if self.review else "off",
         }
         optional = {
             "BANTIN_DATABASE_URL": self.database_url,

@@ -21,6 +21,12 @@ class Token:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    account_id: int | None = None  # tokens made in the desk belong to an account
+
+
+COLUMNS = "id, name, role, created_at, last_used_at, revoked_at, account_id"
+# Roles that see, edit and review everyone's articles.
+EDITORS = ("editor", "admin")
 
 
 def new_secret() -> str:
@@ -33,14 +39,20 @@ def digest(secret: str) -> bytes:
 
 
 async def create(
-    conn: AsyncConnection[Any], name: str, role: str, secret: str | None = None
+    conn: AsyncConnection[Any],
+    name: str,
+    role: str,
+    secret: str | None = None,
+    *,
+    account_id: int | None = None,
+    desk: bool = False,
 ) -> str:
     """Store a new token and return its secret: the only time anyone sees it."""
     secret = secret or new_secret()
     await conn.execute(
-        "INSERT INTO tokens (name, role, token_hash) VALUES (%s, %s, %s)"
+        "INSERT INTO tokens (name, role, token_hash, account_id, desk) VALUES (%s, %s, %s, %s, %s)"
         " ON CONFLICT (token_hash) DO UPDATE SET revoked_at = NULL, role = EXCLUDED.role",
-        (name, role, digest(secret)),
+        (name, role, digest(secret), account_id, desk),
     )
     return secret
 
@@ -54,7 +66,7 @@ async def authenticate(conn: AsyncConnection[Any], secret: str) -> Token | None:
     """The live token with this secret, or None. Revocation takes effect at once: nothing is
     cached between requests."""
     cur = await conn.execute(
-        "SELECT id, name, role, created_at, last_used_at, revoked_at,"
+        f"SELECT {COLUMNS},"
         " last_used_at IS NULL OR last_used_at < now() - make_interval(secs => %s) AS stale"
         " FROM tokens WHERE token_hash = %s AND revoked_at IS NULL",
         (LAST_USE_RESOLUTION, digest(secret)),
@@ -73,9 +85,7 @@ async def authenticate(conn: AsyncConnection[Any], secret: str) -> Token | None:
 
 
 async def list_all(conn: AsyncConnection[Any]) -> list[Token]:
-    cur = await conn.execute(
-        "SELECT id, name, role, created_at, last_used_at, revoked_at FROM tokens ORDER BY id"
-    )
+    cur = await conn.execute(f"SELECT {COLUMNS} FROM tokens ORDER BY id")
     return [Token(**row) for row in await cur.fetchall()]
 
 
@@ -84,3 +94,16 @@ async def revoke(conn: AsyncConnection[Any], token_id: int) -> bool:
         "UPDATE tokens SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL", (token_id,)
     )
     return cur.rowcount == 1
+
+
+async def may_see(conn: AsyncConnection[Any], token: Token, submitted_by: int | None) -> bool:
+    """Editors and admins see every article; a submitter those sent with this token or with
+    another token of the same account (the desk's, or a script's)."""
+    if token.role in EDITORS or submitted_by == token.id:
+        return True
+    if token.account_id is None or submitted_by is None:
+        return False
+    cur = await conn.execute(
+        "SELECT 1 FROM tokens WHERE id = %s AND account_id = %s", (submitted_by, token.account_id)
+    )
+    return await cur.fetchone() is not None

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from services.ingest import desk
 from services.ingest.openapi import openapi
-from services.ingest.views import articles, categories, site
+from services.ingest.views import articles, categories, review, site
 from shared.web import add_health_routes
 
 
@@ -21,3 +22,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get(article, articles.get_article)
     app.router.add_patch(article, articles.patch_article)
     app.router.add_delete(article, articles.delete_article)
+    review.setup(app, article)
+    desk.setup(app)

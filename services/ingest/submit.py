@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from services.ingest import idempotency, uploads
+from services.ingest.views import review
 from services.ingest.views.common import enqueue, links, load_for, tasks_key
 from shared import articles
 from shared.articles import ArticleDraft, Conn, ImageDraft
@@ -77,11 +78,12 @@ async def submit_article(
                 article_id = await articles.insert_article(
                     conn, _draft(submission, category.id, photos), token.id
                 )
+                held = await review.on_submit(conn, settings, token, article_id)
                 # Everything the answer needs is known: no need to read the article back.
                 path = f"/{category.slug}/{submission.slug}-{article_id}"
                 body: dict[str, Any] = {
                     "id": article_id,
-                    "status": "processing",
+                    "status": "pending" if held else "processing",
                     "links": links(request, article_id, path),
                 }
                 if key is not None:
@@ -93,8 +95,9 @@ async def submit_article(
                 await idempotency.release(conn, token.id, key)
             raise
     # Sent only now that the article is committed: a worker never looks for a row that is not
-    # there yet.
-    await enqueue(request.app, PROCESS_ARTICLE, article_id)
+    # there yet. An article held for review is sent when an editor approves it.
+    if not held:
+        await enqueue(request.app, PROCESS_ARTICLE, article_id)
     return Accepted(202, body)
 
 
@@ -140,14 +143,18 @@ async def edit_article(
             raise invalid(errors)
         category = await _category(conn, submission.category)
         draft = _draft(submission, category.id, {})
-        if not await articles.update_article(conn, article.id, article.version, draft):
-            raise Problem(
-                412,
-                "Precondition failed",
-                "The article changed since you read it; GET it again and re-apply your edit.",
-                kind="stale-etag",
-            )
+        async with conn.transaction():
+            if not await articles.update_article(conn, article.id, article.version, draft):
+                raise Problem(
+                    412,
+                    "Precondition failed",
+                    "The article changed since you read it; GET it again and re-apply your edit.",
+                    kind="stale-etag",
+                )
+            process = await review.on_edit(conn, settings, token, article)
         updated = await articles.get_article(conn, article.id)
+    if process:
+        await enqueue(request.app, PROCESS_ARTICLE, article.id)
     await enqueue(
         request.app, ARTICLE_CHANGED, article.id, sorted({article.category.slug, category.slug})
     )
@@ -164,7 +171,9 @@ async def unpublish_article(
         if if_match:
             check_match(if_match, article.etag)
         if article.status != "unpublished":
-            await articles.mark(conn, article.id, "unpublished")
+            async with conn.transaction():
+                await articles.mark(conn, article.id, "unpublished")
+                await review.on_unpublish(conn, token, article.id)
         updated = await articles.get_article(conn, article.id)
     await enqueue(request.app, ARTICLE_CHANGED, article.id, [article.category.slug])
     return updated

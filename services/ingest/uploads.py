@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -81,7 +82,9 @@ class _Sink:
         self.file.close()
 
 
-async def read_multipart(request: web.Request, settings: Settings, store: MediaStore) -> Submission:
+async def _parts(request: web.Request, settings: Settings) -> AsyncIterator[BodyPartReader]:
+    """The body's parts, one at a time (each must be read before the next is asked for); a
+    body too large or broken is refused with a problem that says so."""
     if request.content_length and request.content_length > settings.max_request_bytes:
         raise _too_large(
             f"The request is {request.content_length} bytes; at most"
@@ -96,23 +99,28 @@ async def read_multipart(request: web.Request, settings: Settings, store: MediaS
             f"The multipart/form-data body cannot be read: {err or 'no boundary'}.",
             kind="malformed-multipart",
         ) from err
+    while True:
+        try:
+            part = await reader.next()
+        except BROKEN as err:
+            raise Problem(
+                400,
+                "Malformed multipart",
+                f"The multipart body is broken: {err}.",
+                kind="malformed-multipart",
+            ) from err
+        if part is None:
+            return
+        if not isinstance(part, BodyPartReader):
+            raise Problem(415, "Unsupported media type", "Nested multipart is not accepted.")
+        yield part
+
+
+async def read_multipart(request: web.Request, settings: Settings, store: MediaStore) -> Submission:
     submission = Submission()
     total = 0
     try:
-        while True:
-            try:
-                part = await reader.next()
-            except BROKEN as err:
-                raise Problem(
-                    400,
-                    "Malformed multipart",
-                    f"The multipart body is broken: {err}.",
-                    kind="malformed-multipart",
-                ) from err
-            if part is None:
-                break
-            if not isinstance(part, BodyPartReader):
-                raise Problem(415, "Unsupported media type", "Nested multipart is not accepted.")
+        async for part in _parts(request, settings):
             name = part.name or ""
             if name == "article":
                 submission.article_bytes = await _read_json_part(part, settings.max_json_bytes)
@@ -225,3 +233,89 @@ async def _stream_photo(
 
 def _too_large(detail: str, **extra: Any) -> Problem:
     return Problem(413, "Content too large", detail, kind="too-large", **extra)
+
+
+# --- the desk's HTML form: the same streaming, for a form's file fields --------------------------
+
+
+@dataclass(slots=True)
+class FormPart:
+    """One field of a multipart/form-data form, in the order the browser sent it."""
+
+    name: str
+    value: str = ""  # a text field's value
+    file: bool = False  # a file field (empty when nothing was chosen)
+    photo: Photo | None = None  # the photo it carried, streamed to a temporary file
+    refused: Problem | None = None  # why its photo was refused
+
+
+@dataclass(slots=True)
+class Form:
+    parts: list[FormPart] = field(default_factory=list)
+
+    def photos(self) -> dict[str, Photo]:
+        return {p.photo.part: p.photo for p in self.parts if p.photo is not None}
+
+    def discard(self) -> None:
+        for photo in self.photos().values():
+            photo.temp.unlink(missing_ok=True)
+
+
+async def read_form(
+    request: web.Request,
+    settings: Settings,
+    store: MediaStore,
+    *,
+    files: str,
+    guard: Any,
+) -> Form:
+    """Read a form whose file fields named `files` carry photos. Each photo streams to the
+    store's temporary folder exactly as an API part does (never whole in memory). `guard(form)`
+    is called before the first photo is written (the desk checks its CSRF token there), so a
+    forged request never gets a byte onto the disk. A refused photo does not end the request:
+    it is noted on its field, later photos are read past, and the text is kept, so the form can
+    come back filled. Photos are named anh-1, anh-2, ... by their field's position."""
+    form = Form()
+    total, guarded, refused, n = 0, False, False, 0
+    try:
+        async for part in _parts(request, settings):
+            name = part.name or ""
+            if name != files:
+                value = await _read_json_part(part, settings.max_json_bytes - total)
+                total += len(value)
+                form.parts.append(FormPart(name, value.decode("utf-8", "replace")))
+                continue
+            n += 1
+            entry = FormPart(name, file=True)
+            form.parts.append(entry)
+            if not part.filename or refused:
+                total += await _drain(part, settings.max_request_bytes - total)
+                continue
+            if not guarded:
+                guard(form)
+                guarded = True
+            if len(form.photos()) >= settings.max_photos:
+                raise _too_large(f"At most {settings.max_photos} photos per article.")
+            try:
+                entry.photo = await _stream_photo(
+                    part, f"anh-{n}", settings, store, settings.max_request_bytes - total
+                )
+                total += entry.photo.bytes
+            except Problem as problem:
+                if problem.status == 413 and "part" not in problem.extra:
+                    raise  # the whole request is too large
+                entry.refused, refused = problem, True
+                total += await _drain(part, settings.max_request_bytes - total)
+    except BaseException:
+        form.discard()
+        raise
+    return form
+
+
+async def _drain(part: BodyPartReader, budget: int) -> int:
+    size = 0
+    while chunk := await part.read_chunk(CHUNK):
+        size += len(chunk)
+        if size > budget:
+            raise _too_large("The request is too large.")
+    return size

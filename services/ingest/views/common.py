@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
-from shared import articles, shapes
+from shared import articles, shapes, tokens
 from shared.articles import Conn
 from shared.models import Article
 from shared.problems import Problem, loads
@@ -70,12 +70,13 @@ async def enqueue(app: web.Application, task: str, *args: Any) -> None:
 
 
 async def load_for(conn: Conn, article_id: int, token: Token) -> Article:
-    """The article, if this token may see it: admins see all, submitters their own."""
+    """The article, if this token may see it: editors and admins see all, submitters their
+    own (see `tokens.may_see`)."""
     try:
         article = await articles.get_article(conn, article_id)
     except articles.NotFound:
         article = None
-    if article is None or (token.role != "admin" and article.submitted_by != token.id):
+    if article is None or not await tokens.may_see(conn, token, article.submitted_by):
         raise Problem(
             404,
             "Not found",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 from aiohttp import web
 from redis.exceptions import RedisError
@@ -29,12 +30,21 @@ async def get_site(request: web.Request) -> web.Response:
 async def put_site(request: web.Request) -> web.Response:
     token = await authenticate(request, role="admin")
     if_version = _if_version(request)
-    blocks, errors = check_site(await read_json(request))
+    blocks, version = await save_site(request, token.id, await read_json(request), if_version)
+    return _answer(blocks, version)
+
+
+async def save_site(
+    request: web.Request, token_id: int, data: Any, if_version: int | None
+) -> tuple[tuple[site.LinkBlock, ...], int]:
+    """Check and save the link blocks, then refresh every cached page (the API's PUT and the
+    desk's form both come here)."""
+    blocks, errors = check_site(data)
     if blocks is None:
         raise invalid(errors, "site")
     async with request.app[pool_key].connection() as conn:
         version = await site.save_link_blocks(
-            conn, blocks, token_id=token.id, if_version=if_version
+            conn, blocks, token_id=token_id, if_version=if_version
         )
     if version is None:
         raise Problem(
@@ -56,7 +66,7 @@ async def put_site(request: web.Request) -> web.Response:
             kind="cache-unavailable",
             headers={"Retry-After": "5"},
         ) from err
-    return _answer(blocks, version)
+    return blocks, version
 
 
 def _if_version(request: web.Request) -> int | None:
