@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bantin.moving import commands as moving
 from shared import logs
 from shared.settings import Settings, SettingsError
 
@@ -79,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     set_total.add_argument("total", type=int)
     set_total.set_defaults(run=_counters_set_total)
+    moving.register(sub)  # import, export, redirects
     return parser
 
 
