@@ -162,7 +162,10 @@ async def write_batch(conn: Conn, batch: Sequence[BulkArticle]) -> Written:
         await conn.execute(
             "INSERT INTO import_items (source, item, article_id, problems)"
             " SELECT s, i, a, CASE WHEN p = '' THEN '{}'::text[] ELSE string_to_array(p, E'\\n')"
-            " END FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[]) AS t(s, i, a, p)",
+            " END FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[]) AS t(s, i, a, p)"
+            # An item whose article was deleted since, and is restored now.
+            " ON CONFLICT (source, item) DO UPDATE SET article_id = EXCLUDED.article_id,"
+            " problems = EXCLUDED.problems, imported_at = now()",
             (
                 [a.source for a in batch],
                 [a.item for a in batch],

@@ -18,7 +18,9 @@ CREATE INDEX redirects_article ON redirects (article_id) WHERE article_id IS NOT
 -- item is either wholly imported or not at all. `source` names the origin ("wordpress:" and
 -- the old site's address, "feed:" and the feed's, "bantin:" and the exported site's);
 -- `item` its identifier there (a WordPress post id, a feed entry's id, an article's uuid).
--- `problems` keeps what could not come along (a photo that answered 404).
+-- `problems` keeps what could not come along (a photo that answered 404). An article deleted
+-- after its import keeps its row (article_id NULL): the next run of that source does not bring
+-- it back; a restore, which knows articles by their uuid, does.
 CREATE TABLE import_items (
     source       text NOT NULL,
     item         text NOT NULL,
