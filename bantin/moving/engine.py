@@ -70,6 +70,19 @@ class _Prepared:
     problems: list[str] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class _Checked:
+    prepared: _Prepared
+    submission: checking.Submission
+    photos: dict[str, Stored | PhotoFailed]  # part -> what came of it
+
+
+async def _connect(database_url: str) -> Conn:
+    return await psycopg.AsyncConnection.connect(
+        database_url, autocommit=True, row_factory=dict_row
+    )
+
+
 class Importer:
     def __init__(
         self,
@@ -88,39 +101,58 @@ class Importer:
         self.batch = batch
         self.jobs = jobs
         self._categories: dict[str, int] = {}
+        self._seen: set[str] = set()  # items of this run (a few MB for 10^5 posts)
 
     async def run(self, items: Iterator[Item]) -> None:
+        """Two stages run side by side: the next batch is read, its photos fetched and its
+        articles checked (in the pool) while PostgreSQL writes the one before."""
         database_url, redis_url = self.settings.require_backends()
         sender = bulk.BulkSender(redis_url)
         pool = checking.process_pool(self.jobs)
-        try:
-            async with await psycopg.AsyncConnection.connect(
-                database_url, autocommit=True, row_factory=dict_row
-            ) as conn:
+        ready: asyncio.Queue[list[_Checked] | None] = asyncio.Queue(maxsize=1)
+
+        async def read() -> None:
+            async with await _connect(database_url) as conn:
+                while chunk := await asyncio.to_thread(lambda: list(islice(items, self.batch))):
+                    await ready.put(await self._checked(conn, pool, chunk))
+            await ready.put(None)
+
+        async def write() -> None:
+            async with await _connect(database_url) as conn:
                 cur = await conn.execute("SELECT id, slug FROM categories")
                 self._categories = {r["slug"]: r["id"] for r in await cur.fetchall()}
-                while chunk := await asyncio.to_thread(lambda: list(islice(items, self.batch))):
-                    await self._batch(conn, sender, pool, chunk)
+                while (batch := await ready.get()) is not None:
+                    await self._write(conn, sender, batch)
                     self.report.tick()
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(read())
+                group.create_task(write())
+        except BaseExceptionGroup as group_error:
+            # One stage's failure stops the other; the caller sees the first cause.
+            raise group_error.exceptions[0] from None
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
             sender.close()
 
-    async def _batch(
-        self, conn: Conn, sender: bulk.BulkSender, pool: Executor | None, chunk: list[Item]
-    ) -> None:
+    async def _checked(
+        self, conn: Conn, pool: Executor | None, chunk: list[Item]
+    ) -> list[_Checked]:
         for item in chunk:
             if item.skip:
                 self.report.skip(item.skip)
         wanted = [i for i in chunk if not i.skip]
         if not wanted:
-            return
+            return []
         known = await bulk.imported_items(conn, self.source, [i.item for i in wanted])
+        # An item twice in a source (a broken export) comes in once.
+        known |= self._seen.intersection(i.item for i in wanted)
         if known:
             self.report.skip("already imported", sum(1 for i in wanted if i.item in known))
-        # One item twice in a source (a broken export) comes in once.
         unique = {i.item: i for i in wanted if i.item not in known}
+        self._seen.update(unique)
         prepared = [self._prepare(i) for i in unique.values()]
         fetched = await self.fetcher.fetch_all(
             {p.url for one in prepared for p in one.photos.values()}
@@ -130,14 +162,22 @@ class Importer:
         checked = await checking.check_all(
             pool, self.jobs, [one.data for one in prepared], self.settings.max_photos
         )
-        rows = []
+        out = []
         for one, (submission, errors) in zip(prepared, checked, strict=True):
             if submission is None:
                 reason = "; ".join(f"{e['field']} {e['message']}" for e in errors)
                 self.report.fail(one.item.item, f"invalid: {reason}")
                 continue
-            category_id = await self._category(conn, submission.category, one.item)
-            rows.append(self._row(one, submission, category_id, fetched))
+            stored = {part: fetched[photo.url] for part, photo in one.photos.items()}
+            out.append(_Checked(one, submission, stored))
+        return out
+
+    async def _write(self, conn: Conn, sender: bulk.BulkSender, batch: list[_Checked]) -> None:
+        rows = []
+        for checked in batch:
+            category = checked.submission.category
+            category_id = await self._category(conn, category, checked.prepared.item)
+            rows.append(self._row(checked, category_id))
         written = await bulk.write_batch(conn, rows)
         await bulk.after_batch(sender, written)
         for row in rows:
@@ -208,16 +248,11 @@ class Importer:
             self._categories[slug] = row["id"]
         return self._categories[slug]
 
-    def _row(
-        self,
-        one: _Prepared,
-        submission: checking.Submission,
-        category_id: int,
-        fetched: dict[str, Stored | PhotoFailed],
-    ) -> bulk.BulkArticle:
+    def _row(self, checked: _Checked, category_id: int) -> bulk.BulkArticle:
+        one, submission = checked.prepared, checked.submission
         images = []
         for image in submission.images:
-            got = fetched[one.photos[image["part"]].url]
+            got = checked.photos[image["part"]]
             assert isinstance(got, Stored)
             images.append(
                 ImageDraft(
