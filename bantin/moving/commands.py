@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import sys
 from collections.abc import Callable, Coroutine, Iterator
@@ -54,6 +55,33 @@ def register(sub: Any) -> None:
     load = rsub.add_parser("load", help="load a CSV of old_path,new_path")
     load.add_argument("file", type=Path)
     load.set_defaults(run=load_redirects)
+
+
+Command = Callable[[Settings, argparse.Namespace], int]
+
+
+def _command(run: Command) -> Command:
+    """What every command answers when the run cannot go on: Ctrl-C, or a server away."""
+
+    @functools.wraps(run)
+    def guarded(settings: Settings, args: argparse.Namespace) -> int:
+        import psycopg
+        import redis
+
+        try:
+            return run(settings, args)
+        except KeyboardInterrupt:
+            print("bantin: interrupted; run the same command again to go on", file=sys.stderr)
+            return INTERRUPTED
+        except (psycopg.OperationalError, redis.ConnectionError, redis.TimeoutError) as err:
+            print(
+                f"bantin: cannot reach the database or Redis ({err}); what was written is"
+                " complete, run the same command again once they answer",
+                file=sys.stderr,
+            )
+            return 2
+
+    return guarded
 
 
 def _tuning(p: argparse.ArgumentParser) -> None:
@@ -119,6 +147,7 @@ def _import(
     return _finish(report, run)
 
 
+@_command
 def import_wordpress(settings: Settings, args: argparse.Namespace) -> int:
     from bantin.moving import wordpress
 
@@ -136,6 +165,7 @@ def import_wordpress(settings: Settings, args: argparse.Namespace) -> int:
     return _import(settings, args, report, source, items, args.media_from)
 
 
+@_command
 def import_feed(settings: Settings, args: argparse.Namespace) -> int:
     from bantin.moving import feed
 
@@ -180,6 +210,7 @@ async def _read_feed(source: str, seconds: float) -> bytes:
         raise BadFeed(str(err) or type(err).__name__) from err
 
 
+@_command
 def load_redirects(settings: Settings, args: argparse.Namespace) -> int:
     from bantin.moving import redirects
 
@@ -199,6 +230,7 @@ def load_redirects(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+@_command
 def export_site(settings: Settings, args: argparse.Namespace) -> int:
     from bantin.moving import export
 
@@ -217,6 +249,7 @@ def export_site(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+@_command
 def import_bantin(settings: Settings, args: argparse.Namespace) -> int:
     from bantin.moving import restore
 
