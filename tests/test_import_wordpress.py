@@ -165,3 +165,19 @@ async def test_wordpress_export_comes_in_published_with_photos_and_old_links(
     again = await bantin(clean, "import", "wordpress", str(export))
     assert "imported 0" in again.out and "already imported: 3" in again.out, again.out
     assert query(clean, "SELECT count(*) AS n FROM articles")[0]["n"] == 3
+
+
+def test_the_body_is_shown_the_way_wordpress_shows_it() -> None:
+    from bantin.moving.wordpress import convert
+
+    body, captions = convert(
+        'Dòng một\nDòng hai\n\n[caption id="a" caption="Chú thích cũ"]<img src="/a.jpg">'
+        "[/caption]\n\n[embed]https://youtube.example/v[/embed]\n\n<ul>\n<li>Mục</li>\n</ul>"
+        "\n\n[contact-form-7 id=3]Liên hệ"
+    )
+    assert body == (
+        "<p>Dòng một<br>\nDòng hai</p>\n"
+        '<figure><img src="/a.jpg"><figcaption>Chú thích cũ</figcaption></figure>\n'
+        "<ul>\n<li>Mục</li>\n</ul>\n<p>Liên hệ</p>"
+    )
+    assert captions == {"/a.jpg": "Chú thích cũ"}

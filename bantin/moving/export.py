@@ -65,7 +65,8 @@ def export(
     settings: Settings, database_url: str, redis_url: str, folder: Path, report: Report
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    if any(p for p in folder.iterdir() if p.name not in _NAMES):
+    # An earlier export's files (and what an interrupted one left) are replaced; others are not.
+    if any(p for p in folder.iterdir() if p.name not in _NAMES and p.suffix != ".part"):
         raise ExportError(f"{folder} holds other files: export into a new or empty folder")
     (folder / "manifest.json").unlink(missing_ok=True)  # incomplete until written again
     store = MediaStore(settings.media_dir)

@@ -176,11 +176,15 @@ class _Restorer:
             for row in _lines(folder / f"{table}.jsonl"):
                 if table == "site_settings" and row.get("updated_by") is not None:
                     row["updated_by"] = self.tokens.get(row["updated_by"])
-                await conn.execute(
-                    f"INSERT INTO {table} SELECT (json_populate_record(null::{table}, %s)).*"
-                    " ON CONFLICT DO NOTHING",
-                    (json.dumps(row),),
-                )
+                try:
+                    await conn.execute(
+                        f"INSERT INTO {table} SELECT (json_populate_record(null::{table}, %s)).*"
+                        " ON CONFLICT DO NOTHING",
+                        (json.dumps(row),),
+                    )
+                except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as err:
+                    # This site's table differs from the exported one (a newer schema).
+                    self.report.fail(table, f"{table}: {err}".splitlines()[0], counted=False)
             await self._sequence(table)
 
     async def _free_token_id(self, wanted: int) -> int | None:
