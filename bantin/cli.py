@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bantin import users
+from bantin.moving import commands as moving
 from shared import logs
 from shared.models import TOKEN_ROLES
 from shared.settings import Settings, SettingsError
@@ -83,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     set_total.add_argument("total", type=int)
     set_total.set_defaults(run=_counters_set_total)
+    moving.register(sub)  # import, export, redirects
     return parser
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import jinja2
 from aiohttp import web
 
-from services.publisher import feeds, front, hits, views
+from services.publisher import feeds, front, hits, redirects, views
 from services.publisher.cache import PageCache
 from services.publisher.routes import setup_routes
 from shared.metrics import ServiceMetrics
@@ -27,7 +27,9 @@ def html_errors(request: web.Request, status: int) -> Awaitable[web.StreamRespon
 
 def create_app(settings: Settings) -> web.Application:
     metrics = ServiceMetrics("publisher")
-    app = web.Application(middlewares=[service_middleware(metrics, html_errors)])
+    app = web.Application(
+        middlewares=[service_middleware(metrics, html_errors), redirects.middleware]
+    )
     install_clients(app, settings)
     metrics.gauge(
         "bantin_page_cache_hit_ratio",

@@ -1,0 +1,307 @@
+"""The import engine every source feeds (WordPress, a feed): items in, articles out, by batch.
+
+For each batch: items already brought in by an earlier run are skipped (idempotent, resumable);
+the photos the batch refers to are fetched a few at a time; the articles are checked and
+sanitized by the submission checks, in a process pool when there are enough of them; then the
+batch is written in one transaction (shared/bulk.py) and the work that follows is sent in bulk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+from collections.abc import Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from itertools import islice
+from typing import Any
+from urllib.parse import urljoin
+
+import psycopg
+from psycopg.rows import dict_row
+
+from bantin.moving import checking
+from bantin.moving.photos import Fetcher, PhotoFailed, Stored
+from bantin.moving.progress import Report
+from shared import bulk
+from shared.articles import Conn, ImageDraft
+from shared.settings import Settings
+from shared.text import clean_text, slugify
+
+BATCH = 500
+DEFAULT_CATEGORY = ("chua-phan-loai", "Chưa phân loại")  # WordPress's "Uncategorized"
+
+_IMG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
+_ATTR = re.compile(r"""\b(src|alt)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.IGNORECASE)
+
+
+@dataclass(slots=True)
+class Photo:
+    url: str
+    role: str  # inline, cover, gallery
+    caption: str = ""
+
+
+@dataclass(slots=True)
+class Item:
+    """One item of a source, as the source reads it.
+
+    `data` is the article as the API takes it, except that its body may carry `<img src=URL>`
+    for photos on the old site; the engine turns those into the article's own photos.
+    """
+
+    item: str
+    data: dict[str, Any] = field(default_factory=dict)
+    skip: str | None = None  # why it is not imported (a draft, a page, ...)
+    base_url: str = ""  # against which relative photo URLs resolve
+    photos: list[Photo] = field(default_factory=list)  # cover and gallery photos
+    captions: dict[str, str] = field(default_factory=dict)  # inline photo URL -> caption
+    old_paths: tuple[str, ...] = ()
+    category_name: str = ""  # the name to give the category when it must be created
+
+
+@dataclass(slots=True)
+class _Prepared:
+    item: Item
+    data: dict[str, Any]
+    photos: dict[str, Photo]  # part -> photo, in order
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Checked:
+    prepared: _Prepared
+    submission: checking.Submission
+    photos: dict[str, Stored | PhotoFailed]  # part -> what came of it
+
+
+async def _connect(database_url: str) -> Conn:
+    return await psycopg.AsyncConnection.connect(
+        database_url, autocommit=True, row_factory=dict_row
+    )
+
+
+class Importer:
+    def __init__(
+        self,
+        settings: Settings,
+        source: str,
+        report: Report,
+        fetcher: Fetcher,
+        *,
+        batch: int = BATCH,
+        jobs: int = 1,
+    ) -> None:
+        self.settings = settings
+        self.source = source
+        self.report = report
+        self.fetcher = fetcher
+        self.batch = batch
+        self.jobs = jobs
+        self._categories: dict[str, int] = {}
+        self._seen: set[str] = set()  # items of this run (a few MB for 10^5 posts)
+
+    async def run(self, items: Iterator[Item]) -> None:
+        """Two stages run side by side: the next batch is read, its photos fetched and its
+        articles checked (in the pool) while PostgreSQL writes the one before."""
+        database_url, redis_url = self.settings.require_backends()
+        sender = bulk.BulkSender(redis_url)
+        pool = checking.process_pool(self.jobs)
+        ready: asyncio.Queue[list[_Checked] | None] = asyncio.Queue(maxsize=1)
+
+        async def read() -> None:
+            async with await _connect(database_url) as conn:
+                while chunk := await asyncio.to_thread(lambda: list(islice(items, self.batch))):
+                    await ready.put(await self._checked(conn, pool, chunk))
+            await ready.put(None)
+
+        async def write() -> None:
+            async with await _connect(database_url) as conn:
+                cur = await conn.execute("SELECT id, slug FROM categories")
+                self._categories = {r["slug"]: r["id"] for r in await cur.fetchall()}
+                while (batch := await ready.get()) is not None:
+                    await self._write(conn, sender, batch)
+                    self.report.tick()
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(read())
+                group.create_task(write())
+        except BaseExceptionGroup as group_error:
+            # One stage's failure stops the other; the caller sees the first cause.
+            raise group_error.exceptions[0] from None
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+            sender.close()
+
+    async def _checked(
+        self, conn: Conn, pool: Executor | None, chunk: list[Item]
+    ) -> list[_Checked]:
+        for item in chunk:
+            if item.skip:
+                self.report.skip(item.skip)
+        wanted = [i for i in chunk if not i.skip]
+        if not wanted:
+            return []
+        known = await bulk.imported_items(conn, self.source, [i.item for i in wanted])
+        # An item twice in a source (a broken export) comes in once.
+        known |= self._seen.intersection(i.item for i in wanted)
+        if known:
+            self.report.skip("already imported", sum(1 for i in wanted if i.item in known))
+        unique = {i.item: i for i in wanted if i.item not in known}
+        self._seen.update(unique)
+        prepared = [self._prepare(i) for i in unique.values()]
+        fetched = await self.fetcher.fetch_all(
+            {p.url for one in prepared for p in one.photos.values()}
+        )
+        for one in prepared:
+            self._place_photos(one, fetched)
+        checked = await checking.check_all(
+            pool, self.jobs, [one.data for one in prepared], self.settings.max_photos
+        )
+        out = []
+        for one, (submission, errors) in zip(prepared, checked, strict=True):
+            if submission is None:
+                reason = "; ".join(f"{e['field']} {e['message']}" for e in errors)
+                self.report.fail(one.item.item, f"invalid: {reason}")
+                continue
+            stored = {part: fetched[photo.url] for part, photo in one.photos.items()}
+            out.append(_Checked(one, submission, stored))
+        return out
+
+    async def _write(self, conn: Conn, sender: bulk.BulkSender, batch: list[_Checked]) -> None:
+        rows = []
+        for checked in batch:
+            category = checked.submission.category
+            category_id = await self._category(conn, category, checked.prepared.item)
+            rows.append(self._row(checked, category_id))
+        written = await bulk.write_batch(conn, rows)
+        await bulk.after_batch(sender, written)
+        for row in rows:
+            self.report.done(photos=len(row.draft.images))
+
+    def _prepare(self, item: Item) -> _Prepared:
+        """Give each photo URL a part name, and point the body at it (`cid:anh-1`)."""
+        data = dict(item.data)
+        parts: dict[str, Photo] = {}
+        by_url: dict[str, str] = {}
+
+        def part_for(url: str, role: str, caption: str) -> str:
+            if url not in by_url:
+                by_url[url] = f"anh-{len(by_url) + 1}"
+                parts[by_url[url]] = Photo(url, role, caption)
+            return by_url[url]
+
+        def inline(match: re.Match[str]) -> str:
+            attrs = {
+                m.group(1).lower(): html.unescape(m.group(2) or m.group(3) or m.group(4) or "")
+                for m in _ATTR.finditer(match.group(0))
+            }
+            url = urljoin(item.base_url, attrs.get("src", "").strip())
+            if not url.startswith(("http://", "https://")):
+                return ""
+            part = part_for(url, "inline", item.captions.get(url, attrs.get("alt", "")))
+            alt = html.escape(attrs.get("alt", ""))
+            return f'<img src="cid:{part}" alt="{alt}">'
+
+        data["body"] = _IMG.sub(inline, str(data.get("body") or ""))
+        for photo in item.photos:
+            url = urljoin(item.base_url, photo.url)
+            if url.startswith(("http://", "https://")):
+                part_for(url, photo.role, photo.caption)
+        return _Prepared(item, data, parts)
+
+    def _place_photos(self, one: _Prepared, fetched: dict[str, Stored | PhotoFailed]) -> None:
+        """Keep the photos that came; the body forgets the others (and their figures)."""
+        images: list[dict[str, str]] = []
+        for part, photo in one.photos.items():
+            got = fetched[photo.url]
+            problem = None
+            if isinstance(got, PhotoFailed):
+                problem = str(got)
+            elif len(images) >= self.settings.max_photos:
+                problem = f"{photo.url}: over {self.settings.max_photos} photos per article"
+            if problem is None:
+                images.append({"part": part, "role": photo.role, "caption": photo.caption})
+                continue
+            one.problems.append(problem)
+            self.report.fail(one.item.item, f"photo: {problem}", counted=False)
+            one.data["body"] = drop_photo(one.data["body"], part)
+        one.data["images"] = images
+
+    async def _category(self, conn: Conn, slug: str, item: Item) -> int:
+        """The category's id; created from the source's name for it when missing."""
+        if slug not in self._categories:
+            name = clean_text(item.category_name) or slug
+            await conn.execute(
+                "INSERT INTO categories (slug, name, position) VALUES (%s, %s,"
+                " (SELECT coalesce(max(position), 0) + 1 FROM categories))"
+                " ON CONFLICT (slug) DO NOTHING",
+                (slug, name[:100]),
+            )
+            cur = await conn.execute("SELECT id FROM categories WHERE slug = %s", (slug,))
+            row = await cur.fetchone()
+            assert row is not None
+            self._categories[slug] = row["id"]
+        return self._categories[slug]
+
+    def _row(self, checked: _Checked, category_id: int) -> bulk.BulkArticle:
+        one, submission = checked.prepared, checked.submission
+        images = []
+        for image in submission.images:
+            got = checked.photos[image["part"]]
+            assert isinstance(got, Stored)
+            images.append(
+                ImageDraft(
+                    part=image["part"],
+                    caption=image["caption"],
+                    role=image["role"],
+                    sha256=got.sha256,
+                    format=got.format,
+                    bytes=got.bytes,
+                    width=got.width,
+                    height=got.height,
+                )
+            )
+        now = datetime.now(UTC)
+        when = submission.published_at or now
+        if images:
+            status = "processing"  # the workers render the photos, then publish it
+        elif when > now:
+            status = "scheduled"  # the sweep publishes it when it is due
+        else:
+            status = "published"
+        draft = replace(checking.draft(submission, category_id, images), published_at=when)
+        return bulk.BulkArticle(
+            draft=draft,
+            category_slug=submission.category,
+            source=self.source,
+            item=one.item.item,
+            status=status,
+            old_paths=one.item.old_paths,
+            problems=tuple(one.problems),
+        )
+
+
+def category_slug(nicename: str, name: str) -> tuple[str, str]:
+    """A category's slug and name on bantin, from the old site's (a WordPress nicename may be
+    percent-encoded Vietnamese); a slug the site keeps for itself gets a suffix."""
+    from urllib.parse import unquote
+
+    name = clean_text(name) or nicename
+    slug = slugify(unquote(nicename)) or slugify(name)
+    if not slug:
+        return DEFAULT_CATEGORY
+    checked, _ = checking.check_category({"slug": slug[:70], "name": name[:100]})
+    if checked is None:
+        slug = f"{slug[:60]}-cu"
+    return slug[:80], name[:100]
+
+
+def drop_photo(body: str, part: str) -> str:
+    cid = re.escape(f'src="cid:{part}"')
+    body = re.sub(rf"<figure\b[^>]*>(?:(?!</figure>).)*{cid}.*?</figure>", "", body, flags=re.S)
+    return re.sub(rf"<img {cid}[^>]*>", "", body)

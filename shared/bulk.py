@@ -1,0 +1,256 @@
+"""The bulk write path: many checked articles in one transaction, for imports and restores.
+
+Ingest writes one article per transaction (a submitter waits for its answer); an import of an
+old portal's archive would spend its time in round trips and commits that way. Here a batch of
+articles goes in with PostgreSQL's COPY (articles, their photos) and one statement per other
+table, all in one transaction, together with the import's record of what it brought in: a
+batch is either wholly written or not at all, so an interrupted import resumes at the first
+batch it had not committed.
+
+After the commit, the work that follows is sent in bulk: `process_article` for each article
+whose photos must be rendered before it publishes (the workers' usual path), `render_image` for
+photos of articles that keep their status (a restored unpublished one), and one `site_changed`
+for the whole batch, so caches and feeds go stale once per batch, not once per article.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import Celery
+
+from shared.articles import _TEXT_COLUMNS, ArticleDraft, Conn, _text_values
+from shared.tasks import PROCESS_ARTICLE, RENDER_IMAGE, ROUTES, SITE_CHANGED, broker_conf
+
+log = logging.getLogger(__name__)
+
+# The namespace of the uuids given to imported articles: uuid5(IMPORTED, "source\0item") is the
+# same on every run, so even two imports racing each other cannot bring an item in twice.
+IMPORTED = uuid.UUID("5d1f3c2e-6b8a-4c57-9a0e-62616e74696e")
+
+# Each article's text columns are the ones ingest writes (shared/articles.py), with the state
+# an import brings along.
+_ARTICLE_COLUMNS = (
+    "id",
+    "uuid",
+    *_TEXT_COLUMNS,
+    "status",
+    "error",
+    "submitted_by",
+    "created_at",
+    "updated_at",
+    "version",
+)
+_IMAGE_COLUMNS = (
+    "article_id",
+    "position",
+    "part",
+    "caption",
+    "role",
+    "sha256",
+    "format",
+    "bytes",
+    "width",
+    "height",
+)
+
+
+def item_uuid(source: str, item: str) -> uuid.UUID:
+    return uuid.uuid5(IMPORTED, f"{source}\0{item}")
+
+
+@dataclass(slots=True)
+class BulkArticle:
+    """One checked, sanitized article and what the import knows about it."""
+
+    draft: ArticleDraft
+    category_slug: str
+    source: str
+    item: str
+    status: str = "published"  # published, scheduled, processing (photos to render), ...
+    uuid: uuid.UUID | None = None  # default: item_uuid(source, item)
+    id: int | None = None  # kept when free (a restore keeps its links), else a new one
+    old_paths: tuple[str, ...] = ()  # answered with 301 to the article
+    problems: tuple[str, ...] = ()  # what could not come along (a photo that answered 404)
+    error: str | None = None
+    submitted_by: int | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    version: int = 1
+    views: int = 0
+
+    @property
+    def path(self) -> str:
+        assert self.id is not None
+        return f"/{self.category_slug}/{self.draft.slug}-{self.id}"
+
+
+@dataclass(slots=True)
+class Written:
+    """What a committed batch leaves to do, for `after_batch`."""
+
+    articles: list[BulkArticle] = field(default_factory=list)
+    images_to_render: list[int] = field(default_factory=list)
+
+
+async def imported_items(conn: Conn, source: str, items: Sequence[str]) -> set[str]:
+    """Which of these items a run of this source has already brought in."""
+    cur = await conn.execute(
+        "SELECT item FROM import_items WHERE source = %s AND item = ANY(%s)", (source, list(items))
+    )
+    return {row["item"] for row in await cur.fetchall()}
+
+
+async def write_batch(conn: Conn, batch: Sequence[BulkArticle]) -> Written:
+    """Write the batch in one transaction; each article gets its id (`BulkArticle.id`)."""
+    written = Written(list(batch))
+    if not batch:
+        return written
+    now = datetime.now(UTC)
+    async with conn.transaction():
+        await _assign_ids(conn, batch)
+        async with conn.cursor().copy(
+            f"COPY articles ({', '.join(_ARTICLE_COLUMNS)}) FROM STDIN"
+        ) as copy:
+            for a in batch:
+                await copy.write_row(
+                    (
+                        a.id,
+                        a.uuid or item_uuid(a.source, a.item),
+                        *_text_values(a.draft),
+                        a.status,
+                        a.error,
+                        a.submitted_by,
+                        a.created_at or now,
+                        a.updated_at or a.created_at or now,
+                        a.version,
+                    )
+                )
+        with_images = [a for a in batch if a.draft.images]
+        if with_images:
+            async with conn.cursor().copy(
+                f"COPY images ({', '.join(_IMAGE_COLUMNS)}) FROM STDIN"
+            ) as copy:
+                for a in with_images:
+                    for position, image in enumerate(a.draft.images):
+                        await copy.write_row(
+                            (
+                                a.id,
+                                position,
+                                image.part,
+                                image.caption,
+                                image.role,
+                                image.sha256,
+                                image.format,
+                                image.bytes,
+                                image.width,
+                                image.height,
+                            )
+                        )
+            keep_status = [a.id for a in with_images if a.status != "processing"]
+            if keep_status:
+                cur = await conn.execute(
+                    "SELECT id FROM images WHERE article_id = ANY(%s) ORDER BY id", (keep_status,)
+                )
+                written.images_to_render = [row["id"] for row in await cur.fetchall()]
+        await conn.execute(
+            "INSERT INTO import_items (source, item, article_id, problems)"
+            " SELECT s, i, a, CASE WHEN p = '' THEN '{}'::text[] ELSE string_to_array(p, E'\\n')"
+            " END FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[]) AS t(s, i, a, p)"
+            # An item whose article was deleted since, and is restored now.
+            " ON CONFLICT (source, item) DO UPDATE SET article_id = EXCLUDED.article_id,"
+            " problems = EXCLUDED.problems, imported_at = now()",
+            (
+                [a.source for a in batch],
+                [a.item for a in batch],
+                [a.id for a in batch],
+                ["\n".join(p.replace("\n", " ") for p in a.problems) for a in batch],
+            ),
+        )
+        old = [(path, a.id) for a in batch for path in a.old_paths if path != a.path]
+        if old:
+            # A path already taken (loaded from a CSV, or two posts sharing a guid) keeps its
+            # first target.
+            await conn.execute(
+                "INSERT INTO redirects (old_path, article_id)"
+                " SELECT * FROM unnest(%s::text[], %s::bigint[]) ON CONFLICT DO NOTHING",
+                ([p for p, _ in old], [i for _, i in old]),
+            )
+        viewed = [a for a in batch if a.views]
+        if viewed:
+            await conn.execute(
+                "INSERT INTO article_views (article_id, views)"
+                " SELECT * FROM unnest(%s::bigint[], %s::bigint[])",
+                ([a.id for a in viewed], [a.views for a in viewed]),
+            )
+    return written
+
+
+async def _assign_ids(conn: Conn, batch: Sequence[BulkArticle]) -> None:
+    wanted = [a.id for a in batch if a.id is not None]
+    if wanted:
+        cur = await conn.execute("SELECT id FROM articles WHERE id = ANY(%s)", (wanted,))
+        taken = {row["id"] for row in await cur.fetchall()}
+        seen: set[int] = set()
+        for a in batch:
+            if a.id is not None and (a.id in taken or a.id in seen):
+                a.id = None
+            elif a.id is not None:
+                seen.add(a.id)
+    fresh = [a for a in batch if a.id is None]
+    if fresh:
+        cur = await conn.execute(
+            "SELECT nextval('articles_id_seq') AS id FROM generate_series(1, %s)", (len(fresh),)
+        )
+        for a, row in zip(fresh, await cur.fetchall(), strict=True):
+            a.id = row["id"]
+    if wanted:
+        # Ids kept from elsewhere: the sequence moves past them, so new articles never collide.
+        await conn.execute(
+            "SELECT setval('articles_id_seq', greatest((SELECT max(id) FROM articles), %s,"
+            " (SELECT last_value FROM articles_id_seq)))",
+            (max(a.id for a in batch if a.id is not None),),
+        )
+
+
+class BulkSender:
+    """Sends many tasks over one broker connection, in a thread (Celery's client blocks)."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._celery = Celery("bantin-bulk")
+        self._celery.conf.update(broker_conf(redis_url))
+
+    async def send_many(self, name: str, calls: Iterable[Sequence[Any]]) -> None:
+        if name not in ROUTES:
+            raise ValueError(f"unknown task {name!r}")
+        todo = [list(args) for args in calls]
+        if todo:
+            await asyncio.to_thread(self._send, name, todo)
+
+    def _send(self, name: str, todo: list[list[Any]]) -> None:
+        with self._celery.producer_or_acquire() as producer:
+            for args in todo:
+                self._celery.send_task(name, args=args, producer=producer)
+
+    def close(self) -> None:
+        self._celery.close()
+
+
+async def after_batch(sender: BulkSender, written: Written) -> None:
+    """What follows a committed batch: photos to render, articles to publish once they are,
+    and pages and feeds gone stale, once for the whole batch."""
+    await sender.send_many(
+        PROCESS_ARTICLE, ([a.id] for a in written.articles if a.status == "processing")
+    )
+    await sender.send_many(RENDER_IMAGE, ([i] for i in written.images_to_render))
+    scopes = sorted({a.category_slug for a in written.articles if a.status == "published"})
+    if scopes:
+        # The worker bumps the site's version (every cached page stale at once) and marks the
+        # feeds of these scopes dirty; the articles that publish later do that themselves.
+        await sender.send_many(SITE_CHANGED, [[scopes]])
