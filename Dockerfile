@@ -27,11 +27,14 @@ WORKDIR /src
 # constraints.txt change, not on every change of the code. pip is pinned as in the Makefile.
 # Only [project] dependencies: the embedded servers of `bantin up` (the `embedded` extra) are
 # not needed where PostgreSQL and Redis run in containers of their own.
+# BANTIN_EXTRAS adds optional features' dependencies: `--build-arg BANTIN_EXTRAS=s3` for the S3
+# media store (BANTIN_MEDIA_URL=s3://...).
+ARG BANTIN_EXTRAS=
 COPY pyproject.toml constraints.txt ./
 RUN --mount=type=secret,id=ca \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
     && pip install -c constraints.txt "pip==26.3" \
-    && python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' > /tmp/requirements.txt \
+    && python -c 'import os, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; extras = os.environ["BANTIN_EXTRAS"].replace(",", " ").split(); print(*p["dependencies"], *(d for e in extras for d in p["optional-dependencies"][e]), sep="\n")' > /tmp/requirements.txt \
     && pip install -c constraints.txt -r /tmp/requirements.txt
 
 # Then bantin itself (the packages that pyproject.toml's packages.find includes).

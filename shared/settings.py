@@ -62,6 +62,9 @@ class Settings:
     feed_size: int
     page_size: int
     page_cache_seconds: int
+    # s3://bucket/prefix: media in an S3-compatible store (shared/objectstore.py); media_dir
+    # then holds only scratch files.
+    media_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -84,6 +87,7 @@ class Settings:
             log_format=_choice(env, "BANTIN_LOG_FORMAT", "text", ("text", "json")),
             count_views=_choice(env, "BANTIN_COUNT_VIEWS", "on", ("on", "off")) == "on",
             trusted_proxies=_networks(env, "BANTIN_TRUSTED_PROXIES"),
+            media_url=_url(env, "BANTIN_MEDIA_URL", ("s3",)),
             **{
                 field: _int(env, name, default, minimum)
                 for field, (name, default, minimum) in LIMITS.items()
@@ -138,6 +142,7 @@ class Settings:
             "BANTIN_PUBLIC_URL": self.public_url,
             "BANTIN_ADMIN_TOKEN": self.admin_token,
             "BANTIN_WEBSUB_HUB": self.websub_hub,
+            "BANTIN_MEDIA_URL": self.media_url,
         }
         env.update({k: v for k, v in optional.items() if v})
         env.update({name: str(getattr(self, field)) for field, (name, _, _) in LIMITS.items()})

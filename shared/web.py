@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from shared import db, problems
 from shared.logs import new_request_id, request_id
-from shared.media import MediaStore
+from shared.media import MediaStore, media_store
 from shared.metrics import Handler, ServiceMetrics, route_of
 from shared.settings import Settings
 
@@ -76,7 +76,7 @@ def run(app: web.Application, *, host: str, port: int, shutdown_timeout: float =
 def install_clients(app: web.Application, settings: Settings, *, pool_size: int = 10) -> None:
     """Open the database pool and the Redis client with the app, close them with it."""
     app[settings_key] = settings
-    app[media_key] = MediaStore(settings.media_dir)
+    app[media_key] = media_store(settings)
     app[media_key].ensure()
     database_url, redis_url = settings.require_backends()
 

@@ -20,7 +20,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from shared import articles
 from shared.imaging import ImageRefused
-from shared.media import MediaStore
+from shared.media import media_store
 from workers.app import PROCESS_ARTICLE, RENDER_IMAGE, app, pool, run, settings
 from workers.images import Rendered, render
 
@@ -71,7 +71,7 @@ def render_image(image_id: int) -> str:
     if row is None:
         return "missing"
     if row["rendered_at"] is None and row["error"] is None:
-        store = MediaStore(settings().media_dir)
+        store = media_store(settings())
         try:
             rendered = render(
                 store.original(row["sha256"]),

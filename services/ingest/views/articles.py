@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from typing import Any
@@ -67,7 +68,7 @@ async def _create(
         adopted = []
         try:
             for photo in photos.values():
-                if store.adopt_original(photo.temp, photo.sha256):
+                if await asyncio.to_thread(store.adopt_original, photo.temp, photo.sha256):
                     adopted.append(photo.sha256)
             async with conn.transaction():
                 article_id = await articles.insert_article(
