@@ -12,6 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg
+import redis.exceptions
 from aiohttp import web
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,26 @@ async def http_error(
             return await page
     return Problem(
         exc.status, exc.reason, _detail(exc), kind=f"http-{exc.status}", headers=_keep_headers(exc)
+    ).response(request.path)
+
+
+# PostgreSQL or Redis not answering (restarting, or their connections cut by a restart).
+DEPENDENCY_AWAY = (
+    psycopg.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+def dependency_away(request: web.Request, err: BaseException) -> web.Response:
+    """503 with Retry-After: the pool drops the broken connection, so a retry gets a new one."""
+    log.warning("%s %s: %s: %s", request.method, request.path, type(err).__name__, err)
+    return Problem(
+        503,
+        "Service unavailable",
+        "The database or Redis did not answer (restarting?); send the same request again.",
+        kind="unavailable",
+        headers={"Retry-After": "5"},
     ).response(request.path)
 
 

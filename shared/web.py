@@ -126,6 +126,8 @@ def service_middleware(metrics: ServiceMetrics, html_errors: HtmlErrors | None =
                     response = problems.internal_error(request, err)
             except problems.Problem as problem:
                 response = problem.response(request.path)
+            except problems.DEPENDENCY_AWAY as err:
+                response = problems.dependency_away(request, err)
             except Exception as err:
                 response = problems.internal_error(request, err)
             response.headers[X_REQUEST_ID] = rid
