@@ -315,11 +315,15 @@ def test_articles_with_photos_through_the_proxy(stack: Stack) -> None:
     # Originals (with their EXIF) are never served.
     original = article["images"][0]["renditions"][0]["url"].replace("/media/", "/media/../")
     assert stack.get(original.removeprefix(stack.base))[0] in (400, 403, 404)
+    # The feeds list them once their (coalesced) rebuild has run.
     for fmt in ("rss", "atom", "json"):
-        status, _, feed = stack.get(f"/feeds/all.{fmt}")
-        assert status == 200 and all(
-            f"Bài thử số {n} qua proxy".encode() in feed for n in range(1, 4)
-        ), fmt
+
+        def listed(fmt: str = fmt) -> bool:
+            status, _, feed = stack.get(f"/feeds/all.{fmt}")
+            titles = (f"Bài thử số {n} qua proxy".encode() for n in range(1, 4))
+            return status == 200 and all(title in feed for title in titles)
+
+        until(listed, f"the {fmt} feed to list the articles", 120, 2)
 
 
 def test_the_proxy_spreads_pages_over_both_publishers(stack: Stack) -> None:
@@ -436,9 +440,14 @@ def test_killed_worker_and_publisher_come_back_and_nothing_is_lost(stack: Stack)
 
 
 def total_views(stack: Stack) -> int:
-    status, body = stack.api("GET", "/api/v1/stats")
-    assert status == 200, body
-    return int(body["total"])
+    """The site's page-view total (asked again while the answer is a 503 with Retry-After)."""
+
+    def ask() -> int | None:
+        status, body = stack.api("GET", "/api/v1/stats")
+        assert status in (200, 503), body
+        return int(body["total"]) if status == 200 else None
+
+    return int(until(lambda: (n := ask()) is not None and n + 1, "the statistics", 60, 1)) - 1
 
 
 def test_redis_and_postgres_restarts_are_survived(stack: Stack) -> None:
@@ -498,7 +507,10 @@ def test_health_checks_fail_when_a_role_is_broken(stack: Stack) -> None:
                 text=True,
                 timeout=60,
             )
-            assert done.returncode == 1 and f"unhealthy: {service}" in done.stdout, done.stdout
+            # Unhealthy, or the role gave up on its broker and its container is restarting.
+            assert done.returncode != 0, done.stdout
+            if done.returncode == 1:
+                assert f"unhealthy: {service}" in done.stdout, done.stdout
     finally:
         stack.compose("start", "redis", timeout=120)
     until(lambda: not stack.unhealthy(), "every service to be healthy again", 300, 2)
@@ -508,6 +520,7 @@ def test_health_checks_fail_when_a_role_is_broken(stack: Stack) -> None:
 
 
 def test_pages_per_second_with_one_and_two_publishers(stack: Stack) -> None:
+    stack.up()  # two publishers, every service healthy
     stack.get("/")  # cached
     runs: dict[str, LoadResult] = {}
     loader = threading.Thread(
@@ -523,12 +536,15 @@ def test_pages_per_second_with_one_and_two_publishers(stack: Stack) -> None:
     stack.get("/")
     one = stack.load(concurrency=16, duration=10)
     stack.up()
+    stack.get("/")
+    again = stack.load(concurrency=16, duration=10)  # A B A: the machine's drift falls on both
+    with_two = (two.rps + again.rps) / 2
     FIGURES["pages_per_second"] = {
         "1 publisher": round(one.rps),
-        "2 publishers": round(two.rps),
-        "ratio": round(two.rps / one.rps, 2),
+        "2 publishers": round(with_two),
+        "ratio": round(with_two / one.rps, 2),
     }
-    assert one.errors == 0 and two.errors == 0, (one.statuses, two.statuses)
+    assert one.errors == 0 and two.errors == 0 and again.errors == 0, (one.statuses, two.statuses)
 
 
 # --- 7. down, up, down -v -------------------------------------------------------------------
