@@ -4,29 +4,38 @@
 #   docker build -t bantin:0.1.0 .
 #   docker run --rm bantin:0.1.0 --help
 #
-# The builder stage has the compilers (for a dependency with no wheel for the platform being
-# built) and creates /opt/venv from constraints.txt; the final stage copies only that venv.
-# Bump both FROM lines together: the venv's interpreter is the base image's /usr/local/bin/python.
+# The builder stage creates /opt/venv from constraints.txt: every dependency is a binary wheel or
+# pure Python (feedgen comes as a source archive only), so no stage needs a compiler; the final
+# stage copies only that venv. Bump both FROM lines together: the venv's interpreter is the base image's
+# /usr/local/bin/python.
+#
+# Behind a network that intercepts TLS (a corporate proxy), give pip that network's CA bundle as
+# a build secret; it is read only during the RUN that installs and is kept in no layer:
+#   docker build --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt -t bantin:0.1.0 .
+# (docker-compose.yml passes BANTIN_BUILD_CA the same way.) Without one, pip uses its own.
 
 FROM python:3.11.15-slim-trixie AS builder
 
-# The build tools follow the Debian release of the pinned base image; this stage is thrown away.
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential \
-    && rm -rf /var/lib/apt/lists/*
-
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_PREFER_BINARY=1 \
     PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
 WORKDIR /src
 
 # The dependencies first, in a layer of their own: rebuilt only when pyproject.toml or
 # constraints.txt change, not on every change of the code. pip is pinned as in the Makefile.
+# Only [project] dependencies: the embedded servers of `bantin up` (the `embedded` extra) are
+# not needed where PostgreSQL and Redis run in containers of their own.
+# BANTIN_EXTRAS adds optional features' dependencies: `--build-arg BANTIN_EXTRAS=s3` for the S3
+# media store (BANTIN_MEDIA_URL=s3://...).
+ARG BANTIN_EXTRAS=
 COPY pyproject.toml constraints.txt ./
-RUN pip install --no-cache-dir -c constraints.txt "pip==26.3" \
-    && python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' > /tmp/requirements.txt \
-    && pip install --no-cache-dir -c constraints.txt -r /tmp/requirements.txt
+RUN --mount=type=secret,id=ca \
+    if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
+    && pip install -c constraints.txt "pip==26.3" \
+    && python -c 'import os, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; extras = os.environ["BANTIN_EXTRAS"].replace(",", " ").split(); print(*p["dependencies"], *(d for e in extras for d in p["optional-dependencies"][e]), sep="\n")' > /tmp/requirements.txt \
+    && pip install -c constraints.txt -r /tmp/requirements.txt
 
 # Then bantin itself (the packages that pyproject.toml's packages.find includes).
 COPY README.md ./
@@ -34,8 +43,12 @@ COPY bantin ./bantin
 COPY services ./services
 COPY shared ./shared
 COPY workers ./workers
-RUN pip install --no-cache-dir --no-deps -c constraints.txt . \
-    && pip check
+# Then pip and setuptools go: the image installs nothing at run time.
+RUN --mount=type=secret,id=ca \
+    if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
+    && pip install --no-deps -c constraints.txt . \
+    && pip check \
+    && pip uninstall -y setuptools pip
 
 
 FROM python:3.11.15-slim-trixie

@@ -8,17 +8,17 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum 
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint bench soak up down clean
+.PHONY: help install run test lint bench soak up down clean compose-test
 
 help: ## list the targets with what they do
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "bantin needs Python 3.11 or newer (found $(PYTHON))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip==26.3"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,embedded,s3]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -40,6 +40,8 @@ bench: $(STAMP) ## measure against baselines in the same run; figures in bench-r
 
 soak: $(STAMP) ## 10 minutes of traffic while parts die (a worker every 30 s); bench-results/soak.json
 	$(BIN)/python -m tests.faults.soak $(ARGS)
+compose-test: $(STAMP) ## build the image, run docker-compose.yml scaled, break it (as root)
+	tests/compose/run.sh $(ARGS)
 
 up: ## docker compose: the scaled stack (needs a Docker engine)
 	docker compose up -d --build

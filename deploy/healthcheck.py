@@ -14,7 +14,9 @@ fits every role, whatever `--port` the container was given:
   (`worker-<pid>@<hostname>`, as `bantin worker` names itself), through the broker: this catches
   a worker whose process lives but no longer consumes (lost broker connection, wedged consumer),
   which Docker cannot see by itself.
-- beat, migrate, admin commands: nothing to ask; Docker already watches the process.
+- beat: the broker it sends the periodic tasks to (Redis) answers a PING: a beat that cannot
+  reach it sends nothing (the sweep, the counters' drains) while its process looks alive.
+- migrate, admin commands: nothing to ask; Docker already watches the process.
 
 Exit status 0 is healthy, 1 unhealthy (Docker's convention); one line says why.
 """
@@ -121,12 +123,29 @@ def check_worker(
     return f"worker {node} did not answer a ping in {timeout:g} s"
 
 
+def check_broker(timeout: float = PING_TIMEOUT, settings: Settings | None = None) -> str | None:
+    """None when the Celery broker (Redis) answers a PING."""
+    import redis
+
+    from shared.settings import Settings
+
+    _, url = (settings or Settings.from_env()).require_backends()
+    try:
+        with redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout) as r:
+            r.ping()
+    except redis.RedisError as err:
+        return f"the broker did not answer: {type(err).__name__}: {err}"
+    return None
+
+
 def check(role: str, port: int | None, pid: int, ready: bool) -> str | None:
     if port is not None:
         return check_http(port, "/readyz" if ready else "/healthz")
     if role == "worker":
         return check_worker(pid)
-    return None  # beat, migrate, token commands: the running process is all there is
+    if role == "beat":
+        return check_broker()
+    return None  # migrate, token commands: the running process is all there is
 
 
 def main(argv: Sequence[str] | None = None, proc: Path = Path("/proc")) -> int:

@@ -71,6 +71,9 @@ class Settings:
     # The desk.
     session_idle_minutes: int
     review: bool  # BANTIN_REVIEW: submitters' articles wait for an editor
+    # s3://bucket/prefix: media in an S3-compatible store (shared/photos/objectstore.py); media_dir
+    # then holds only scratch files.
+    media_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -94,6 +97,7 @@ class Settings:
             count_views=_choice(env, "BANTIN_COUNT_VIEWS", "on", ("on", "off")) == "on",
             trusted_proxies=_networks(env, "BANTIN_TRUSTED_PROXIES"),
             review=_choice(env, "BANTIN_REVIEW", "off", ("off", "on")) == "on",
+            media_url=_url(env, "BANTIN_MEDIA_URL", ("s3",)),
             **{
                 field: _int(env, name, default, minimum)
                 for field, (name, default, minimum) in LIMITS.items()
@@ -149,6 +153,7 @@ class Settings:
             "BANTIN_PUBLIC_URL": self.public_url,
             "BANTIN_ADMIN_TOKEN": self.admin_token,
             "BANTIN_WEBSUB_HUB": self.websub_hub,
+            "BANTIN_MEDIA_URL": self.media_url,
         }
         env.update({k: v for k, v in optional.items() if v})
         env.update({name: str(getattr(self, field)) for field, (name, _, _) in LIMITS.items()})

@@ -24,7 +24,7 @@ from redis.backoff import NoBackoff
 from shared import db, problems
 from shared.logs import new_request_id, request_id
 from shared.metrics import Handler, ServiceMetrics, route_of
-from shared.photos.store import MediaStore
+from shared.photos.store import MediaStore, media_store
 from shared.settings import Settings
 
 HtmlErrors = Callable[[web.Request, int], Awaitable[web.StreamResponse] | None]
@@ -132,7 +132,7 @@ def run(app: web.Application, *, host: str, port: int, shutdown_timeout: float =
 def install_clients(app: web.Application, settings: Settings, *, pool_size: int = 10) -> None:
     """Open the database pool and the Redis client with the app, close them with it."""
     app[settings_key] = settings
-    app[media_key] = MediaStore(settings.media_dir)
+    app[media_key] = media_store(settings)
     app[media_key].ensure()
     database_url, redis_url = settings.require_backends()
 

@@ -25,7 +25,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from shared.photos.probe import ImageRefused
 from shared.photos.render import Rendered, RenditionOut, Stage, render
-from shared.photos.store import MediaStore
+from shared.photos.store import media_store
 from workers.app import (
     PROCESS_ARTICLE,
     RENDER_IMAGE,
@@ -74,7 +74,7 @@ RENDERING = {
 
 
 def _render(row: dict[str, Any], stage: Stage, transparent: bool | None = None) -> Rendered:
-    store = MediaStore(settings().media_dir)
+    store = media_store(settings())
     return render(
         store.original(row["sha256"]),
         store,

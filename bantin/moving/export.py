@@ -28,7 +28,7 @@ from redis import Redis
 
 from bantin.moving.progress import Report
 from shared import db, keys
-from shared.photos.store import MediaStore
+from shared.photos.store import MediaStore, media_store
 from shared.settings import Settings
 
 FORMAT = "bantin-export"
@@ -69,7 +69,7 @@ def export(
     if any(p for p in folder.iterdir() if p.name not in _NAMES and p.suffix != ".part"):
         raise ExportError(f"{folder} holds other files: export into a new or empty folder")
     (folder / "manifest.json").unlink(missing_ok=True)  # incomplete until written again
-    store = MediaStore(settings.media_dir)
+    store = media_store(settings)
     counts: dict[str, int] = {}
     with db.connect(database_url) as conn, Redis.from_url(redis_url, socket_timeout=10) as r:
         conn.isolation_level = IsolationLevel.REPEATABLE_READ

@@ -18,7 +18,7 @@ from urllib.parse import quote, unquote, urlsplit
 import aiohttp
 
 from shared.photos.probe import HEAD_BYTES, ImageRefused, accept, probe
-from shared.photos.store import MediaStore
+from shared.photos.store import media_store
 from shared.settings import Settings
 
 CHUNK = 256 * 1024
@@ -52,7 +52,7 @@ class Fetcher:
         *,
         timeout: float = TIMEOUT,
     ) -> None:
-        self.store = MediaStore(settings.media_dir)
+        self.store = media_store(settings)
         self.max_bytes = settings.max_photo_bytes
         self.max_pixels = settings.max_pixels
         self.media_from = media_from

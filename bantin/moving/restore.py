@@ -34,7 +34,7 @@ from bantin.moving.export import FORMAT, VERSION
 from bantin.moving.progress import Report
 from shared import bulk, keys
 from shared.articles import Conn, ImageDraft
-from shared.photos.store import MediaStore
+from shared.photos.store import media_store
 from shared.settings import Settings
 
 # Restored as they were, when the site lacks the row (ON CONFLICT DO NOTHING). Tokens are
@@ -134,7 +134,7 @@ class _Restorer:
         self.report = report
         self.conn = conn
         self.source = source
-        self.store = MediaStore(settings.media_dir)
+        self.store = media_store(settings)
         self.categories: dict[str, int] = {}
         self.tokens: dict[int, int] = {}  # exported token id -> this site's
 

@@ -72,7 +72,7 @@ async def submit_article(
         adopted = []
         try:
             for photo in photos.values():
-                if store.adopt_original(photo.temp, photo.sha256):
+                if await asyncio.to_thread(store.adopt_original, photo.temp, photo.sha256):
                     adopted.append(photo.sha256)
             async with conn.transaction():
                 article_id = await articles.insert_article(

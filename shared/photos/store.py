@@ -6,6 +6,9 @@
 
 Every name is the SHA-256 of the file's bytes, so a file never changes once written, the same
 photo sent twice is stored once, and readers can cache renditions forever.
+
+`media_store(settings)` gives this store, or with BANTIN_MEDIA_URL=s3://bucket/prefix the same
+interface over an S3-compatible object store (shared/photos/objectstore.py).
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 URL_PREFIX = "/media/"
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "avif": "avif", "gif": "gif"}
@@ -76,3 +83,12 @@ class MediaStore:
         if not url_path.startswith(URL_PREFIX):
             raise ValueError(f"not a media URL: {url_path!r}")
         return self.public / url_path.removeprefix(URL_PREFIX)
+
+
+def media_store(settings: Settings) -> MediaStore:
+    """The store the settings name: BANTIN_MEDIA_URL's object store, else BANTIN_MEDIA_DIR."""
+    if settings.media_url:
+        from shared.photos.objectstore import S3MediaStore
+
+        return S3MediaStore.from_url(settings.media_url, settings.media_dir)
+    return MediaStore(settings.media_dir)
