@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +96,18 @@ class BoundedPool(AsyncPool):
         self,
         timeout: float | None = None,  # noqa: ASYNC109 (psycopg_pool's own signature)
     ) -> psycopg.AsyncConnection[DictRow]:
-        if timeout is None and time.monotonic() < self.troubled_until:
-            timeout = self.bound
-        return await super().getconn(timeout)
+        if timeout is not None:
+            return await super().getconn(timeout)
+        # In slices of `bound`: a request that began to wait before the trouble was found
+        # gives up at the end of its slice, not after the whole timeout.
+        deadline = time.monotonic() + self.timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return await super().getconn(max(0.01, min(self.bound, left)))
+            except PoolTimeout:
+                if time.monotonic() < self.troubled_until or left <= self.bound:
+                    raise
 
 
 TROUBLE_SECONDS = 10.0

@@ -39,12 +39,21 @@ async def read_json(request: web.Request) -> Any:
 
 async def enqueue(task: str, *args: Any) -> None:
     """Send a task after the caller's commit. Celery's client is synchronous, so its socket
-    work runs in a thread; if the broker is down or does not answer within SEND_TIMEOUT (the
-    client's own retries take far longer), the periodic sweep sends it later."""
+    work runs in a thread; if the broker is down or does not answer within SEND_TIMEOUT of
+    the thread's start (the client's own retries take far longer; a burst may first queue
+    for a thread), the periodic sweep sends it later."""
+    loop = asyncio.get_running_loop()
+    started = asyncio.Event()
+
+    def send() -> None:
+        loop.call_soon_threadsafe(started.set)
+        celery.send_task(task, args=list(args))
+
+    sending = asyncio.ensure_future(asyncio.to_thread(send))
+    sending.add_done_callback(lambda done: done.cancelled() or done.exception())
     try:
-        await asyncio.wait_for(
-            asyncio.to_thread(celery.send_task, task, args=list(args)), SEND_TIMEOUT
-        )
+        await started.wait()
+        await asyncio.wait_for(asyncio.shield(sending), SEND_TIMEOUT)
     except Exception:
         log.warning("could not enqueue %s%s; the sweep will retry", task, args, exc_info=True)
 
