@@ -7,6 +7,7 @@ advisory lock, so several processes starting at once apply each file exactly onc
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from importlib import resources
@@ -14,7 +15,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 log = logging.getLogger(__name__)
 
@@ -63,22 +64,79 @@ def _bounded(seconds: float) -> type[psycopg.AsyncConnection[DictRow]]:
     return Bounded
 
 
+class BoundedPool(AsyncPool):
+    """A pool whose connections wait at most `bound` seconds for any answer (see _bounded).
+
+    Waiting for a free connection is another matter: when PostgreSQL is merely busy (a burst
+    of submissions, every connection in use), a request queues for up to `timeout`, as it
+    should. Once PostgreSQL has been found away (`trouble()`, called by the services'
+    middleware when it answers 503), that wait is cut to `bound` for TROUBLE_SECONDS, so that a
+    request does not queue for connections that cannot come; and the idle connections are
+    tested once, so that those a restarted server broke are replaced at once rather than each
+    failing one more request."""
+
+    def __init__(self, *args: Any, bound: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.bound = bound
+        self.troubled_until = 0.0
+        self._idle_check: asyncio.Task[None] | None = None
+
+    def trouble(self) -> None:
+        self.troubled_until = time.monotonic() + TROUBLE_SECONDS
+        if self._idle_check is None or self._idle_check.done():
+            self._idle_check = asyncio.get_running_loop().create_task(self._check_idle())
+
+    async def _check_idle(self) -> None:
+        try:
+            await self.check()
+        except Exception:  # still away: the next trouble checks again
+            log.debug("pool check failed", exc_info=True)
+
+    async def getconn(
+        self,
+        timeout: float | None = None,  # noqa: ASYNC109 (psycopg_pool's own signature)
+    ) -> psycopg.AsyncConnection[DictRow]:
+        if timeout is not None:
+            return await super().getconn(timeout)
+        # In slices of `bound`: a request that began to wait before the trouble was found
+        # gives up at the end of its slice, not after the whole timeout.
+        deadline = time.monotonic() + self.timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return await super().getconn(max(0.01, min(self.bound, left)))
+            except PoolTimeout:
+                if time.monotonic() < self.troubled_until or left <= self.bound:
+                    raise
+
+
+TROUBLE_SECONDS = 10.0
+
+
 def async_pool(url: str, *, max_size: int = 10, bound: float | None = None) -> AsyncPool:
     """A pool for an aiohttp service; open it in a cleanup_ctx, never at import time.
 
-    With `bound` (seconds), no request waits longer than that for a connection, a connection
-    attempt, or any one answer from the server: it gets an OperationalError instead, which the
-    services answer 503 (shared/web.py)."""
-    kwargs = _KWARGS if bound is None else {**_KWARGS, "connect_timeout": max(2, round(bound))}
-    return AsyncConnectionPool(
+    With `bound` (seconds), a BoundedPool: no request waits longer than that for a connection
+    attempt or any one answer from the server, nor for a free connection while the server is
+    known to be away: it gets an OperationalError instead, which the services answer 503
+    (shared/web.py)."""
+    options: dict[str, Any] = {
+        "min_size": 1,
+        "max_size": max_size,
+        "open": False,
+        "timeout": 10,
+        "name": "bantin-async",
+    }
+    if bound is None:
+        return AsyncConnectionPool(
+            url, connection_class=psycopg.AsyncConnection[DictRow], kwargs=_KWARGS, **options
+        )
+    return BoundedPool(
         url,
-        connection_class=psycopg.AsyncConnection[DictRow] if bound is None else _bounded(bound),
-        min_size=1,
-        max_size=max_size,
-        open=False,
-        timeout=10 if bound is None else bound,
-        kwargs=kwargs,
-        name="bantin-async",
+        connection_class=_bounded(bound),
+        kwargs={**_KWARGS, "connect_timeout": max(2, round(bound))},
+        bound=bound,
+        **options,
     )
 
 

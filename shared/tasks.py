@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
@@ -86,33 +85,24 @@ class TaskSender:
         current = request_id.get()
         # The request's id travels with the task, so its log lines can be followed.
         headers = {"request_id": current} if current else None
+        loop = asyncio.get_running_loop()
+        started = asyncio.Event()
+
+        def send() -> None:
+            loop.call_soon_threadsafe(started.set)
+            self._celery.send_task(name, args=list(args), headers=headers)
+
+        # The timeout counts from the thread's start: in a burst a send may first queue for a
+        # thread, which is no sign of the broker being away.
+        sending = asyncio.ensure_future(asyncio.to_thread(send))
+        sending.add_done_callback(lambda done: done.cancelled() or done.exception())
         try:
-            await asyncio.to_thread(self._celery.send_task, name, args=list(args), headers=headers)
+            await started.wait()
+            await asyncio.wait_for(asyncio.shield(sending), self._timeout)
         except Exception:
             log.warning("could not send %s%s; the sweep will retry", name, args, exc_info=True)
             return False
         return True
-
-    async def send_many(self, name: str, args: Sequence[Sequence[Any]]) -> int:
-        """One task per item of `args`, all sent from one trip to a worker thread (a batch of
-        articles: a thread hop per message cost as much as the message); returns how many were
-        sent. Those not sent are logged and left to the sweep, as with `send`."""
-        if name not in ROUTES:
-            raise ValueError(f"unknown task {name!r}")
-        current = request_id.get()
-        headers = {"request_id": current} if current else None
-
-        def send_all() -> int:
-            sent = 0
-            for item in args:
-                try:
-                    self._celery.send_task(name, args=list(item), headers=headers)
-                    sent += 1
-                except Exception:
-                    log.warning("could not send %s%s; the sweep will retry", name, item)
-            return sent
-
-        return await asyncio.to_thread(send_all)
 
     def close(self) -> None:
         self._celery.close()

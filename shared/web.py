@@ -240,8 +240,9 @@ def unavailable(
     if now - _warned.get(which, -60.0) >= 10:  # a line per outage, not one per request
         _warned[which] = now
         log.warning("%s unavailable (%s on %s %s)", which, err, request.method, request.path)
-    if isinstance(err, psycopg.Error):
-        _check_pool(request.app)
+    pool = request.app.get(pool_key)
+    if isinstance(err, psycopg.Error) and isinstance(pool, db.BoundedPool):
+        pool.trouble()
     headers = {"Retry-After": str(RETRY_AFTER), "Cache-Control": "no-store"}
     page = html_errors(request, 503) if html_errors is not None else None
     if page is not None:
@@ -262,25 +263,6 @@ def unavailable(
 
 
 _warned: dict[str, float] = {}  # dependency -> when its absence was last logged
-_pool_checks: dict[int, asyncio.Task[None]] = {}
-
-
-def _check_pool(app: web.Application) -> None:
-    """After a PostgreSQL error, test the pool's idle connections once in the background, so
-    that those a restarted server broke are replaced at once rather than each failing one more
-    request."""
-    pool = app.get(pool_key)
-    if pool is None or id(pool) in _pool_checks:
-        return
-    task = asyncio.get_running_loop().create_task(pool.check())
-    _pool_checks[id(pool)] = task
-
-    def done(task: asyncio.Task[None]) -> None:
-        _pool_checks.pop(id(pool), None)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("pool check failed", exc_info=task.exception())
-
-    task.add_done_callback(done)
 
 
 def _client_gone(request: web.Request) -> bool:

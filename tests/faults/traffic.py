@@ -43,6 +43,7 @@ class Traffic:
     pages: list[str] = field(default_factory=lambda: ["/", f"/{CATEGORY}/"])
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     phase: str = "before"  # what is happening to the stack (counted with each answer)
+    interval: float = 0.2  # seconds each submitter waits between two submissions
 
     async def run(self, submitters: int = 2, readers: int = 3) -> None:
         timeout = aiohttp.ClientTimeout(total=HANG)
@@ -103,7 +104,7 @@ class Traffic:
                 self.accepted[accepted["id"]] = photos
                 self.titles[accepted["id"]] = title
                 self.pages.append(accepted["links"]["page"].removeprefix(self.site))
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(self.interval)
 
     async def _read(self, session: aiohttp.ClientSession, reader: int) -> None:
         headers = {"User-Agent": f"{BROWSER} reader-{reader}"}
