@@ -72,3 +72,12 @@ def article_form(
         text("caption", caption)
         text("role", role)
     return writer
+
+
+def hidden_fields(html: str) -> dict[str, str]:
+    """The edit form's hidden fields (the version it was read at, and what it started from),
+    as a browser sends them back."""
+    import html as html_lib
+
+    found = re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', html)
+    return {name: html_lib.unescape(value) for name, value in found}
