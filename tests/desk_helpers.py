@@ -3,6 +3,7 @@ article form posted as a browser without JavaScript posts it (multipart/form-dat
 
 from __future__ import annotations
 
+import io
 import re
 from typing import Any
 
@@ -66,7 +67,8 @@ def article_form(
         text(name, value)
     for data, caption, role in rows:
         part = writer.append(
-            data or b"", {"Content-Type": "image/jpeg" if data else "application/octet-stream"}
+            io.BytesIO(data or b""),
+            {"Content-Type": "image/jpeg" if data else "application/octet-stream"},
         )
         part.set_content_disposition("form-data", name="photo", filename=filename if data else "")
         text("caption", caption)
