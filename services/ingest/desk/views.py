@@ -62,7 +62,14 @@ def _sign_in_page(
         error=error,
         username=username,
     )
-    response.set_cookie(SIGN_IN_COOKIE, token, path="/desk/", httponly=True, samesite="Strict")
+    response.set_cookie(
+        SIGN_IN_COOKIE,
+        token,
+        path="/desk/",
+        httponly=True,
+        samesite="Strict",
+        secure=request.app[settings_key].public_url.startswith("https://"),
+    )
     return response
 
 
