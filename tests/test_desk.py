@@ -228,6 +228,11 @@ async def test_refused_photo_says_why(desk: Any, clean: Settings, admin: str) ->
     assert FIELDS["title"] in html
     listing = await (await desk.get("/desk/bai-viet/")).text()
     assert "Chưa có bài viết nào" in listing
+    # An iPhone's HEIC: the message says what to do.
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 4096
+    response = await submit(desk, csrf, rows=[(heic, "Ảnh iPhone", "inline")])
+    assert response.status == 422
+    assert "xuất ảnh sang JPEG" in await response.text()
 
 
 async def test_forms_without_csrf_change_nothing(desk: Any, clean: Settings, admin: str) -> None:
