@@ -3,6 +3,7 @@ article form posted as a browser without JavaScript posts it (multipart/form-dat
 
 from __future__ import annotations
 
+import io
 import re
 from typing import Any
 
@@ -66,9 +67,19 @@ def article_form(
         text(name, value)
     for data, caption, role in rows:
         part = writer.append(
-            data or b"", {"Content-Type": "image/jpeg" if data else "application/octet-stream"}
+            io.BytesIO(data or b""),
+            {"Content-Type": "image/jpeg" if data else "application/octet-stream"},
         )
         part.set_content_disposition("form-data", name="photo", filename=filename if data else "")
         text("caption", caption)
         text("role", role)
     return writer
+
+
+def hidden_fields(html: str) -> dict[str, str]:
+    """The edit form's hidden fields (the version it was read at, and what it started from),
+    as a browser sends them back."""
+    import html as html_lib
+
+    found = re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', html)
+    return {name: html_lib.unescape(value) for name, value in found}

@@ -16,7 +16,14 @@ from bantin.bootstrap import demo_seed
 from shared import keys
 from shared.settings import Settings
 from tests.conftest import ROOT
-from tests.desk_helpers import PASSWORD, article_form, csrf_of, make_account, sign_in
+from tests.desk_helpers import (
+    PASSWORD,
+    article_form,
+    csrf_of,
+    hidden_fields,
+    make_account,
+    sign_in,
+)
 from tests.photos import jpeg
 from tests.test_api import bearer, create_category
 
@@ -221,6 +228,11 @@ async def test_refused_photo_says_why(desk: Any, clean: Settings, admin: str) ->
     assert FIELDS["title"] in html
     listing = await (await desk.get("/desk/bai-viet/")).text()
     assert "Chưa có bài viết nào" in listing
+    # An iPhone's HEIC: the message says what to do.
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 4096
+    response = await submit(desk, csrf, rows=[(heic, "Ảnh iPhone", "inline")])
+    assert response.status == 422
+    assert "xuất ảnh sang JPEG" in await response.text()
 
 
 async def test_forms_without_csrf_change_nothing(desk: Any, clean: Settings, admin: str) -> None:
@@ -246,11 +258,8 @@ async def test_edit_collision_shows_both(desk: Any, clean: Settings, admin: str)
     csrf = await sign_in(desk, "vanphong")
     new = article_id(await submit(desk, csrf, rows=[]))
     form = await (await desk.get(f"/desk/bai-viet/{new}/sua")).text()
-    version = re.search(r'name="version" value="([^"]+)"', form)
-    assert version
-    stale = version.group(1).replace("&#34;", '"')
     fields = {**FIELDS, "body": "<p>Đoạn một.</p>"}
-    edited = {"csrf": csrf, "version": stale, **fields, "title": "Tiêu đề mới"}
+    edited = {**hidden_fields(form), **fields, "title": "Tiêu đề mới"}
     response = await desk.post(f"/desk/bai-viet/{new}/sua", data=edited, allow_redirects=False)
     assert response.status == 303
     assert (await article_of(desk, admin, new))["title"] == "Tiêu đề mới"
@@ -261,6 +270,30 @@ async def test_edit_collision_shows_both(desk: Any, clean: Settings, admin: str)
     assert "vừa được người khác lưu" in html
     assert "Tiêu đề của người thứ hai" in html and "Tiêu đề mới" in html  # both versions
     assert (await article_of(desk, admin, new))["title"] == "Tiêu đề mới"  # nothing overwritten
+
+
+async def test_status_changes_are_no_collision(desk: Any, clean: Settings, admin: str) -> None:
+    """A worker publishing the article while its writer edits it changes the version, not the
+    text: the edit is saved, and the publication time the worker set is kept."""
+    import psycopg
+
+    await create_category(desk, admin)
+    await make_account(clean, "vanphong", "submitter")
+    csrf = await sign_in(desk, "vanphong")
+    new = article_id(await submit(desk, csrf, rows=[]))
+    form = await (await desk.get(f"/desk/bai-viet/{new}/sua")).text()
+    database_url, _ = clean.require_backends()
+    with psycopg.connect(database_url, autocommit=True) as conn:  # as the worker does
+        conn.execute(
+            "UPDATE articles SET status = 'published', published_at = now(),"
+            " version = version + 1 WHERE id = %s",
+            (new,),
+        )
+    edited = {**hidden_fields(form), **FIELDS, "body": "<p>Sửa.</p>", "title": "Đã sửa"}
+    response = await desk.post(f"/desk/bai-viet/{new}/sua", data=edited, allow_redirects=False)
+    assert response.status == 303, await response.text()
+    article = await article_of(desk, admin, new)
+    assert article["title"] == "Đã sửa" and article["published_at"] is not None
     events = await (await desk.get(f"/desk/bai-viet/{new}")).text()
     assert "Sửa bài" in events
 
@@ -439,14 +472,7 @@ async def test_review_round_trip(aiohttp_client: Any, clean: Settings, admin: st
     assert "Bổ sung tên đại biểu." in page_text
 
     form = await (await writer.get(f"/desk/bai-viet/{new}/sua")).text()
-    version = re.search(r'name="version" value="([^"]+)"', form)
-    assert version
-    edited = {
-        "csrf": csrf,
-        "version": version.group(1).replace("&#34;", '"'),
-        **FIELDS,
-        "body": "<p>Có tên đại biểu.</p>",
-    }
+    edited = {**hidden_fields(form), **FIELDS, "body": "<p>Có tên đại biểu.</p>"}
     response = await writer.post(f"/desk/bai-viet/{new}/sua", data=edited, allow_redirects=False)
     assert response.status == 303
     assert (await article_of(writer, admin, new))["status"] == "pending"

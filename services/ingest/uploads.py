@@ -276,12 +276,13 @@ async def read_form(
     it is noted on its field, later photos are read past, and the text is kept, so the form can
     come back filled. Photos are named anh-1, anh-2, ... by their field's position."""
     form = Form()
-    total, guarded, refused, n = 0, False, False, 0
+    total, text, guarded, refused, n = 0, 0, False, False, 0
     try:
         async for part in _parts(request, settings):
             name = part.name or ""
-            if name != files:
-                value = await _read_json_part(part, settings.max_json_bytes - total)
+            if name != files:  # text: at most max_json_bytes of it in all
+                value = await _read_json_part(part, settings.max_json_bytes - text)
+                text += len(value)
                 total += len(value)
                 form.parts.append(FormPart(name, value.decode("utf-8", "replace")))
                 continue

@@ -3,6 +3,7 @@ takes, and the API's field errors turned back into Vietnamese messages beside ea
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -119,15 +120,22 @@ def local_time(when: datetime | None, zone: ZoneInfo) -> str:
     return when.astimezone(zone).strftime(LOCAL_FORMAT) if when else ""
 
 
-def edit_changes(form: ArticleForm, article: Article, zone: ZoneInfo) -> dict[str, Any]:
-    """The PATCH body: every text field; the time only when it was changed (the form shows it
-    to the minute, and the stored one has seconds)."""
+def edit_changes(form: ArticleForm, shown_time: str, zone: ZoneInfo) -> dict[str, Any]:
+    """The PATCH body: every text field; the time only when the writer changed what the form
+    showed (it shows minutes, and a worker sets the time when it publishes)."""
     changes: dict[str, Any] = {
         name: form.values[name] for name in TEXT_FIELDS if name != "published_at"
     }
-    if form.values["published_at"].strip() != local_time(article.published_at, zone):
+    if form.values["published_at"].strip() != shown_time.strip():
         changes["published_at"] = form.published_at(zone)
     return changes
+
+
+def digest(form: ArticleForm) -> str:
+    """What the writer started from: the text, not the status (a worker publishing the article
+    changes its version, and that is no reason to call an edit a collision)."""
+    text = "\0".join(form.values[name] for name in TEXT_FIELDS if name != "published_at")
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # --- Vietnamese messages ----

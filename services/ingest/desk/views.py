@@ -62,7 +62,14 @@ def _sign_in_page(
         error=error,
         username=username,
     )
-    response.set_cookie(SIGN_IN_COOKIE, token, path="/desk/", httponly=True, samesite="Strict")
+    response.set_cookie(
+        SIGN_IN_COOKIE,
+        token,
+        path="/desk/",
+        httponly=True,
+        samesite="Strict",
+        secure=request.app[settings_key].public_url.startswith("https://"),
+    )
     return response
 
 
@@ -190,6 +197,8 @@ async def _article_form(
     etag: str = "",
     saved: forms.ArticleForm | None = None,
     saved_html: str = "",
+    base: str = "",
+    shown_time: str = "",
 ) -> web.Response:
     async with request.app[pool_key].connection() as conn:
         categories = await articles.list_categories(conn)
@@ -203,6 +212,8 @@ async def _article_form(
         etag=etag,
         saved=saved,
         saved_html=saved_html,  # sanitized by the API (shared.html), photos from the desk
+        base=base,
+        shown_time=shown_time,
         categories=categories,
         roles=forms.PHOTO_ROLES,
         **_common(request),
@@ -378,8 +389,15 @@ async def edit_form(request: web.Request) -> web.StreamResponse:
     async with request.app[pool_key].connection() as conn:
         body = await articles.body_source(conn, article.id)
     zone = request.app[settings_key].zone
+    shown = forms.from_article(article, body, zone)
     return await _article_form(
-        request, desk, forms.from_article(article, body, zone), article=article, etag=article.etag
+        request,
+        desk,
+        shown,
+        article=article,
+        etag=article.etag,
+        base=forms.digest(shown),
+        shown_time=shown.values["published_at"],
     )
 
 
@@ -390,38 +408,54 @@ async def edit(request: web.Request) -> web.StreamResponse:
     article = await _load(request, desk)
     zone = request.app[settings_key].zone
     article_form = forms.from_post(data)
-    changes = forms.edit_changes(article_form, article, zone)
-    try:
-        await submit.edit_article(request, desk.token, article.id, data.get("version"), changes)
-    except Problem as problem:
-        if problem.kind != "stale-etag":
-            forms.apply_errors(article_form, problem)
-            return await _article_form(
-                request,
-                desk,
-                article_form,
-                status=problem.status,
-                article=article,
-                etag=data.get("version", ""),
-            )
-        # Someone saved in between: show both versions; saving again is a choice made knowing.
-        article_form.errors["form"] = (
-            "Bài viết vừa được người khác lưu trong lúc bạn sửa. Bản của bạn chưa được lưu:"
-            " hãy so sánh với bản đã lưu bên dưới, rồi bấm Lưu nếu vẫn muốn thay bằng bản của bạn."
-        )
+    changes = forms.edit_changes(article_form, data.get("published_at_was", ""), zone)
+    etag = data.get("version")
+    for _ in range(3):
         async with request.app[pool_key].connection() as conn:
-            saved_body = await articles.body_source(conn, article.id)
+            body = await articles.body_source(conn, article.id)
+        saved = forms.from_article(article, body, zone)
+        if etag != article.etag and data.get("base") == forms.digest(saved):
+            etag = article.etag  # only its status moved (a worker published it): no collision
+        try:
+            await submit.edit_article(request, desk.token, article.id, etag, changes)
+        except Problem as problem:
+            if problem.kind == "stale-etag" and etag == article.etag:
+                article = await _load(request, desk)  # it moved again in between: look again
+                continue
+            refused = problem
+            break
+        raise web.HTTPSeeOther(f"/desk/bai-viet/{article.id}")
+    else:
+        refused = Problem(412, "Precondition failed", kind="stale-etag")
+    if refused.kind != "stale-etag":
+        forms.apply_errors(article_form, refused)
         return await _article_form(
             request,
             desk,
             article_form,
-            status=409,
+            status=refused.status,
             article=article,
-            etag=article.etag,
-            saved=forms.from_article(article, saved_body, zone),
-            saved_html=with_photos(article),
+            etag=data.get("version", ""),
+            base=data.get("base", ""),
+            shown_time=data.get("published_at_was", ""),
         )
-    raise web.HTTPSeeOther(f"/desk/bai-viet/{article.id}")
+    # Someone saved in between: show both versions; saving again is a choice made knowing.
+    article_form.errors["form"] = (
+        "Bài viết vừa được người khác lưu trong lúc bạn sửa. Bản của bạn chưa được lưu:"
+        " hãy so sánh với bản đã lưu bên dưới, rồi bấm Lưu nếu vẫn muốn thay bằng bản của bạn."
+    )
+    return await _article_form(
+        request,
+        desk,
+        article_form,
+        status=409,
+        article=article,
+        etag=article.etag,
+        saved=saved,
+        saved_html=with_photos(article),
+        base=forms.digest(saved),
+        shown_time=saved.values["published_at"],
+    )
 
 
 @page
