@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 HTML_TYPE = "text/html; charset=utf-8"
 LIVE_SECONDS = 1.0
-LIVE_WAIT = 1.0  # seconds the snapshot waits for Redis before the last one known is kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,17 +107,16 @@ class PageCache:
             log.error("refreshing the site version failed", exc_info=err)
 
     async def _fetch_live(self) -> Live:
-        """While Redis is away the last snapshot holds (pages keep their statistics block),
-        asked again a second later."""
+        """While Redis is away (refused, or silent past the client's timeout) the last snapshot
+        holds, so pages keep their statistics block; Redis is asked again a second later."""
         try:
-            async with asyncio.timeout(LIVE_WAIT):
-                pipe = self.redis.pipeline(transaction=False)
-                pipe.get(keys.SITE_VERSION)
-                pipe.get(keys.TOTAL)
-                pipe.zcount(keys.ONLINE, time.time() - ONLINE_WINDOW, "+inf")
-                version, total, online = await pipe.execute()
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.get(keys.SITE_VERSION)
+            pipe.get(keys.TOTAL)
+            pipe.zcount(keys.ONLINE, time.time() - ONLINE_WINDOW, "+inf")
+            version, total, online = await pipe.execute()
             self._live = Live(int(version or 0), int(online or 0), int(total or 0))
-        except (RedisError, OSError, TimeoutError) as err:
+        except (RedisError, OSError) as err:
             if self._live is None:
                 raise
             log.warning("Redis unreachable (%r): the last site version and statistics hold", err)

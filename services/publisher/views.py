@@ -214,7 +214,8 @@ async def serve_page(
     article_id: int | None = None,
     store: bool = True,
 ) -> web.StreamResponse:
-    """Every page answered 200 or 304 here is a page view (hits.py says what else counts).
+    """Every page answered 200 or 304 here is a page view (shared/counting/record.py says what
+    else counts).
 
     `key` names the page (its path and the query parameters that change it), so that other
     query strings neither miss the cache nor fill it. With `store=False` (search) the page is
