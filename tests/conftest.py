@@ -5,6 +5,7 @@ built by their own factories on free ports."""
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import shutil
 import signal
@@ -112,6 +113,7 @@ def settings(base_env: dict[str, str]) -> Settings:
 def reset(settings: Settings) -> None:
     """Empty every table and this run's Redis database: each test starts from nothing."""
     database_url, redis_url = settings.require_backends()
+    wait_for_photos(redis_url)
     with psycopg.connect(database_url, autocommit=True) as conn:
         tables = [
             r[0]
@@ -129,6 +131,26 @@ def reset(settings: Settings) -> None:
     if stale:
         client.delete(*stale)
     client.close()
+
+
+def wait_for_photos(redis_url: str, timeout: float = 180) -> None:
+    """Photos render in two stages (workers/photos.py): the second may still be running for
+    the previous test's articles when the next test starts. Let the worker finish it first, or
+    its files land in the next test's media folder and its work delays the next test's."""
+    client = redis_lib.Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            # Kombu's Redis transport: a queue is a list; a message taken but not yet
+            # acknowledged (acks_late) is in the "unacked" hash as [message, exchange, queue].
+            waiting = client.llen("images") or any(
+                json.loads(value)[2] == "images" for value in client.hvals("unacked")
+            )
+            if not waiting:
+                return
+            time.sleep(0.1)
+    finally:
+        client.close()
 
 
 @pytest.fixture
