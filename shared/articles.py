@@ -113,7 +113,7 @@ ARTICLE_FROM = "articles a JOIN categories c ON c.id = a.category_id"
 
 
 # The columns an article's text is written to, in one list for the insert and the update.
-_TEXT_COLUMNS = (
+TEXT_COLUMNS = (
     "slug",
     "category_id",
     "title",
@@ -130,8 +130,8 @@ _TEXT_COLUMNS = (
 )
 
 
-def _text_values(draft: ArticleDraft) -> list[Any]:
-    return [list(draft.tags) if c == "tags" else getattr(draft, c) for c in _TEXT_COLUMNS]
+def text_values(draft: ArticleDraft) -> list[Any]:
+    return [list(draft.tags) if c == "tags" else getattr(draft, c) for c in TEXT_COLUMNS]
 
 
 async def insert_article(conn: Conn, draft: ArticleDraft, submitted_by: int | None) -> int:
@@ -145,13 +145,13 @@ async def insert_articles(
 ) -> list[int]:
     """Insert articles and their photos (status `processing`) in as few round trips as the
     driver allows; returns the new ids in the drafts' order."""
-    columns = ("uuid", *_TEXT_COLUMNS, "submitted_by")
+    columns = ("uuid", *TEXT_COLUMNS, "submitted_by")
     ids: list[int] = []
     async with conn.cursor() as cur:
         await cur.executemany(
             f"INSERT INTO articles ({', '.join(columns)})"
             f" VALUES ({', '.join(['%s'] * len(columns))}) RETURNING id",
-            [(uuid.uuid4(), *_text_values(draft), submitted_by) for draft in drafts],
+            [(uuid.uuid4(), *text_values(draft), submitted_by) for draft in drafts],
             returning=True,
         )
         while True:
@@ -188,11 +188,11 @@ async def insert_articles(
 async def update_article(conn: Conn, article_id: int, version: int, draft: ArticleDraft) -> bool:
     """Replace the article's text fields if it is still at `version` (optimistic concurrency:
     two editors never overwrite each other silently). Photos are kept."""
-    assignments = ", ".join(f"{c} = %s" for c in _TEXT_COLUMNS)
+    assignments = ", ".join(f"{c} = %s" for c in TEXT_COLUMNS)
     cur = await conn.execute(
         f"UPDATE articles SET {assignments}, updated_at = now(), version = version + 1"
         " WHERE id = %s AND version = %s",
-        (*_text_values(draft), article_id, version),
+        (*text_values(draft), article_id, version),
     )
     return cur.rowcount == 1
 

@@ -15,18 +15,14 @@ for the whole batch, so caches and feeds go stale once per batch, not once per a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
-from celery import Celery
-
-from shared.articles import _TEXT_COLUMNS, ArticleDraft, Conn, _text_values
-from shared.tasks import PROCESS_ARTICLE, RENDER_IMAGE, ROUTES, SITE_CHANGED, broker_conf
+from shared.articles import TEXT_COLUMNS, ArticleDraft, Conn, text_values
+from shared.tasks import PROCESS_ARTICLE, RENDER_IMAGE, SITE_CHANGED, TaskSender
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +35,7 @@ IMPORTED = uuid.UUID("5d1f3c2e-6b8a-4c57-9a0e-62616e74696e")
 _ARTICLE_COLUMNS = (
     "id",
     "uuid",
-    *_TEXT_COLUMNS,
+    *TEXT_COLUMNS,
     "status",
     "error",
     "submitted_by",
@@ -123,7 +119,7 @@ async def write_batch(conn: Conn, batch: Sequence[BulkArticle]) -> Written:
                     (
                         a.id,
                         a.uuid or item_uuid(a.source, a.item),
-                        *_text_values(a.draft),
+                        *text_values(a.draft),
                         a.status,
                         a.error,
                         a.submitted_by,
@@ -219,30 +215,7 @@ async def _assign_ids(conn: Conn, batch: Sequence[BulkArticle]) -> None:
         )
 
 
-class BulkSender:
-    """Sends many tasks over one broker connection, in a thread (Celery's client blocks)."""
-
-    def __init__(self, redis_url: str) -> None:
-        self._celery = Celery("bantin-bulk")
-        self._celery.conf.update(broker_conf(redis_url))
-
-    async def send_many(self, name: str, calls: Iterable[Sequence[Any]]) -> None:
-        if name not in ROUTES:
-            raise ValueError(f"unknown task {name!r}")
-        todo = [list(args) for args in calls]
-        if todo:
-            await asyncio.to_thread(self._send, name, todo)
-
-    def _send(self, name: str, todo: list[list[Any]]) -> None:
-        with self._celery.producer_or_acquire() as producer:
-            for args in todo:
-                self._celery.send_task(name, args=args, producer=producer)
-
-    def close(self) -> None:
-        self._celery.close()
-
-
-async def after_batch(sender: BulkSender, written: Written) -> None:
+async def after_batch(sender: TaskSender, written: Written) -> None:
     """What follows a committed batch: photos to render, articles to publish once they are,
     and pages and feeds gone stale, once for the whole batch."""
     await sender.send_many(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from celery import Celery
@@ -105,26 +105,29 @@ class TaskSender:
             return False
         return True
 
-    async def send_many(self, name: str, args: Sequence[Sequence[Any]]) -> int:
-        """One task per item of `args`, all sent from one trip to a worker thread (a batch of
-        articles: a thread hop per message cost as much as the message); returns how many were
-        sent. Those not sent are logged and left to the sweep, as with `send`."""
+    async def send_many(self, name: str, calls: Iterable[Sequence[Any]]) -> int:
+        """One task per item of `calls`, all sent from one trip to a worker thread over one
+        broker connection (a batch of articles, an import: a thread hop per message cost as
+        much as the message); returns how many were sent. Those not sent are logged and left
+        to the sweep, as with `send`."""
         if name not in ROUTES:
             raise ValueError(f"unknown task {name!r}")
+        todo = [list(args) for args in calls]
         current = request_id.get()
         headers = {"request_id": current} if current else None
 
         def send_all() -> int:
             sent = 0
-            for item in args:
-                try:
-                    self._celery.send_task(name, args=list(item), headers=headers)
-                    sent += 1
-                except Exception:
-                    log.warning("could not send %s%s; the sweep will retry", name, item)
+            with self._celery.producer_or_acquire() as producer:
+                for args in todo:
+                    try:
+                        self._celery.send_task(name, args=args, headers=headers, producer=producer)
+                        sent += 1
+                    except Exception:
+                        log.warning("could not send %s%s; the sweep will retry", name, args)
             return sent
 
-        return await asyncio.to_thread(send_all)
+        return await asyncio.to_thread(send_all) if todo else 0
 
     def close(self) -> None:
         self._celery.close()

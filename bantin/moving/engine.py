@@ -28,6 +28,7 @@ from bantin.moving.progress import Report
 from shared import bulk
 from shared.articles import Conn, ImageDraft
 from shared.settings import Settings
+from shared.tasks import TaskSender
 from shared.text import clean_text, slugify
 
 BATCH = 500
@@ -107,7 +108,7 @@ class Importer:
         """Two stages run side by side: the next batch is read, its photos fetched and its
         articles checked (in the pool) while PostgreSQL writes the one before."""
         database_url, redis_url = self.settings.require_backends()
-        sender = bulk.BulkSender(redis_url)
+        sender = TaskSender(redis_url)
         pool = checking.process_pool(self.jobs)
         ready: asyncio.Queue[list[_Checked] | None] = asyncio.Queue(maxsize=1)
 
@@ -172,7 +173,7 @@ class Importer:
             out.append(_Checked(one, submission, stored))
         return out
 
-    async def _write(self, conn: Conn, sender: bulk.BulkSender, batch: list[_Checked]) -> None:
+    async def _write(self, conn: Conn, sender: TaskSender, batch: list[_Checked]) -> None:
         rows = []
         for checked in batch:
             category = checked.submission.category

@@ -36,6 +36,7 @@ from shared import bulk, keys
 from shared.articles import Conn, ImageDraft
 from shared.photos.store import media_store
 from shared.settings import Settings
+from shared.tasks import TaskSender
 
 # Restored as they were, when the site lacks the row (ON CONFLICT DO NOTHING). Tokens are
 # matched by their hash, and get new ids when theirs are taken (articles follow them).
@@ -81,7 +82,7 @@ def _lines(path: Path) -> Iterator[dict[str, Any]]:
 async def restore(settings: Settings, plan: Plan, report: Report, *, batch: int, jobs: int) -> None:
     database_url, redis_url = settings.require_backends()
     source = f"bantin:{plan.manifest.get('site') or plan.folder.name}"
-    sender = bulk.BulkSender(redis_url)
+    sender = TaskSender(redis_url)
     pool = checking.process_pool(jobs)
     redis = Redis.from_url(redis_url, socket_timeout=10)
     try:
