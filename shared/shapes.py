@@ -630,8 +630,23 @@ def _field_error(model: type[BaseModel], error: Any, root: str) -> dict[str, str
         for step in loc
         if not (isinstance(step, str) and (step in ("str", "none") or "[" in step))
     )
-    name = ".".join(str(step) for step in loc) or root
-    return field_error(name, _message(model, loc, error))
+    # A key may be the client's own (an unknown field), control characters and lone surrogates
+    # included: written escaped, so that the answer can be stored (PostgreSQL's jsonb refuses
+    # \u0000) and read. The pointer escapes '~' and '/' as RFC 6901 says.
+    steps = [_printable(str(step)) for step in loc]
+    if not steps:
+        return field_error(root, _message(model, loc, error))
+    return {
+        "field": ".".join(steps),
+        "pointer": "".join("/" + s.replace("~", "~0").replace("/", "~1") for s in steps),
+        "message": _message(model, loc, error),
+    }
+
+
+def _printable(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def _message(model: type[BaseModel], loc: tuple[Any, ...], error: Any) -> str:

@@ -548,6 +548,20 @@ async def test_batch_sent_again_with_its_key_is_answered_again(api: Any, admin: 
     await problem(other, 422)
 
 
+async def test_batch_with_a_key_stores_refusals_that_quote_odd_keys(api: Any, admin: str) -> None:
+    """A refusal names the client's own keys, NUL included: the answer kept for the
+    Idempotency-Key must still be storable (PostgreSQL's jsonb refuses \\u0000)."""
+    raw = b'{"articles": [{"\\u0005\\u0000": 1, "a/b~": 2}]}'
+    headers = {**bearer(admin), "Idempotency-Key": "odd", "Content-Type": "application/json"}
+    response = await api.post("/api/v1/articles/batch", data=raw, headers=headers)
+    assert response.status == 200, await response.text()
+    errors = (await response.json())["results"][0]["errors"]
+    assert {(e["field"], e["pointer"]) for e in errors} >= {
+        ("\\x05\\x00", "/\\x05\\x00"),
+        ("a/b~", "/a~1b~0"),
+    }
+
+
 @pytest.mark.parametrize(
     "payload",
     [{"articles": []}, {"articles": [{}] * 501}, {"items": []}, [], {"articles": {}}],
@@ -560,6 +574,7 @@ async def test_batch_refuses_a_wrong_envelope(api: Any, admin: str, payload: Any
 # --- the README ----------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("worker")
 async def test_readme_api_examples_run_as_written(
     api: Any, admin: str, base_env: dict[str, str], tmp_path: Any
 ) -> None:
@@ -601,3 +616,17 @@ async def test_readme_api_examples_run_as_written(
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert '"title":"Tiêu đề mới"' in done.stdout and '"status":"unpublished"' in done.stdout
     assert '"accepted":1,"refused":1' in done.stdout
+    # The worker finishes what the examples sent (seven photos) before the next test empties
+    # the database and the media store under it.
+    listing = await (await api.get("/api/v1/articles", headers=bearer(admin))).json()
+    for item in listing["items"]:
+        for _ in range(1200):
+            status = (
+                await (
+                    await api.get(f"/api/v1/articles/{item['id']}", headers=bearer(admin))
+                ).json()
+            )["status"]
+            if status != "processing":
+                break
+            await asyncio.sleep(0.1)
+        assert status != "processing", f"article {item['id']} still processing"
