@@ -95,6 +95,28 @@ def install_clients(app: web.Application, settings: Settings, *, pool_size: int 
     app.cleanup_ctx.append(clients)
 
 
+_rechecks: set[asyncio.Task[None]] = set()
+
+
+def recheck_pool(app: web.Application) -> None:
+    """After PostgreSQL did not answer (a restart cuts every pooled connection), check the idle
+    connections once and drop the broken ones, so that the next requests get new connections
+    instead of a 503 each, whenever they come."""
+    pool = app.get(pool_key)
+    if pool is None or _rechecks:
+        return
+
+    async def check() -> None:
+        try:
+            await pool.check()
+        except Exception as err:  # still away: the next failure checks again
+            problems.log.warning("database pool check failed: %s", err)
+
+    task = asyncio.get_running_loop().create_task(check())
+    _rechecks.add(task)
+    task.add_done_callback(_rechecks.discard)
+
+
 def incoming_request_id(request: web.BaseRequest) -> str:
     """The request's id: the X-Request-ID it came with (a proxy's, cut to 64 characters), or
     a new one."""
@@ -128,6 +150,7 @@ def service_middleware(metrics: ServiceMetrics, html_errors: HtmlErrors | None =
                 response = problem.response(request.path)
             except problems.DEPENDENCY_AWAY as err:
                 response = problems.dependency_away(request, err)
+                recheck_pool(request.app)
             except Exception as err:
                 response = problems.internal_error(request, err)
             response.headers[X_REQUEST_ID] = rid
