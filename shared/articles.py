@@ -224,7 +224,7 @@ async def get_article(conn: Conn, article_id: int) -> Article:
 async def list_articles(
     conn: Conn,
     *,
-    submitted_by: int | None = None,
+    submitted_by: Sequence[int] | None = None,
     status: str | None = None,
     category: str | None = None,
     title: str | None = None,
@@ -236,7 +236,7 @@ async def list_articles(
     stored search text begins with the folded title, one character for each of the title's."""
     where, params = ["TRUE"], []
     for condition, value in (
-        ("a.submitted_by = %s", submitted_by),
+        ("a.submitted_by = ANY(%s)", None if submitted_by is None else list(submitted_by)),
         ("a.status = %s", status),
         ("c.slug = %s", category),
         ("a.id < %s", before),

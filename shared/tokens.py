@@ -96,14 +96,21 @@ async def revoke(conn: AsyncConnection[Any], token_id: int) -> bool:
     return cur.rowcount == 1
 
 
+async def visible_to(conn: AsyncConnection[Any], token: Token) -> list[int] | None:
+    """The tokens whose articles `token` may see: None (every article) for editors and admins;
+    for a submitter, this token and the other tokens of its account (the desk's, or a
+    script's)."""
+    if token.role in EDITORS:
+        return None
+    if token.account_id is None:
+        return [token.id]
+    cur = await conn.execute("SELECT id FROM tokens WHERE account_id = %s", (token.account_id,))
+    return [row["id"] for row in await cur.fetchall()]
+
+
 async def may_see(conn: AsyncConnection[Any], token: Token, submitted_by: int | None) -> bool:
-    """Editors and admins see every article; a submitter those sent with this token or with
-    another token of the same account (the desk's, or a script's)."""
+    """Whether `token` may see an article sent with the token `submitted_by`."""
     if token.role in EDITORS or submitted_by == token.id:
         return True
-    if token.account_id is None or submitted_by is None:
-        return False
-    cur = await conn.execute(
-        "SELECT 1 FROM tokens WHERE id = %s AND account_id = %s", (submitted_by, token.account_id)
-    )
-    return await cur.fetchone() is not None
+    visible = await visible_to(conn, token)
+    return visible is None or submitted_by in visible

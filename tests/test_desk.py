@@ -490,6 +490,27 @@ async def test_review_round_trip(aiohttp_client: Any, clean: Settings, admin: st
     response = await writer.post(f"/api/v1/articles/{new}/approve", headers=bearer(admin))
     assert response.status == 409
 
+    # A batch from the submitter's script waits for review like a single submission.
+    response = await writer.post(
+        "/api/v1/articles/batch",
+        json={"articles": [{**FIELDS, "body": "<p>Lô.</p>", "published_at": None}]},
+        headers=bearer(mine),
+    )
+    assert response.status == 200
+    [result] = (await response.json())["results"]
+    assert result["status"] == "pending"
+    assert (await article_of(writer, admin, result["id"]))["status"] == "pending"
+
+    # The listing: the submitter's script sees its account's articles (the desk's included),
+    # an editor's token every article.
+    page = await editor.post("/desk/token/", data={"csrf": editor_csrf, "name": "editor"})
+    found = re.search(r'<code class="secret">(bt_[^<]+)</code>', await page.text())
+    assert found
+    listed = await (await writer.get("/api/v1/articles", headers=bearer(mine))).json()
+    assert {new, result["id"]} <= {item["id"] for item in listed["items"]}
+    response = await writer.get("/api/v1/articles", headers=bearer(found.group(1)))
+    assert {new, result["id"]} <= {item["id"] for item in (await response.json())["items"]}
+
 
 async def test_editors_publish_directly(aiohttp_client: Any, clean: Settings, admin: str) -> None:
     from services.ingest.app import create_app

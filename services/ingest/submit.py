@@ -231,6 +231,7 @@ async def submit_batch(
     results: list[Any] = [None] * len(items)
     drafts: list[tuple[int, Submission, Category]] = []
     ids: list[int] = []
+    held: set[int] = set()
     async with request.app[pool_key].connection() as conn:
         categories = {c.slug: c for c in await articles.list_categories(conn)}
         for n, (submission, errors) in enumerate(checked):
@@ -254,9 +255,12 @@ async def submit_batch(
                     )
                 for (n, submission, category), article_id in zip(drafts, ids, strict=True):
                     path = f"/{category.slug}/{submission.slug}-{article_id}"
+                    # The same review as a single submission: held ones wait for an editor.
+                    if await review.on_submit(conn, settings, token, article_id):
+                        held.add(article_id)
                     results[n] = {
                         "id": article_id,
-                        "status": "processing",
+                        "status": "pending" if article_id in held else "processing",
                         "links": links(request, article_id, path),
                     }
                 body = {"accepted": len(ids), "refused": len(items) - len(ids), "results": results}
@@ -268,7 +272,9 @@ async def submit_batch(
             raise
     # Committed: the workers never look for rows that are not there yet.
     if ids:
-        await request.app[tasks_key].send_many(PROCESS_ARTICLE, [(i,) for i in ids])
+        await request.app[tasks_key].send_many(
+            PROCESS_ARTICLE, [(i,) for i in ids if i not in held]
+        )
     return Accepted(200, body)
 
 

@@ -26,7 +26,7 @@ from services.ingest.views.common import (
     origin,
     read_json,
 )
-from shared import articles, keys, shapes
+from shared import articles, keys, shapes, tokens
 from shared.models import Article
 from shared.problems import invalid
 from shared.web import media_key, pool_key, redis_key, settings_key
@@ -91,7 +91,7 @@ async def list_articles(request: web.Request) -> web.Response:
     async with request.app[pool_key].connection() as conn:
         found = await articles.list_articles(
             conn,
-            submitted_by=None if token.role == "admin" else token.id,
+            submitted_by=await tokens.visible_to(conn, token),
             status=query.status,
             category=query.category or None,
             title=query.q or None,
