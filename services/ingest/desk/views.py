@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from services.ingest import submit, uploads
-from services.ingest.desk import forms, labels, queries
+from services.ingest.desk import forms, labels
 from services.ingest.desk.web import (
     COOKIE,
     CSRF_FIELD,
@@ -33,11 +33,13 @@ from services.ingest.desk.web import (
 )
 from services.ingest.views import review
 from services.ingest.views.common import links, load_for
-from shared import accounts, articles, history, keys, sessions
+from shared import accounts, articles, history, keys, sessions, tokens
 from shared.models import STATUSES, Article
 from shared.problems import Problem
 from shared.tokens import EDITORS
 from shared.web import media_key, pool_key, redis_key, settings_key
+
+PAGE = 50  # articles a page of the list
 
 # --- signing in and out --------------------------------------------------------------------------
 
@@ -131,18 +133,19 @@ async def article_list(request: web.Request) -> web.StreamResponse:
     q = query.get("q", "")[:200]
     before = query.get("before", "")
     async with request.app[pool_key].connection() as conn:
-        rows = await queries.list_articles(
+        # The API's listing (GET /api/v1/articles): one query, one rule of who sees what.
+        rows = await articles.list_articles(
             conn,
-            desk.token,
-            status=status,
-            category=category,
-            q=q,
+            submitted_by=await tokens.visible_to(conn, desk.token),
+            status=status or None,
+            category=category or None,
+            title=q or None,
             before=int(before) if before.isdigit() and len(before) < 19 else None,
-            limit=queries.PAGE + 1,
+            limit=PAGE + 1,
         )
         categories = await articles.list_categories(conn)
-    more = len(rows) > queries.PAGE
-    rows = rows[: queries.PAGE]
+    more = len(rows) > PAGE
+    rows = rows[:PAGE]
     views = await _views(request, [row.id for row in rows])
     site = request.app[settings_key].site_url()
     return render(
