@@ -9,12 +9,11 @@ import os
 import socket
 from typing import Any
 
-import psycopg
 from celery.signals import worker_ready, worker_shutdown
 from redis import Redis
 
 from shared.counting import count, persist
-from workers.app import DRAIN_HITS, PERSIST_COUNTERS, app, redis, settings
+from workers.app import DRAIN_HITS, PERSIST_COUNTERS, RETRY, app, redis, settings
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +50,7 @@ def drain_hits(budget: float = count.DRAIN_BUDGET) -> dict[str, int]:
     )
 
 
-@app.task(
-    name=PERSIST_COUNTERS,
-    ignore_result=True,
-    autoretry_for=(OSError, psycopg.OperationalError),
-    retry_backoff=True,
-    max_retries=3,
-)
+@app.task(name=PERSIST_COUNTERS, ignore_result=True, **{**RETRY, "max_retries": 3})
 def persist_counters() -> dict[str, int]:
     s = settings()
     return persist.persist(redis(), s.require_backends()[0], s.zone)
