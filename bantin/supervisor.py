@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -38,7 +39,11 @@ STOP_GRACE = 15.0
 READY_TIMEOUT = 120.0
 
 
-class AlreadyRunning(RuntimeError):
+class CannotStart(RuntimeError):
+    """Something the person must fix before the stack can start; said in one line."""
+
+
+class AlreadyRunning(CannotStart):
     pass
 
 
@@ -96,6 +101,7 @@ class Stack:
         signal.signal(signal.SIGINT, self._on_signal)
         try:
             self._lock_home()
+            self._check_ports()
             started = time.monotonic()
             self._start_backends()
             if self.stopping.is_set():
@@ -118,7 +124,7 @@ class Stack:
             self._say(f"bantin ready site={self.site_url} api={self.api_url}")
             log.info("ready in %.1f s", time.monotonic() - started)
             return self._supervise()
-        except AlreadyRunning as err:
+        except CannotStart as err:
             print(f"bantin: {err}", file=sys.stderr)
             return 1
         except Exception as err:
@@ -129,6 +135,23 @@ class Stack:
         finally:
             self._stop_all()
             self._unlock_home()
+
+    def _check_ports(self) -> None:
+        """Before anything starts (initdb takes seconds): a port another program holds is
+        named, with the option that picks another."""
+        for port, option in (
+            (self.options.site_port, "--site-port"),
+            (self.options.api_port, "--api-port"),
+        ):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp does
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError as err:
+                    raise CannotStart(
+                        f"port {port} is taken by another program ({err.strerror}); pick another"
+                        f" with {option} {port + 10} (make run ARGS='{option} {port + 10}')"
+                    ) from err
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.stopping.set()

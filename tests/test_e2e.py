@@ -9,6 +9,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -300,6 +301,25 @@ def test_bad_setting_stops_with_one_line(tmp_path: Path) -> None:
     assert done.stderr.strip() == (
         "bantin: BANTIN_TIMEZONE: 'Mars/Olympus' is not a known IANA time zone"
     )
+
+
+def test_a_taken_port_is_named_before_anything_starts(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANTIN_")}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = ["up", "--home", str(tmp_path), "--site-port", str(port), "--no-demo"]
+        done = subprocess.run(
+            [sys.executable, "-m", "bantin.cli", *command],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert f"port {port} is taken" in done.stderr and "--site-port" in done.stderr
+    assert not (tmp_path / "pg").exists()  # initdb never ran
 
 
 def test_role_without_database_says_what_to_do(tmp_path: Path) -> None:
