@@ -23,14 +23,24 @@ from shared.settings import Settings, SettingsError
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    home: Path | None = None
     try:
         settings = Settings.from_env()
+        home = settings.home
         if args.command not in ("up",):
             settings = _with_running_stack(settings)
         logs.setup(settings, args.command)
         return int(args.run(settings, args) or 0)
     except SettingsError as err:
-        print(f"bantin: {err}", file=sys.stderr)
+        hint = ""
+        if home is not None and "_URL: not set" in str(err):
+            # Most often: an admin command run outside the folder where `make run` runs.
+            hint = (
+                f"\nbantin: no running `bantin up` was found in {home}; run this"
+                " command in the folder where `make run` runs, or set BANTIN_HOME to its data"
+                " folder (./var there)"
+            )
+        print(f"bantin: {err}{hint}", file=sys.stderr)
         return 2
 
 
@@ -104,9 +114,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     from bantin.supervisor import Options, Stack
 
     if args.home:
-        home = Path(args.home).expanduser().absolute()
-        media = settings.media_dir if os.environ.get("BANTIN_MEDIA_DIR") else home / "media"
-        settings = settings.with_(home=home, media_dir=media)
+        settings = settings.with_home(Path(args.home).expanduser().absolute())
     options = Options(
         site_port=args.site_port,
         api_port=args.api_port,

@@ -108,6 +108,12 @@ class Settings:
         """A copy with some values replaced (the supervisor fills in embedded server URLs)."""
         return replace(self, **changes)
 
+    def with_home(self, home: Path) -> Settings:
+        """The same settings on another data folder (`bantin up --home`): the media folder
+        moves with it, unless BANTIN_MEDIA_DIR put it elsewhere."""
+        media = home / "media" if self.media_dir == self.home / "media" else self.media_dir
+        return replace(self, home=home, media_dir=media)
+
     def site_url(self, default_port: int = 8080) -> str:
         """The absolute base URL for links in feeds: BANTIN_PUBLIC_URL, else the local site."""
         return self.public_url or f"http://127.0.0.1:{default_port}"

@@ -334,6 +334,8 @@ def test_role_without_database_says_what_to_do(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.startswith("bantin: BANTIN_DATABASE_URL: not set")
+    # Run from another folder than the stack's: said so, with what to do.
+    assert f"no running `bantin up` was found in {tmp_path}" in done.stderr
 
 
 def test_token_commands(settings: Settings, tmp_path: Path) -> None:
