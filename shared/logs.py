@@ -89,3 +89,7 @@ def setup(settings: Settings, role: str) -> None:
     # else; metrics count tasks instead. The access log (shared/web.py) stays: one line per
     # request is what an operator follows a request by.
     logging.getLogger("celery.beat").setLevel(logging.WARNING)
+    # libvips' own chatter (about 30 INFO lines a photo, most of a worker's log) is for
+    # whoever debugs the renderer: shown only at BANTIN_LOG_LEVEL=DEBUG; its warnings stay.
+    if root.level > logging.DEBUG:
+        logging.getLogger("pyvips").setLevel(logging.WARNING)

@@ -268,6 +268,37 @@ def test_json_log_lines() -> None:
     assert datetime_part.endswith("+00:00")
 
 
+def test_libvips_chatter_only_at_debug(clean: Settings, tmp_path: Path) -> None:
+    """A rendered photo leaves no libvips lines in a worker's log at INFO (about 30 before);
+    at DEBUG, whoever debugs the renderer gets them."""
+    from shared import logs
+    from shared.photos.render import render
+    from shared.photos.store import MediaStore
+
+    store = MediaStore(tmp_path / "media")
+    store.ensure()
+    original = tmp_path / "photo.jpg"
+    original.write_bytes(jpeg(640, 480))
+    counts = {}
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, logging.getLogger("pyvips").level
+    try:
+        for level in ("INFO", "DEBUG"):
+            logging.getLogger("pyvips").setLevel(logging.NOTSET)
+            logs.setup(clean.with_(log_level=level), "worker")
+            seen: list[logging.LogRecord] = []
+            catcher = logging.Handler()
+            catcher.emit = seen.append  # type: ignore[method-assign]
+            root.addHandler(catcher)
+            render(original, store, max_pixels=50_000_000)
+            counts[level] = sum(1 for r in seen if r.name.startswith("pyvips"))
+    finally:
+        root.handlers[:], _, _ = saved
+        root.setLevel(saved[1])
+        logging.getLogger("pyvips").setLevel(saved[2])
+    assert counts["INFO"] == 0 and counts["DEBUG"] > 0, counts
+
+
 # --- the compose roles as processes --------------------------------------------------------------
 
 _VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::?-([^}]*)|:\?[^}]*)?\}")
