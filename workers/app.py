@@ -57,6 +57,7 @@ __all__ = [
     "SWEEP",
     "WEBSUB_PING",
     "app",
+    "close",
     "configure",
     "pool",
     "redis",
@@ -131,8 +132,19 @@ class _Resources:
             self.redis = Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
         return self.loop
 
+    def close(self) -> None:
+        """Close what `ensure` opened in this process (a process that ran tasks in place)."""
+        if self.pid == os.getpid() and self.loop is not None:
+            if self.pool is not None:
+                self.loop.run_until_complete(self.pool.close())
+            if self.redis is not None:
+                self.redis.close()
+            self.loop.close()
+        self.pid, self.loop, self.pool, self.redis = -1, None, None, None
+
 
 _resources = _Resources()
+close = _resources.close
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
