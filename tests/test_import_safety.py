@@ -109,7 +109,11 @@ async def test_media_from_a_local_copy_of_uploads(clean: Settings, tmp_path: Pat
     (uploads / "anh.jpg").write_bytes(jpeg())
     posts = [
         Post(1, "Ảnh từ bản sao", f'<img src="{OLD_SITE}/wp-content/uploads/2022/01/anh.jpg">'),
-        Post(2, "Ra ngoài thư mục", f'<img src="{OLD_SITE}/wp-content/uploads/../../secret.jpg">'),
+        Post(
+            2,
+            "Ra ngoài thư mục",
+            f'<p>Ảnh bị từ chối.</p><img src="{OLD_SITE}/wp-content/uploads/../../secret.jpg">',
+        ),
     ]
     (tmp_path / "secret.jpg").write_bytes(jpeg())
     export = write(tmp_path / "export.xml", wxr(posts))
