@@ -157,8 +157,7 @@ async def test_the_site_serves_what_it_holds_while_redis_is_away(
     aiohttp_client: Any, clean: Settings
 ) -> None:
     """Issue 22.3: with Redis away, a page the publisher holds is still a 200 (with the last
-    statistics it knew), a stored feed too; what it cannot produce is a 503 with Retry-After,
-    within the dependency timeout."""
+    statistics it knew), a stored feed too."""
     from redis.asyncio import Redis
 
     from services.publisher import views
@@ -178,8 +177,9 @@ async def test_the_site_serves_what_it_holds_while_redis_is_away(
         assert response.status == 200
         assert await response.read() == before
     assert app[views.cache_key].away
-    stats = await site.get("/api/v1/stats")
-    assert stats.status == 503 and int(stats.headers["Retry-After"]) > 0
+    # The statistics answer their last known figures while Redis is away (their own test is
+    # in tests/test_counters.py); only figures never known are a 503.
+    assert (await site.get("/api/v1/stats")).status == 200
     await gone.aclose()
 
 

@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from shared import keys
 from shared.counting import ONLINE_WINDOW
@@ -107,19 +106,15 @@ class PageCache:
             log.error("refreshing the site version failed", exc_info=err)
 
     async def _fetch_live(self) -> Live:
-        """While Redis is away (refused, or silent past the client's timeout) the last snapshot
-        holds, so pages keep their statistics block; Redis is asked again a second later."""
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.get(keys.SITE_VERSION)
-            pipe.get(keys.TOTAL)
-            pipe.zcount(keys.ONLINE, time.time() - ONLINE_WINDOW, "+inf")
-            version, total, online = await pipe.execute()
-            self._live = Live(int(version or 0), int(online or 0), int(total or 0))
-        except (RedisError, OSError) as err:
-            if self._live is None:
-                raise
-            log.warning("Redis unreachable (%r): the last site version and statistics hold", err)
+        """One round trip for the site version and the statistics. When Redis does not answer
+        it raises; `live()` then keeps the last snapshot (pages keep their statistics block)
+        and `_refreshed` marks Redis away, to be asked again a second later."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(keys.SITE_VERSION)
+        pipe.get(keys.TOTAL)
+        pipe.zcount(keys.ONLINE, time.time() - ONLINE_WINDOW, "+inf")
+        version, total, online = await pipe.execute()
+        self._live = Live(int(version or 0), int(online or 0), int(total or 0))
         self._live_at = time.monotonic()
         return self._live
 
