@@ -1,6 +1,6 @@
 """Every kind of reader page passes the W3C Nu Html Checker (vnu.jar, from the npm registry's
 `vnu-jar` package, run on the machine's Java) with zero errors: home, category, its page 2, an
-article with photos, search, 404 and 410."""
+article with photos, search, 404 and 410; and every page of the desk."""
 
 from __future__ import annotations
 
@@ -91,4 +91,40 @@ async def test_every_kind_of_page_has_no_html_error(
         assert response.status == status, (name, path, response.status)
         pages[name] = await response.text()
     assert "<picture>" in pages["article"]
+    assert check(pages, tmp_path) == []
+
+
+@pytest.mark.skipif(
+    not VNU.exists() or shutil.which("java") is None, reason=f"needs vnu.jar: {INSTALL}"
+)
+async def test_every_desk_page_has_no_html_error(
+    aiohttp_client: Any, clean: Settings, admin: str, tmp_path: Path
+) -> None:
+    """The desk's pages too: sign-in (signed out), then as an admin the list, a new article's
+    form, an article's page, its edit and unpublish forms, accounts, the site and the tokens."""
+    from services.ingest.app import create_app
+    from tests.desk_helpers import make_account, sign_in
+    from tests.test_desk import FIELDS, article_id, submit
+
+    desk = await aiohttp_client(create_app(clean))
+    await create_category(desk, admin)
+    pages = {"sign-in": await (await desk.get("/desk/")).text()}
+    await make_account(clean, "quantri", "admin")
+    csrf = await sign_in(desk, "quantri")
+    new = article_id(await submit(desk, csrf, FIELDS, rows=[]))
+    paths = {
+        "home": "/desk/",
+        "list": "/desk/bai-viet/",
+        "new": "/desk/bai-viet/moi",
+        "article": f"/desk/bai-viet/{new}",
+        "edit": f"/desk/bai-viet/{new}/sua",
+        "unpublish": f"/desk/bai-viet/{new}/go",
+        "accounts": "/desk/tai-khoan/",
+        "site": "/desk/trang-web/",
+        "tokens": "/desk/token/",
+    }
+    for name, path in paths.items():
+        response = await desk.get(path)
+        assert response.status == 200, (name, path, response.status)
+        pages[name] = await response.text()
     assert check(pages, tmp_path) == []
