@@ -20,7 +20,7 @@ database: services/ingest/submit.py checks it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal, NotRequired, TypeVar, get_args
@@ -42,6 +42,7 @@ from pydantic.json_schema import JsonSchemaMode
 from typing_extensions import TypedDict
 
 from shared import site
+from shared.articles import ArticleDraft, ImageDraft
 from shared.html import cid_parts, sanitize, to_html
 from shared.models import STATUSES
 from shared.problems import dumps, field_error
@@ -432,6 +433,26 @@ class Submission:
     images: list[dict[str, str]] = field(default_factory=list)
     slug: str = ""
     search_text: str = ""
+
+    def draft(self, category_id: int, images: Sequence[ImageDraft] = ()) -> ArticleDraft:
+        """What the data layer stores of this article (the API's and the importer's writes
+        alike), with the photos already in the media store."""
+        return ArticleDraft(
+            slug=self.slug,
+            category_id=category_id,
+            title=self.title,
+            summary=self.summary,
+            body_source=self.body_source,
+            body_format=self.body_format,
+            body_html=self.body_html,
+            author=self.author,
+            unit=self.unit,
+            published_at=self.published_at,
+            search_text=self.search_text,
+            gallery_title=self.gallery_title,
+            tags=self.tags,
+            images=tuple(images),
+        )
 
 
 def check_article(data: Any, *, max_photos: int) -> tuple[Submission | None, list[dict[str, str]]]:

@@ -314,19 +314,4 @@ def _draft(
                 height=photo.info.upright_height,
             )
         )
-    return ArticleDraft(
-        slug=submission.slug,
-        category_id=category_id,
-        title=submission.title,
-        summary=submission.summary,
-        body_source=submission.body_source,
-        body_format=submission.body_format,
-        body_html=submission.body_html,
-        author=submission.author,
-        unit=submission.unit,
-        published_at=submission.published_at,
-        search_text=submission.search_text,
-        gallery_title=submission.gallery_title,
-        tags=submission.tags,
-        images=tuple(images),
-    )
+    return submission.draft(category_id, images)
