@@ -365,7 +365,7 @@ def rendering_worker(stack: Stack) -> str | None:
     busy = {
         node.split("@", 1)[1]
         for node, tasks in active.items()
-        if any(task["name"] == "bantin.render_image" for task in tasks)
+        if any(task["name"] in ("bantin.render_image", "bantin.render_rest") for task in tasks)
     }
     for row in stack.containers("worker"):
         if row["ID"][:12] in busy:
