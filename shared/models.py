@@ -8,11 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal, get_args
 from uuid import UUID
 
+# The one declaration of each closed list of values. The migrations' CHECK constraints cannot
+# import them; tests/test_migrations.py holds the schema to exactly these.
 # `pending` and `returned` only with BANTIN_REVIEW=on (services/ingest/views/review.py).
-STATUSES = ("pending", "returned", "processing", "scheduled", "published", "failed", "unpublished")
-ROLES = ("inline", "cover", "gallery")
+REVIEW_STATUSES = ("pending", "returned")
+STATUSES = (*REVIEW_STATUSES, "processing", "scheduled", "published", "failed", "unpublished")
+ImageRole = Literal["inline", "cover", "gallery"]
+ROLES: tuple[str, ...] = get_args(ImageRole)
+BodyFormat = Literal["html", "markdown", "text"]
+BODY_FORMATS: tuple[str, ...] = get_args(BodyFormat)
+RenditionFormat = Literal["jpeg", "png", "webp", "avif"]
+RENDITION_FORMATS: tuple[str, ...] = get_args(RenditionFormat)
 TOKEN_ROLES = ("submitter", "editor", "admin")
 ACCOUNT_ROLES = TOKEN_ROLES
 
@@ -35,7 +44,7 @@ class Rendition:
     path: str
     width: int
     height: int
-    format: str  # jpeg | png | webp | avif
+    format: str  # one of RENDITION_FORMATS
     bytes: int = 0  # the file's size
 
 
@@ -45,7 +54,7 @@ class Image:
     position: int
     part: str
     caption: str
-    role: str  # inline | cover | gallery
+    role: str  # one of ROLES
     width: int | None = None  # upright size of the original, once known
     height: int | None = None
     error: str | None = None

@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, Literal, NotRequired, TypeVar, get_args
+from typing import Annotated, Any, NotRequired, TypeVar, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -44,7 +44,7 @@ from typing_extensions import TypedDict
 from shared import site
 from shared.articles import ArticleDraft, ImageDraft
 from shared.html import cid_parts, sanitize, to_html
-from shared.models import STATUSES
+from shared.models import STATUSES, BodyFormat, ImageRole, RenditionFormat
 from shared.problems import dumps, field_error
 from shared.text import clean_text, search_text, slugify
 
@@ -153,7 +153,7 @@ class ImageIn(_In):
 
     part: Annotated[str, Field(pattern=PART_PATTERN, description="the multipart part's name")]
     caption: Caption = ""
-    role: Literal["inline", "cover", "gallery"] = "inline"
+    role: ImageRole = "inline"
 
 
 class ArticleIn(_In):
@@ -163,7 +163,7 @@ class ArticleIn(_In):
     category: Slug
     summary: Summary | None = ""
     body: Body
-    body_format: Literal["html", "markdown", "text"] = "html"
+    body_format: BodyFormat = "html"
     author: Byline | None = ""
     unit: Byline | None = ""
     published_at: PublishedAt = None
@@ -292,13 +292,13 @@ class Rendition(TypedDict):
     url: str
     width: int
     height: int
-    format: Literal["jpeg", "png", "webp", "avif"]
+    format: RenditionFormat
 
 
 class Image(TypedDict):
     part: str
     caption: str
-    role: Literal["inline", "cover", "gallery"]
+    role: ImageRole
     width: Annotated[int | None, Field(description="upright")]
     height: int | None
     error: NotRequired[str]
@@ -315,7 +315,7 @@ class ArticleItem(TypedDict):
     title: str
     category: str
     summary: str
-    body_format: Literal["html", "markdown", "text"]
+    body_format: BodyFormat
     author: str
     unit: str
     tags: list[str]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from shared.models import STATUSES
+
 STATUS = {
     "pending": "Chờ duyệt",
     "returned": "Bị trả lại",
@@ -14,8 +16,8 @@ STATUS = {
     "failed": "Lỗi",
     "unpublished": "Đã gỡ",
 }
-# Statuses after which the article's page stops asking for news.
-SETTLED = ("published", "scheduled", "failed", "unpublished", "returned", "pending")
+# Statuses after which the article's page stops asking for news: all but `processing`.
+SETTLED = tuple(s for s in STATUSES if s != "processing")
 ROLE = {"submitter": "Người viết bài", "editor": "Biên tập viên", "admin": "Quản trị"}
 EVENT = {
     "submitted": "Gửi bài",

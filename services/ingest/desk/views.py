@@ -34,7 +34,7 @@ from services.ingest.desk.web import (
 from services.ingest.views import review
 from services.ingest.views.common import links, load_for
 from shared import accounts, articles, history, keys, sessions, tokens
-from shared.models import STATUSES, Article
+from shared.models import REVIEW_STATUSES, STATUSES, Article
 from shared.problems import Problem
 from shared.tokens import EDITORS
 from shared.web import media_key, pool_key, redis_key, settings_key
@@ -177,6 +177,7 @@ def _common(request: web.Request) -> dict[str, Any]:
     return {
         "labels": labels,
         "review_on": settings.review,
+        "review_statuses": REVIEW_STATUSES,
         "when": lambda value: labels.when(value, zone),
     }
 
