@@ -34,7 +34,6 @@ def main() -> int:
     parser.add_argument("--target", type=int, required=True)
     parser.add_argument("--limit-s", type=float, default=300.0)
     parser.add_argument("--zone", default="Asia/Ho_Chi_Minh")
-    parser.add_argument("--consumer", default="bench-drain")
     args = parser.parse_args()
 
     from shared.counting.count import drain
@@ -48,7 +47,7 @@ def main() -> int:
         print("ready", flush=True)  # noqa: T201 (the parent waits for this line)
         deadline = time.monotonic() + args.limit_s
         while time.monotonic() < deadline:
-            got = drain(r, zone, NO_DATABASE, consumer=args.consumer, budget=0.8)
+            got = drain(r, zone, NO_DATABASE, budget=0.8)
             calls += 1
             tally.update(got)
             if int(r.get(keys.TOTAL) or 0) >= args.target:

@@ -516,7 +516,7 @@ async def test_a_refused_write_costs_only_its_own_key(
         await view(site, f"/tin-tuc/bai-viet-{article_id}", vid=cookie())
     await flushed(site)
     with caplog.at_level("ERROR", logger="shared.counting.count"):
-        tally = drain(r, clean.zone, clean.require_backends()[0], consumer="test", budget=5)
+        tally = drain(r, clean.zone, clean.require_backends()[0], budget=5)
     assert tally["counted"] == 5 and tally["refused"] == 1
     assert "Redis refused 1 of the writes counting 5 page views" in caplog.text
     assert r.xlen(keys.HITS_STREAM) == 0
@@ -554,7 +554,7 @@ async def test_drain_process_killed_while_draining(
         "ensure_group(r)\n"
         "print('ready', flush=True)\n"
         "while True:\n"
-        "    step(r, s.zone, s.require_backends()[0], 'doomed', Counter())\n"
+        "    step(r, s.zone, s.require_backends()[0], Counter())\n"
         "    time.sleep(0.01)\n"
     )
     r.set(keys.TOTAL, 0)
@@ -567,7 +567,7 @@ async def test_drain_process_killed_while_draining(
     assert 0 < counted_before < n - n // 10  # killed in the middle
     database_url = clean.require_backends()[0]
     while r.xlen(keys.HITS_STREAM):
-        drain(r, clean.zone, database_url, consumer="after")
+        drain(r, clean.zone, database_url)
     humans = n - n // 10
     assert int(r.get(keys.TOTAL) or 0) == humans
     assert int(r.get(keys.BOTS) or 0) == n // 10
@@ -623,7 +623,7 @@ async def test_days_in_the_sites_time_zone(
         day = datetime.fromtimestamp(at, tz).date().isoformat()
         expected[day] = expected.get(day, 0) + 1
     r.set(keys.TOTAL, 0)
-    drain(r, tz, clean.require_backends()[0], consumer="zones")
+    drain(r, tz, clean.require_backends()[0])
     assert int(r.get(keys.TOTAL) or 0) == len(instants)
     found = {
         key.decode().split(":")[-2]: int(r.get(key) or 0)

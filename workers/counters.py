@@ -5,8 +5,6 @@ starts, and drain and copy everything when a worker consuming the counters queue
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
@@ -36,18 +34,11 @@ for _name in ("celery.app.trace", "celery.worker.strategy"):
         logging.getLogger(_name).addFilter(_QuietDrains())
 
 
-def consumer_name() -> str:
-    """One consumer per worker process: what a dead process held is visible as its own."""
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
 @app.task(name=DRAIN_HITS, ignore_result=True)
 def drain_hits(budget: float = count.DRAIN_BUDGET) -> dict[str, int]:
     """No retries nor acks_late: beat sends the next drain a second later."""
     s = settings()
-    return count.drain(
-        redis(), s.zone, s.require_backends()[0], consumer=consumer_name(), budget=budget
-    )
+    return count.drain(redis(), s.zone, s.require_backends()[0], budget)
 
 
 @app.task(name=PERSIST_COUNTERS, ignore_result=True, **{**RETRY, "max_retries": 3})
@@ -81,7 +72,4 @@ def _copy_before_stop(sender: Any = None, **kwargs: Any) -> None:
     copy to PostgreSQL, so that a Redis emptied after the stop loses no view. Celery sends this
     in the main process once the pool has finished its tasks."""
     if sender is not None and "counters" in sender.app.amqp.queues.consume_from:
-        _with_redis(
-            "copied before the stop",
-            lambda r, url, zone: persist.before_stop(r, url, zone, consumer_name()),
-        )
+        _with_redis("copied before the stop", persist.before_stop)

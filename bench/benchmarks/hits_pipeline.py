@@ -354,7 +354,7 @@ def _drain_only(redis_url: str, count: int) -> dict[str, Any]:
         t0 = time.monotonic()
         deadline = t0 + 300
         while int(r.get(keys.TOTAL) or 0) < count and time.monotonic() < deadline:
-            tally.update(drain(r, zone, NO_DATABASE, consumer="bench-drain-alone", budget=0.8))
+            tally.update(drain(r, zone, NO_DATABASE, budget=0.8))
         elapsed = time.monotonic() - t0
         counted = int(r.get(keys.TOTAL) or 0)
     return {

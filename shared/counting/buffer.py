@@ -32,14 +32,11 @@ CLOSE_WAIT = 10.0  # seconds the flusher has to stop on shutdown
 class Buffer:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self.interval = FLUSH_INTERVAL
-        self.flush_at = FLUSH_AT
-        self.dropped = 0
+        self.interval, self.flush_at, self.dropped = FLUSH_INTERVAL, FLUSH_AT, 0
         self.lines: dict[str, int] = {}  # the stream's lines -> their number of views
         self._batches: deque[Batch] = deque()  # not known to be in Redis yet, oldest first
         self._held = 0  # lines in _batches
-        self._wake = asyncio.Event()
-        self._lock = asyncio.Lock()
+        self._wake, self._lock = asyncio.Event(), asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -62,13 +59,11 @@ class Buffer:
         """Send every waiting view; returns how many went. Raises on a Redis error, keeping what
         was not sent (with its token) for the next attempt."""
         async with self._lock:
-            items = list(self.lines.items())
-            self.lines = {}
+            items, self.lines = list(self.lines.items()), {}
             for i in range(0, len(items), self.flush_at):
                 part = items[i : i + self.flush_at]
                 lines = [line if n == 1 else f"*{n} {line}" for line, n in part]
-                views = sum(n for _, n in part)
-                self._batches.append(Batch(secrets.token_hex(12), views, lines))
+                self._batches.append(Batch(secrets.token_hex(12), sum(n for _, n in part), lines))
             self._held += len(items)
             while self._held > MAX_HELD and len(self._batches) > 1:
                 lost = self._batches.popleft()

@@ -34,6 +34,8 @@ BATCH = 1000  # views a script reads at least, when the stream holds them
 READ_ENTRIES = 1  # entries per XREADGROUP (a publisher's batch holds up to 2,000 lines)
 DRAIN_BUDGET = 0.8  # seconds one drain may run: beat sends the next one a second later
 DAY_TTL = 40 * 24 * 3600  # per-day keys in Redis; PostgreSQL keeps the history
+# One consumer for every drain: the script reads with NOACK, so no consumer ever holds anything.
+CONSUMER = "drain"
 # The span of zone offsets passed to the script, around now. A view outside it (a clock years
 # off) takes the offset at the nearest end: its day may then be off by the zone's DST shift.
 OFFSETS_BEFORE = 400 * 24 * 3600
@@ -46,10 +48,14 @@ SCRIPT_KEYS = (
     keys.VIEWS_DIRTY,
     keys.HITS_WAITING,
 )
+# The article key's prefix, and the day keys' one prefix and two suffixes around the date.
+_DAY, _VISITORS = keys.day_views("|").split("|"), keys.day_visitors("|").split("|")
+assert _DAY[0] == _VISITORS[0], "the script expects one prefix for both day keys"
+KEY_PARTS = (keys.article_views(0)[:-1], *_DAY, _VISITORS[1])
 
 
 def drain(
-    r: Redis, zone: ZoneInfo, database_url: str, *, consumer: str, budget: float = DRAIN_BUDGET
+    r: Redis, zone: ZoneInfo, database_url: str, budget: float = DRAIN_BUDGET
 ) -> dict[str, int]:
     """Count new entries until the stream holds no more or the budget is spent (an emptied
     Redis is refilled from `database_url` first). Returns the tallies that are not zero:
@@ -58,23 +64,23 @@ def drain(
     ensure_group(r)
     tally: Counter[str] = Counter()
     try:
-        while step(r, zone, database_url, consumer, tally) and time.monotonic() < deadline:
+        while step(r, zone, database_url, tally) and time.monotonic() < deadline:
             pass
     except ResponseError as err:
         if "NOGROUP" not in str(err):
             raise
         ensure_group(r)  # the stream was deleted under us: nothing was read
     if tally["dropped"]:
-        log.warning("%s: dropped %d malformed lines", consumer, tally["dropped"])
+        log.warning("drain: dropped %d malformed lines", tally["dropped"])
     return {name: n for name, n in tally.items() if n}
 
 
-def step(r: Redis, zone: ZoneInfo, database_url: str, consumer: str, tally: Counter[str]) -> bool:
+def step(r: Redis, zone: ZoneInfo, database_url: str, tally: Counter[str]) -> bool:
     """One script: read new entries until they hold BATCH views, count them, delete them.
     Adds to `tally`; returns whether the stream may hold more."""
     now = int(time.time())
-    args: list[Any] = [keys.HITS_GROUP, consumer, READ_ENTRIES, BATCH, now - ONLINE_WINDOW]
-    args += [DAY_TTL, *_key_parts(), *zone_offsets(zone, now // 3600)]
+    args: list[Any] = [keys.HITS_GROUP, CONSUMER, READ_ENTRIES, BATCH, now - ONLINE_WINDOW]
+    args += [DAY_TTL, *KEY_PARTS, *zone_offsets(zone, now // 3600)]
     reply = script(r, "drain")(keys=SCRIPT_KEYS, args=args)
     if int(reply[0]) == -1:  # Redis lost its counters (nothing was read): refill them first
         from shared.counting.persist import restore  # the next stage of the trip, needed rarely
@@ -93,16 +99,6 @@ def step(r: Redis, zone: ZoneInfo, database_url: str, consumer: str, tally: Coun
         )
     tally.update(counted=humans, bots=bots, dropped=dropped, batches=int(read > 0), refused=refused)
     return bool(more)
-
-
-@lru_cache(maxsize=1)
-def _key_parts() -> tuple[str, str, str, str]:
-    """The article key's prefix, and the day keys' prefix and suffixes around the date."""
-    article_prefix = keys.article_views(0)[:-1]
-    day_prefix, views_suffix = keys.day_views("0000-00-00").split("0000-00-00")
-    visitors_prefix, visitors_suffix = keys.day_visitors("0000-00-00").split("0000-00-00")
-    assert visitors_prefix == day_prefix, "the script expects one prefix for both day keys"
-    return article_prefix, day_prefix, views_suffix, visitors_suffix
 
 
 @lru_cache(maxsize=16)

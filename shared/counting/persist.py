@@ -17,7 +17,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from redis import Redis
-from redis.exceptions import ResponseError
 
 from shared import db, keys
 from shared.counting.count import DAY_TTL, drain
@@ -26,7 +25,6 @@ from shared.counting.stream import script
 log = logging.getLogger(__name__)
 
 TOTAL_KEY = "total"
-FORGET_CONSUMER_MS = 24 * 3600 * 1000  # consumers idle this long go
 STOP_SETTLE = 1.0  # seconds without a new view that end the drain before a stop
 STOP_LIMIT = 10.0  # seconds that drain may take at most
 
@@ -82,7 +80,7 @@ def persist(r: Redis, database_url: str, zone: ZoneInfo) -> dict[str, int]:
             # unmarked only where Redis still holds what was copied
             copied = [x for i, v in zip(chunk, values, strict=True) for x in (i, v or b"")]
             script(r, "clean")(keys=[keys.VIEWS_DIRTY, *views_keys], args=copied)
-    return {"total": int(total), "articles": len(ids), "forgotten": forget_dead_consumers(r)}
+    return {"total": int(total), "articles": len(ids)}
 
 
 def restore(r: Redis, database_url: str, zone: ZoneInfo) -> bool:
@@ -115,13 +113,13 @@ def restore(r: Redis, database_url: str, zone: ZoneInfo) -> bool:
     return done
 
 
-def before_stop(r: Redis, database_url: str, zone: ZoneInfo, consumer: str) -> dict[str, int]:
+def before_stop(r: Redis, database_url: str, zone: ZoneInfo) -> dict[str, int]:
     """A counters worker's graceful stop: drain until no view came for STOP_SETTLE seconds (the
     publishers, stopping too, send their last ones), at most STOP_LIMIT, then copy."""
     deadline = quiet = time.monotonic()
     deadline += STOP_LIMIT
     while time.monotonic() < deadline:
-        if drain(r, zone, database_url, consumer=consumer).get("batches"):
+        if drain(r, zone, database_url).get("batches"):
             quiet = time.monotonic()
         elif time.monotonic() - quiet >= STOP_SETTLE:
             break
@@ -136,19 +134,6 @@ def set_total(r: Redis, database_url: str, total: int) -> None:
     r.set(keys.TOTAL, total)
     with db.connect(database_url, autocommit=True) as conn:
         conn.execute(UPSERT_COUNTERS, ([TOTAL_KEY], [total], [None]))
-
-
-def forget_dead_consumers(r: Redis) -> int:
-    """Each worker process reads as a consumer of its own: those idle for a day go (none holds
-    anything: the drain acknowledges what it reads as it reads it)."""
-    try:
-        consumers = r.xinfo_consumers(keys.HITS_STREAM, keys.HITS_GROUP)
-    except ResponseError:  # no stream or no group yet
-        return 0
-    idle = [c["name"] for c in consumers if c["idle"] > FORGET_CONSUMER_MS and not c["pending"]]
-    for name in idle:
-        r.xgroup_delconsumer(keys.HITS_STREAM, keys.HITS_GROUP, name)
-    return len(idle)
 
 
 def _days(zone: ZoneInfo) -> list[str]:

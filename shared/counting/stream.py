@@ -11,7 +11,7 @@ raised by the append, lowered by the drain, and the stream's bound (STREAM_MAXLE
 
 from __future__ import annotations
 
-from functools import cache, lru_cache
+from functools import lru_cache
 from importlib.resources import files
 from typing import Any, NamedTuple
 
@@ -44,25 +44,24 @@ class Batch(NamedTuple):
     lines: list[str]
 
 
-@cache
-def lua(name: str) -> str:
-    return (files(__package__) / f"{name}.lua").read_text(encoding="utf-8")
-
-
 @lru_cache(maxsize=32)
 def script(r: Redis | AsyncRedis, name: str) -> Any:
     """The script `name`.lua of this package, registered with the client `r`."""
-    return r.register_script(lua(name))
+    return r.register_script((files(__package__) / f"{name}.lua").read_text(encoding="utf-8"))
 
 
 async def append(redis: AsyncRedis, batch: Batch) -> None:
-    joined = "\n".join(batch.lines)
-    if joined.count("\n") >= len(batch.lines):  # a path held a newline
-        joined = "\n".join(line.replace("\n", "%0A") for line in batch.lines)
-    body = joined.encode(errors="surrogateescape")  # bytes not UTF-8 in a path: as they came
+    # a path's newline goes as %0A; bytes not UTF-8 in it as they came
+    body = "\n".join(line.replace("\n", "%0A") for line in batch.lines)
     await script(redis, "append")(
         keys=[keys.HITS_STREAM, keys.hits_batch(batch.token), keys.HITS_WAITING],
-        args=[STREAM_MAXLEN, BATCH_TOKEN_TTL, batch.views, body, TRIM_STEP],
+        args=[
+            STREAM_MAXLEN,
+            BATCH_TOKEN_TTL,
+            batch.views,
+            body.encode(errors="surrogateescape"),
+            TRIM_STEP,
+        ],
     )
 
 
