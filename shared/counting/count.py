@@ -31,7 +31,6 @@ from shared.counting.stream import ensure_group, script
 log = logging.getLogger(__name__)
 
 BATCH = 1000  # views a script reads at least, when the stream holds them
-READ_ENTRIES = 1  # entries per XREADGROUP (a publisher's batch holds up to 2,000 lines)
 DRAIN_BUDGET = 0.8  # seconds one drain may run: beat sends the next one a second later
 DAY_TTL = 40 * 24 * 3600  # per-day keys in Redis; PostgreSQL keeps the history
 # One consumer for every drain: the script reads with NOACK, so no consumer ever holds anything.
@@ -79,7 +78,7 @@ def step(r: Redis, zone: ZoneInfo, database_url: str, tally: Counter[str]) -> bo
     """One script: read new entries until they hold BATCH views, count them, delete them.
     Adds to `tally`; returns whether the stream may hold more."""
     now = int(time.time())
-    args: list[Any] = [keys.HITS_GROUP, CONSUMER, READ_ENTRIES, BATCH, now - ONLINE_WINDOW]
+    args: list[Any] = [keys.HITS_GROUP, CONSUMER, BATCH, now - ONLINE_WINDOW]
     args += [DAY_TTL, *KEY_PARTS, *zone_offsets(zone, now // 3600)]
     reply = script(r, "drain")(keys=SCRIPT_KEYS, args=args)
     if int(reply[0]) == -1:  # Redis lost its counters (nothing was read): refill them first

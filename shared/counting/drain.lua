@@ -4,28 +4,28 @@
 -- lines are only tallied, no number is trusted before its pattern matched, and each counting
 -- write goes through redis.pcall (a key Redis refuses costs its own increment, not the others').
 -- KEYS: stream, total, bots, online, views-dirty, views waiting.
--- ARGV: group, consumer, entries per read, views to read at least, online cutoff (unix s), day
+-- ARGV: group, consumer, views to read at least, online cutoff (unix s), day
 -- TTL, article key prefix, day key prefix, day views suffix, day visitors suffix, then the
 -- zone's UTC offsets: the first, then (unix s from which, offset) pairs in order.
 -- Returns {humans, bots, dropped, entries read, writes refused, 1 if the stream may hold more},
 -- or {-1} reading nothing while the total is missing (Redis emptied: restore first).
 if redis.call('EXISTS', KEYS[2]) == 0 then return {-1} end
-local stream, count, budget = KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[4])
+local stream, budget = KEYS[1], tonumber(ARGV[3])
 local entries, views, more = {}, 0, 0
-repeat -- whole reads until the batch holds enough views or the stream is dry
-  local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', count, 'NOACK',
+repeat -- an entry at a time until the batch holds enough views or the stream is dry
+  local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'NOACK',
     'STREAMS', stream, '>')
-  local part = got and got[1][2] or {}
-  for _, e in ipairs(part) do
+  local e = got and got[1][2][1]
+  if e then
     entries[#entries + 1] = e
     views = views + (tonumber(e[2][2]) or 1)
   end
-  more = #part == count and 1 or 0
+  more = e and 1 or 0
 until more == 0 or views >= budget
 
-local cutoff, dropped = tonumber(ARGV[5]), 0
+local cutoff, dropped = tonumber(ARGV[4]), 0
 local offsets = {}
-for i = 11, #ARGV do offsets[#offsets + 1] = tonumber(ARGV[i]) end
+for i = 10, #ARGV do offsets[#offsets + 1] = tonumber(ARGV[i]) end
 local function day_of(seen)
   local offset = offsets[1]
   for j = 2, #offsets, 2 do
@@ -129,16 +129,16 @@ if batched > 0 then write('DECRBY', KEYS[6], batched) end
 if bots > 0 then write('INCRBY', KEYS[3], bots) end
 local dirty = {}
 for article, n in pairs(articles) do
-  write('INCRBY', ARGV[7] .. article, n)
+  write('INCRBY', ARGV[6] .. article, n)
   dirty[#dirty + 1] = article
 end
 chunked('SADD', KEYS[5], dirty)
 for name, day in pairs(days) do
-  local views, visitors = ARGV[8] .. name .. ARGV[9], ARGV[8] .. name .. ARGV[10]
+  local views, visitors = ARGV[7] .. name .. ARGV[8], ARGV[7] .. name .. ARGV[9]
   write('INCRBY', views, day[1])
-  write('EXPIRE', views, ARGV[6])
+  write('EXPIRE', views, ARGV[5])
   chunked('PFADD', visitors, day[2])
-  write('EXPIRE', visitors, ARGV[6])
+  write('EXPIRE', visitors, ARGV[5])
 end
 local seen_at = {}
 for visitor, t in pairs(online) do
@@ -148,7 +148,7 @@ for visitor, t in pairs(online) do
 end
 chunked('ZADD', KEYS[4], seen_at, 'GT')
 if #entries > 0 then
-  write('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[5])
+  write('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[4])
   -- Every entry up to the last one read was delivered to a drain, which counted it: one XTRIM
   -- deletes them (whole listpack nodes at once, where XDEL seeks entry by entry).
   local last = entries[#entries][1]
