@@ -27,7 +27,7 @@ from services.ingest.desk.web import (
     page,
     render,
     require,
-    set_session_cookie,
+    set_cookie,
     too_many,
     wait_before_sign_in,
 )
@@ -64,14 +64,7 @@ def _sign_in_page(
         error=error,
         username=username,
     )
-    response.set_cookie(
-        SIGN_IN_COOKIE,
-        token,
-        path="/desk/",
-        httponly=True,
-        samesite="Strict",
-        secure=request.app[settings_key].public_url.startswith("https://"),
-    )
+    set_cookie(request, response, SIGN_IN_COOKIE, token, "Strict")
     return response
 
 
@@ -102,7 +95,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         await sessions.end(request.app[redis_key], old)
     session = await sessions.start(request.app[redis_key], account.id, idle_seconds(request))
     response = web.HTTPSeeOther("/desk/bai-viet/")
-    set_session_cookie(request, response, session.sid)
+    set_cookie(request, response, COOKIE, session.sid, "Lax")
     response.del_cookie(SIGN_IN_COOKIE, path="/desk/")
     raise response
 

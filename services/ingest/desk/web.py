@@ -167,15 +167,12 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def set_session_cookie(request: web.Request, response: web.StreamResponse, sid: str) -> None:
-    response.set_cookie(
-        COOKIE,
-        sid,
-        path="/desk/",
-        httponly=True,
-        samesite="Lax",
-        secure=request.app[settings_key].public_url.startswith("https://"),
-    )
+def set_cookie(
+    request: web.Request, response: web.StreamResponse, name: str, value: str, samesite: str
+) -> None:
+    """A desk cookie: HttpOnly, for /desk/ only, Secure when the site is served over HTTPS."""
+    secure = request.app[settings_key].public_url.startswith("https://")
+    response.set_cookie(name, value, path="/desk/", httponly=True, samesite=samesite, secure=secure)
 
 
 # --- the sign-in throttle ----
