@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.ingest.desk import labels
-from services.ingest.desk.web import DeskError, form, page, render, require
+from services.ingest.desk.web import DeskError, page, posted, render, require
 from shared import accounts, tokens
 from shared.models import ACCOUNT_ROLES
 from shared.web import pool_key
@@ -46,8 +46,7 @@ async def accounts_page(request: web.Request) -> web.StreamResponse:
 
 @page
 async def create_account(request: web.Request) -> web.StreamResponse:
-    desk = await require(request, roles=("admin",))
-    data = await form(request, desk)
+    _, data = await posted(request, roles=("admin",))
     username = data.get("username", "").strip().lower()
     try:
         async with request.app[pool_key].connection() as conn:
@@ -68,8 +67,7 @@ async def create_account(request: web.Request) -> web.StreamResponse:
 
 @page
 async def disable_account(request: web.Request) -> web.StreamResponse:
-    desk = await require(request, roles=("admin",))
-    data = await form(request, desk)
+    desk, data = await posted(request, roles=("admin",))
     username = data.get("username", "")
     if username == desk.account.username:
         raise DeskError(422, "Bạn không thể tự khóa tài khoản của mình.")
@@ -82,8 +80,7 @@ async def disable_account(request: web.Request) -> web.StreamResponse:
 
 @page
 async def reset_password(request: web.Request) -> web.StreamResponse:
-    desk = await require(request, roles=("admin",))
-    data = await form(request, desk)
+    _, data = await posted(request, roles=("admin",))
     username = data.get("username", "")
     try:
         async with request.app[pool_key].connection() as conn:
@@ -113,8 +110,7 @@ async def tokens_page(request: web.Request) -> web.StreamResponse:
 @page
 async def create_token(request: web.Request) -> web.StreamResponse:
     """The secret is shown on this answer only; the token has the account's own role."""
-    desk = await require(request)
-    data = await form(request, desk)
+    desk, data = await posted(request)
     name = data.get("name", "").strip()[:100] or "script"
     async with request.app[pool_key].connection() as conn:
         secret = await tokens.create(conn, name, desk.account.role, account_id=desk.account.id)
@@ -123,8 +119,7 @@ async def create_token(request: web.Request) -> web.StreamResponse:
 
 @page
 async def revoke_token(request: web.Request) -> web.StreamResponse:
-    desk = await require(request)
-    data = await form(request, desk)
+    desk, data = await posted(request)
     token_id = data.get("id", "")
     if token_id.isdigit() and len(token_id) < 10:
         async with request.app[pool_key].connection() as conn:

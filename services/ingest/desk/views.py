@@ -22,9 +22,9 @@ from services.ingest.desk.web import (
     check_csrf,
     count_failure,
     current,
-    form,
     idle_seconds,
     page,
+    posted,
     render,
     require,
     set_cookie,
@@ -102,8 +102,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
 
 @page
 async def sign_out(request: web.Request) -> web.StreamResponse:
-    desk = await require(request)
-    await form(request, desk)
+    desk, _ = await posted(request)
     await sessions.end(request.app[redis_key], desk.session.sid)
     response = web.HTTPSeeOther("/desk/")
     response.del_cookie(COOKIE, path="/desk/")
@@ -400,8 +399,7 @@ async def edit_form(request: web.Request) -> web.StreamResponse:
 
 @page
 async def edit(request: web.Request) -> web.StreamResponse:
-    desk = await require(request)
-    data = await form(request, desk)
+    desk, data = await posted(request)
     article = await _load(request, desk)
     zone = request.app[settings_key].zone
     article_form = forms.from_post(data)
@@ -464,8 +462,7 @@ async def unpublish_form(request: web.Request) -> web.StreamResponse:
 
 @page
 async def unpublish(request: web.Request) -> web.StreamResponse:
-    desk = await require(request)
-    await form(request, desk)
+    desk, _ = await posted(request)
     article = await _load(request, desk)
     await submit.unpublish_article(request, desk.token, article.id, None)
     raise web.HTTPSeeOther(f"/desk/bai-viet/{article.id}")
@@ -476,8 +473,7 @@ async def unpublish(request: web.Request) -> web.StreamResponse:
 
 @page
 async def approve(request: web.Request) -> web.StreamResponse:
-    desk = await require(request, roles=EDITORS)
-    await form(request, desk)
+    desk, _ = await posted(request, roles=EDITORS)
     article = await _load(request, desk)
     try:
         await review.approve(request, desk.token, article.id)
@@ -488,8 +484,7 @@ async def approve(request: web.Request) -> web.StreamResponse:
 
 @page
 async def send_back(request: web.Request) -> web.StreamResponse:
-    desk = await require(request, roles=EDITORS)
-    data = await form(request, desk)
+    desk, data = await posted(request, roles=EDITORS)
     article = await _load(request, desk)
     note = data.get("note", "")
     if not note.strip():

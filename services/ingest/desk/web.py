@@ -163,6 +163,14 @@ async def form(request: web.Request, desk: Desk) -> dict[str, str]:
     return {k: v for k, v in data.items() if isinstance(v, str)}
 
 
+async def posted(
+    request: web.Request, *, roles: tuple[str, ...] = ()
+) -> tuple[Desk, dict[str, str]]:
+    """A form posted by a signed-in account with one of `roles` (any if none), CSRF checked."""
+    desk = await require(request, roles=roles)
+    return desk, await form(request, desk)
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
