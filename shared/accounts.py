@@ -109,12 +109,6 @@ async def create(
     return account
 
 
-async def by_username(conn: Conn, username: str) -> Account | None:
-    cur = await conn.execute(f"SELECT {_COLUMNS} FROM accounts WHERE username = %s", (username,))
-    row = await cur.fetchone()
-    return Account(**row) if row else None
-
-
 async def by_id(conn: Conn, account_id: int) -> Account | None:
     cur = await conn.execute(f"SELECT {_COLUMNS} FROM accounts WHERE id = %s", (account_id,))
     row = await cur.fetchone()
