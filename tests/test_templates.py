@@ -629,7 +629,7 @@ def test_publisher_context_renders_with_link_blocks() -> None:
     from services.publisher import pages
     from shared.models import Category
     from shared.settings import Settings
-    from shared.site import Link, LinkBlock
+    from shared.site import Chrome, Link, LinkBlock
 
     settings = Settings.from_env({"BANTIN_PUBLIC_URL": SITE_URL})
     blocks = (
@@ -638,10 +638,9 @@ def test_publisher_context_renders_with_link_blocks() -> None:
     )
     ctx = pages.base_context(
         settings,
-        [Category(1, "tin-hoat-dong", "Tin hoạt động")],
+        Chrome([Category(1, "tin-hoat-dong", "Tin hoạt động")], blocks),
         title="Trang chủ",
         canonical="/",
-        link_blocks=blocks,
     )
     ctx.update(sections=[])
     html = render("home.html", ctx)

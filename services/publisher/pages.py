@@ -17,14 +17,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from services.publisher.labels import LABELS
-from shared.models import Article, Category, Image
+from shared.feeds.formats import CONTENT_TYPES
+from shared.models import Article, Image
 from shared.photos.markup import img, lead_image, resolve_photos
 from shared.settings import Settings
-from shared.site import LinkBlock
+from shared.site import Chrome, to_json
 from shared.text import fold, search_text
 
 # Placeholders for the statistics block: cached pages keep them, and each answer gets the live
 # numbers substituted, so the block never freezes in the cache.
+FEED_NAMES = {"rss": "RSS", "atom": "Atom", "json": "JSON Feed"}  # as <link> titles say them
 ONLINE_MARK = "__BANTIN_ONLINE__"
 TOTAL_MARK = "__BANTIN_TOTAL__"
 
@@ -76,14 +78,13 @@ def card(article: Article, zone: ZoneInfo) -> dict[str, Any]:
 
 def base_context(
     settings: Settings,
-    categories: list[Category],
+    chrome: Chrome,
     *,
     title: str,
     canonical: str,
     description: str = "",
     scope: str = "all",
     scope_name: str = "",
-    link_blocks: Sequence[LinkBlock] = (),
 ) -> dict[str, Any]:
     site = settings.site_url()
     feed_title = scope_name or settings.site_name
@@ -92,30 +93,17 @@ def base_context(
         "site": {
             "name": settings.site_name,
             "url": site,
-            "categories": [{"name": c.name, "url": c.path, "slug": c.slug} for c in categories],
-            "link_blocks": [
-                {
-                    "title": block.title,
-                    "links": [{"title": link.title, "url": link.url} for link in block.links],
-                }
-                for block in link_blocks
+            "categories": [
+                {"name": c.name, "url": c.path, "slug": c.slug} for c in chrome.categories
             ],
+            "link_blocks": to_json(chrome.link_blocks),
             "feeds": [
                 {
-                    "title": f"{feed_title} (RSS)",
-                    "type": "application/rss+xml",
-                    "url": f"/feeds/{scope}.rss",
-                },
-                {
-                    "title": f"{feed_title} (Atom)",
-                    "type": "application/atom+xml",
-                    "url": f"/feeds/{scope}.atom",
-                },
-                {
-                    "title": f"{feed_title} (JSON Feed)",
-                    "type": "application/feed+json",
-                    "url": f"/feeds/{scope}.json",
-                },
+                    "title": f"{feed_title} ({name})",
+                    "type": CONTENT_TYPES[fmt].partition(";")[0],
+                    "url": f"/feeds/{scope}.{fmt}",
+                }
+                for fmt, name in FEED_NAMES.items()
             ],
         },
         "stats": {"online": ONLINE_MARK, "total": TOTAL_MARK},
@@ -134,10 +122,9 @@ def base_context(
 
 def article_context(
     settings: Settings,
-    categories: list[Category],
+    chrome: Chrome,
     article: Article,
     related: list[Article],
-    link_blocks: Sequence[LinkBlock] = (),
     *,
     picture: Callable[[dict[str, Any]], str],
 ) -> dict[str, Any]:
@@ -148,13 +135,12 @@ def article_context(
     assert article.published_at is not None
     ctx = base_context(
         settings,
-        categories,
+        chrome,
         title=f"{article.title} - {settings.site_name}",
         canonical=article.path,
         description=article.summary,
         scope=article.category.slug,
         scope_name=article.category.name,
-        link_blocks=link_blocks,
     )
     cover_image = next((i for i in article.images if i.role == "cover" and i.renditions), None)
     cover = img(cover_image) if cover_image else None

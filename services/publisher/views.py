@@ -61,10 +61,9 @@ async def home(request: web.Request) -> web.StreamResponse:
         ]
         ctx = pages.base_context(
             settings,
-            chrome.categories,
+            chrome,
             title=settings.site_name,
             canonical="/",
-            link_blocks=chrome.link_blocks,
         )
         ctx.update(sections=sections, is_home=True)
         return 200, _render(request, "home.html", ctx)
@@ -95,22 +94,17 @@ async def category_page(request: web.Request) -> web.StreamResponse:
         more = len(found) > settings.page_size
         ctx = pages.base_context(
             settings,
-            chrome.categories,
+            chrome,
             title=f"{category.name} - {settings.site_name}",
             canonical=_page_url(category.path, page_no),
             scope=category.slug,
             scope_name=category.name,
-            link_blocks=chrome.link_blocks,
         )
         ctx.update(
             category={"name": category.name, "url": category.path},
             nav_current="page",
             cards=[pages.card(a, settings.zone) for a in found[: settings.page_size]],
-            pagination={
-                "page": page_no,
-                "prev_url": _page_url(category.path, page_no - 1) if page_no > 1 else None,
-                "next_url": _page_url(category.path, page_no + 1) if more else None,
-            },
+            pagination=_pagination(page_no, more, partial(_page_url, category.path)),
         )
         return 200, _render(request, "category.html", ctx)
 
@@ -144,10 +138,9 @@ async def article_page(request: web.Request) -> web.StreamResponse:
         macros = request.app[templates_key].get_template("_macros.html").module
         ctx = pages.article_context(
             settings,
-            chrome.categories,
+            chrome,
             article,
             related,
-            chrome.link_blocks,
             picture=macros.picture,  # type: ignore[attr-defined]
         )
         return 200, _render(request, "article.html", ctx)
@@ -176,12 +169,11 @@ async def search(request: web.Request) -> web.StreamResponse:
                 )
         ctx = pages.base_context(
             settings,
-            chrome.categories,
+            chrome,
             title=f"{LABELS['search']}: {q} - {settings.site_name}"
             if q
             else f"{LABELS['search']} - {settings.site_name}",
             canonical="/search",
-            link_blocks=chrome.link_blocks,
         )
         ctx["page"]["noindex"] = True
         more = page_no * size < found.total
@@ -190,11 +182,7 @@ async def search(request: web.Request) -> web.StreamResponse:
             total=found.total,
             more_matches=found.more,
             results=[pages.search_card(a, settings.zone, terms) for a in found.articles],
-            pagination={
-                "page": page_no,
-                "prev_url": _search_url(q, page_no - 1) if page_no > 1 else None,
-                "next_url": _search_url(q, page_no + 1) if more else None,
-            },
+            pagination=_pagination(page_no, more, partial(_search_url, q)),
         )
         return 200, _render(request, "search.html", ctx)
 
@@ -355,10 +343,9 @@ async def error_page(
     }.get(status, (LABELS["error_title"], ""))
     ctx = pages.base_context(
         settings,
-        chrome.categories,
+        chrome,
         title=f"{title} - {settings.site_name}",
         canonical=request.path,
-        link_blocks=chrome.link_blocks,
     )
     ctx["page"]["noindex"] = True
     ctx.update(status=status, title=title, message=message)
@@ -400,6 +387,14 @@ def page_number(request: web.Request, last: int = MAX_PAGE) -> int:
     if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= last:
         raise web.HTTPBadRequest(text=f"page must be a whole number from 1 to {last}")
     return int(raw)
+
+
+def _pagination(page_no: int, more: bool, url: Callable[[int], str]) -> dict[str, Any]:
+    return {
+        "page": page_no,
+        "prev_url": url(page_no - 1) if page_no > 1 else None,
+        "next_url": url(page_no + 1) if more else None,
+    }
 
 
 def _page_url(path: str, page_no: int) -> str:
