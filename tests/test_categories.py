@@ -1,0 +1,290 @@
+"""Categories over the API, against real services: rename, reorder, retire (with or without a
+redirect), bring back and delete, every refusal with its problem, and what a retired category
+means for readers (menus, home, sitemap, its page and feeds) and for new articles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.publisher import cache as cache_module
+from shared.settings import Settings
+from tests.conftest import PUBLIC_URL
+from tests.test_api import bearer, problem
+from tests.test_site import page, publish, short
+from tests.test_templates import parse_html, text_of
+
+Client = Any
+CATEGORIES = [
+    {"slug": "tin-hoat-dong", "name": "Tin hoạt động"},
+    {"slug": "van-ban", "name": "Văn bản"},
+    {"slug": "tin-cu", "name": "Tin cũ"},
+]
+
+
+async def make_categories(api: Client, admin: str) -> None:
+    for category in CATEGORIES:
+        created = await api.post("/api/v1/categories", json=category, headers=bearer(admin))
+        assert created.status == 201, await created.text()
+
+
+async def listing(api: Client) -> list[str]:
+    return [c["slug"] for c in await (await api.get("/api/v1/categories")).json()]
+
+
+async def patch(api: Client, token: str, slug: str, body: Any) -> Any:
+    return await api.patch(f"/api/v1/categories/{slug}", json=body, headers=bearer(token))
+
+
+async def changed(api: Client, admin: str, slug: str, body: Any) -> dict[str, Any]:
+    response = await patch(api, admin, slug, body)
+    assert response.status == 200, await response.text()
+    found: dict[str, Any] = await response.json()
+    return found
+
+
+def fields(body: dict[str, Any]) -> dict[str, str]:
+    return {e["field"]: e["message"] for e in body["errors"]}
+
+
+# --- who may --------------------------------------------------------------------------------------
+
+
+async def test_only_admins_change_or_delete(api: Client, admin: str, submitter: str) -> None:
+    await make_categories(api, admin)
+    for method in ("patch", "delete"):
+        call = getattr(api, method)
+        url = "/api/v1/categories/van-ban"
+        await problem(await call(url, json={"name": "X"}), 401)
+        refused = await problem(await call(url, json={"name": "X"}, headers=bearer(submitter)), 403)
+        assert "admin" in refused["detail"]
+    assert await listing(api) == [c["slug"] for c in CATEGORIES]  # nothing changed
+    assert (await (await api.get("/api/v1/categories")).json())[1]["name"] == "Văn bản"
+
+
+async def test_unknown_category_is_404(api: Client, admin: str) -> None:
+    for response in (
+        await patch(api, admin, "khong-co", {"name": "Mới"}),
+        await patch(api, admin, "khong-co", {}),  # 404 before the body's own errors
+        await api.delete("/api/v1/categories/khong-co", headers=bearer(admin)),
+        await api.delete("/api/v1/categories/Kh%C3%B4ng", headers=bearer(admin)),
+    ):
+        body = await problem(response, 404)
+        assert body["type"].endswith("category-not-found")
+
+
+# --- rename and reorder ---------------------------------------------------------------------------
+
+
+async def test_rename_and_reorder(api: Client, admin: str) -> None:
+    await make_categories(api, admin)
+    renamed = await changed(api, admin, "van-ban", {"name": "  Văn bản chỉ đạo  "})
+    assert renamed == {"slug": "van-ban", "name": "Văn bản chỉ đạo"}  # cleaned; slug kept
+    assert await changed(api, admin, "tin-cu", {"position": 1}) == {
+        "slug": "tin-cu",
+        "name": "Tin cũ",
+    }
+    assert await listing(api) == ["tin-cu", "tin-hoat-dong", "van-ban"]
+    await changed(api, admin, "tin-cu", {"position": 999})  # past the end: last
+    assert await listing(api) == ["tin-hoat-dong", "van-ban", "tin-cu"]
+    await changed(api, admin, "van-ban", {"position": 1, "name": "Văn bản"})
+    assert await listing(api) == ["van-ban", "tin-hoat-dong", "tin-cu"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "says"),
+    [
+        ({}, "category", "nothing to change"),
+        ({"name": None}, "category", "nothing to change"),
+        ({"name": "   "}, "name", "blank"),
+        ({"name": "x" * 101}, "name", "too long"),
+        ({"position": 0}, "position", "at least 1"),
+        ({"position": "1"}, "position", "whole number"),
+        ({"retired": "yes"}, "retired", "true or false"),
+        ({"redirect_to": "van-ban"}, "redirect_to", '"retired": true'),
+        ({"retired": False, "redirect_to": "van-ban"}, "redirect_to", '"retired": true'),
+        ({"retired": True, "redirect_to": "tin-cu"}, "redirect_to", "another category"),
+        ({"retired": True, "redirect_to": "Văn bản"}, "redirect_to", "lowercase"),
+        ({"retired": True, "redirect_to": "khong-co"}, "redirect_to", "unknown category"),
+        ({"slug": "moi"}, "slug", "unknown field"),
+    ],
+)
+async def test_bad_changes_are_422_and_change_nothing(
+    api: Client, admin: str, body: dict[str, Any], field: str, says: str
+) -> None:
+    await make_categories(api, admin)
+    refused = await problem(await patch(api, admin, "tin-cu", body), 422)
+    assert says in fields(refused)[field], refused
+    assert await (await api.get("/api/v1/categories")).json() == CATEGORIES
+
+
+async def test_not_json_is_refused(api: Client, admin: str) -> None:
+    await make_categories(api, admin)
+    url = "/api/v1/categories/tin-cu"
+    plain = await api.patch(url, data="x", headers={**bearer(admin), "Content-Type": "text/plain"})
+    await problem(plain, 415)
+    json_type = {**bearer(admin), "Content-Type": "application/json"}
+    await problem(await api.patch(url, data=b"{", headers=json_type), 400)
+    await problem(await api.patch(url, data=b"[]", headers=json_type), 422)
+
+
+# --- retire ---------------------------------------------------------------------------------------
+
+
+async def test_retire_redirect_and_bring_back(api: Client, admin: str) -> None:
+    await make_categories(api, admin)
+    retired = await changed(api, admin, "tin-cu", {"retired": True, "redirect_to": "van-ban"})
+    assert retired["redirect_to"] == "van-ban" and retired["retired_at"]
+    assert await listing(api) == ["tin-hoat-dong", "van-ban"]  # what submitters may use
+    # A retired category is no target, and has no place in the menu.
+    to_retired = await patch(api, admin, "van-ban", {"retired": True, "redirect_to": "tin-cu"})
+    assert "retired too" in fields(await problem(to_retired, 422))["redirect_to"]
+    placed = await patch(api, admin, "tin-cu", {"position": 1})
+    assert "no place in the menu" in fields(await problem(placed, 422))["position"]
+    # Retiring the target sends the first one's readers on to the new target: no chains.
+    await changed(api, admin, "van-ban", {"retired": True, "redirect_to": "tin-hoat-dong"})
+    chained = await changed(api, admin, "tin-cu", {"name": "Tin cũ"})
+    assert chained["redirect_to"] == "tin-hoat-dong"
+    # Retired without a target: its page answers 410.
+    gone = await changed(api, admin, "tin-cu", {"retired": True})
+    assert gone["redirect_to"] is None
+    back = await changed(api, admin, "tin-cu", {"retired": False})
+    assert back == {"slug": "tin-cu", "name": "Tin cũ"}
+    assert await listing(api) == ["tin-hoat-dong", "tin-cu"]  # at the end of the menu
+    await changed(api, admin, "van-ban", {"retired": False, "position": 1})
+    assert await listing(api) == ["van-ban", "tin-hoat-dong", "tin-cu"]
+
+
+async def test_retired_category_takes_no_new_articles(api: Client, admin: str) -> None:
+    await make_categories(api, admin)
+    article = short("Hội nghị tổng kết", "Nội dung.", category="tin-cu")
+    posted = await api.post("/api/v1/articles", json=article, headers=bearer(admin))
+    assert posted.status == 202, await posted.text()
+    before = await posted.json()
+    await changed(api, admin, "tin-cu", {"retired": True, "redirect_to": "van-ban"})
+
+    single = await api.post("/api/v1/articles", json=article, headers=bearer(admin))
+    message = fields(await problem(single, 422))["category"]
+    assert "retired" in message and "'van-ban'" in message
+    batch = await api.post(
+        "/api/v1/articles/batch",
+        json={"articles": [article, {**article, "category": "van-ban"}]},
+        headers=bearer(admin),
+    )
+    assert batch.status == 200, await batch.text()
+    results = await batch.json()
+    assert results["accepted"] == 1 and results["refused"] == 1
+    assert "retired" in results["results"][0]["errors"][0]["message"]
+    assert results["results"][1]["status"] in ("processing", "published")
+
+    # An article already there may still be corrected where it is...
+    url = f"/api/v1/articles/{before['id']}"
+    current = await api.get(url, headers=bearer(admin))
+    edited = await api.patch(
+        url,
+        json={"title": "Hội nghị tổng kết năm"},
+        headers={**bearer(admin), "If-Match": current.headers["ETag"]},
+    )
+    assert edited.status == 200, await edited.text()
+    assert (await edited.json())["category"] == "tin-cu"
+    # ...but none moves into it.
+    other = results["results"][1]["id"]
+    current = await api.get(f"/api/v1/articles/{other}", headers=bearer(admin))
+    moved = await api.patch(
+        f"/api/v1/articles/{other}",
+        json={"category": "tin-cu"},
+        headers={**bearer(admin), "If-Match": current.headers["ETag"]},
+    )
+    assert "retired" in fields(await problem(moved, 422))["category"]
+    # Brought back, it takes articles again.
+    await changed(api, admin, "tin-cu", {"retired": False})
+    again = await api.post("/api/v1/articles", json=article, headers=bearer(admin))
+    assert again.status == 202, await again.text()
+
+
+# --- delete ---------------------------------------------------------------------------------------
+
+
+async def test_delete_only_what_nothing_needs(api: Client, admin: str) -> None:
+    await make_categories(api, admin)
+    article = short("Hội nghị tổng kết", "Nội dung.", category="van-ban")
+    posted = await api.post("/api/v1/articles", json=article, headers=bearer(admin))
+    assert posted.status == 202, await posted.text()
+
+    with_articles = await api.delete("/api/v1/categories/van-ban", headers=bearer(admin))
+    refused = await problem(with_articles, 409)
+    assert refused["type"].endswith("/category-has-articles")
+    assert "retire it" in refused["detail"] and "move its articles" in refused["detail"]
+    assert refused["articles"] == 1
+    # The article is untouched, and so is its category.
+    got = await api.get(f"/api/v1/articles/{(await posted.json())['id']}", headers=bearer(admin))
+    assert got.status == 200 and (await got.json())["category"] == "van-ban"
+    assert "van-ban" in await listing(api)
+
+    await changed(api, admin, "van-ban", {"retired": True, "redirect_to": "tin-cu"})
+    target = await api.delete("/api/v1/categories/tin-cu", headers=bearer(admin))
+    assert (await problem(target, 409))["type"].endswith("/category-is-redirect-target")
+
+    empty = await api.delete("/api/v1/categories/tin-hoat-dong", headers=bearer(admin))
+    assert empty.status == 204
+    assert await listing(api) == ["tin-cu"]
+    gone = await api.delete("/api/v1/categories/tin-hoat-dong", headers=bearer(admin))
+    await problem(gone, 404)
+    # The slug is free again.
+    again = await api.post("/api/v1/categories", json=CATEGORIES[0], headers=bearer(admin))
+    assert again.status == 201
+
+
+# --- readers --------------------------------------------------------------------------------------
+
+
+def menu(html: str) -> list[str]:
+    nav = parse_html(html).find(".//nav")
+    return [a.get("href") for a in nav.iter("a")]
+
+
+@pytest.mark.usefixtures("worker")
+async def test_readers_never_see_a_retired_category(
+    api: Client, site: Client, admin: str, clean: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cache_module, "LIVE_SECONDS", 0.0)  # a new site version seen at once
+    await make_categories(api, admin)
+    kept = await publish(api, admin, short("Tin giữ lại", "Nội dung.", category="van-ban"))
+    old = await publish(api, admin, short("Tin chuyên mục cũ", "Nội dung.", category="tin-cu"))
+    _, home = await page(site, "/")
+    assert "/tin-cu/" in menu(home) and "Tin chuyên mục cũ" in home
+    await page(site, "/tin-cu/")
+    await page(site, "/feeds/tin-cu.rss")
+
+    await changed(api, admin, "tin-cu", {"retired": True})
+    _, home = await page(site, "/")
+    assert "/tin-cu/" not in menu(home) and "/van-ban/" in menu(home)
+    assert "Tin chuyên mục cũ" not in home  # no home section either
+    assert "Tin giữ lại" in home
+    response, gone = await page(site, "/tin-cu/", 410)
+    assert response.content_type == "text/html"
+    assert text_of(parse_html(gone).find(".//h1")) == "Chuyên mục đã ngừng"
+    for fmt in ("rss", "atom", "json"):
+        _, text = await page(site, f"/feeds/tin-cu.{fmt}", 410)
+        assert "Chuyên mục đã ngừng" in text
+    await page(site, "/feeds/tin-cu.rss?page=2", 410)
+    _, sitemap = await page(site, "/sitemap.xml")
+    assert f"<loc>{PUBLIC_URL}/tin-cu/</loc>" not in sitemap
+    assert f"<loc>{PUBLIC_URL}/van-ban/</loc>" in sitemap
+    # Its articles stay readable where they are.
+    await page(site, old["links"]["page"].removeprefix(PUBLIC_URL))
+    await page(site, kept["links"]["page"].removeprefix(PUBLIC_URL))
+
+    await changed(api, admin, "tin-cu", {"retired": True, "redirect_to": "van-ban"})
+    moved, _ = await page(site, "/tin-cu/", 301)
+    assert moved.headers["Location"] == "/van-ban/"
+    moved, _ = await page(site, "/tin-cu/?page=2", 301)
+    assert moved.headers["Location"] == "/van-ban/"
+    moved, _ = await page(site, "/feeds/tin-cu.atom", 301)
+    assert moved.headers["Location"] == "/feeds/van-ban.atom"
+
+    await changed(api, admin, "tin-cu", {"retired": False})
+    _, back = await page(site, "/tin-cu/")
+    assert "Tin chuyên mục cũ" in back
+    await page(site, "/feeds/tin-cu.rss")
