@@ -11,6 +11,7 @@ import pytest
 from services.publisher import cache as cache_module
 from shared.settings import Settings
 from tests.conftest import PUBLIC_URL
+from tests.desk_helpers import article_form, make_account, sign_in
 from tests.test_api import bearer, problem
 from tests.test_site import page, publish, short
 from tests.test_templates import parse_html, text_of
@@ -288,3 +289,144 @@ async def test_readers_never_see_a_retired_category(
     _, back = await page(site, "/tin-cu/")
     assert "Tin chuyên mục cũ" in back
     await page(site, "/feeds/tin-cu.rss")
+
+
+# --- the desk -------------------------------------------------------------------------------------
+
+DESK = "/desk/trang-web/chuyen-muc"
+
+
+def field_message(html: str, element_id: str) -> str:
+    """The message beside a field (its aria-describedby), as the page shows it."""
+    doc = parse_html(html)
+    field = doc.find(f".//*[@id='{element_id}']")
+    assert field is not None, element_id
+    assert field.get("aria-invalid") == "true", element_id
+    message = doc.find(f".//*[@id='{field.get('aria-describedby')}']")
+    return text_of(message)
+
+
+async def test_desk_categories_through_the_api_rules(
+    api: Client, aiohttp_client: Any, admin: str, clean: Settings
+) -> None:
+    desk = api  # the desk is served by ingest, beside the API
+    await make_categories(api, admin)
+    await make_account(clean, "quantri", "admin")
+    await make_account(clean, "vanphong", "submitter")
+    csrf = await sign_in(desk, "quantri")
+    ids = {c: n for n, c in enumerate([c["slug"] for c in CATEGORIES], 1)}
+    posted = await api.post(
+        "/api/v1/articles",
+        json=short("Hội nghị", "Nội dung.", category="van-ban"),
+        headers=bearer(admin),
+    )
+    assert posted.status == 202
+
+    created = await desk.post(DESK, data={"csrf": csrf, "name": "Thông báo", "slug": ""})
+    assert created.status == 200 and "Đã tạo chuyên mục “Thông báo”" in await created.text()
+    reserved = await desk.post(DESK, data={"csrf": csrf, "name": "Trang API", "slug": "api"})
+    assert reserved.status == 422
+    html = await reserved.text()
+    assert "dành riêng" in field_message(html, "new-slug")
+    assert 'value="Trang API"' in html  # what was typed comes back
+    taken = await desk.post(DESK, data={"csrf": csrf, "name": "Văn bản", "slug": ""})
+    assert taken.status == 409 and "Đã có chuyên mục" in await taken.text()
+
+    blank = await desk.post(f"{DESK}/doi-ten", data={"csrf": csrf, "slug": "van-ban", "name": " "})
+    assert blank.status == 422
+    assert "Hãy nhập tên" in field_message(await blank.text(), f"cat-{ids['van-ban']}-name")
+    renamed = await desk.post(
+        f"{DESK}/doi-ten", data={"csrf": csrf, "slug": "van-ban", "name": "Văn bản mới"}
+    )
+    assert renamed.status == 200
+    moved = await desk.post(
+        f"{DESK}/thu-tu",
+        data={"csrf": csrf, "slug": "thong-bao", "to": "up"},
+        allow_redirects=False,
+    )
+    assert moved.status == 303
+    assert await listing(api) == ["tin-hoat-dong", "van-ban", "thong-bao", "tin-cu"]
+
+    has_articles = await desk.post(f"{DESK}/xoa", data={"csrf": csrf, "slug": "van-ban"})
+    assert has_articles.status == 409
+    html = await has_articles.text()
+    assert "còn 1 bài viết nên không xóa được" in html and "ngừng chuyên mục" in html
+    assert "van-ban" in await listing(api)
+
+    retired = await desk.post(
+        f"{DESK}/ngung", data={"csrf": csrf, "slug": "van-ban", "redirect_to": "tin-hoat-dong"}
+    )
+    assert retired.status == 200, await retired.text()
+    html = await retired.text()
+    assert "Đã ngừng chuyên mục “Văn bản mới”" in html and "Chuyên mục đã ngừng" in html
+    assert "van-ban" not in await listing(api)
+    to_retired = await desk.post(
+        f"{DESK}/ngung", data={"csrf": csrf, "slug": "tin-cu", "redirect_to": "van-ban"}
+    )
+    assert to_retired.status == 422
+    message = field_message(await to_retired.text(), f"cat-{ids['tin-cu']}-redirect")
+    assert "chuyên mục đang dùng khác" in message
+
+    # A new article in the retired category, from the desk: refused beside the field.
+    from services.ingest.app import create_app
+
+    writer = await aiohttp_client(create_app(clean))
+    form = article_form(
+        await sign_in(writer, "vanphong"),
+        {
+            "title": "Bài mới",
+            "category": "van-ban",
+            "summary": "Tóm tắt giữ lại.",
+            "body": "<p>Nội dung.</p>",
+            "author": "",
+            "unit": "",
+            "published_at": "",
+        },
+        [],
+    )
+    refused = await writer.post("/desk/bai-viet/moi", data=form)
+    assert refused.status == 422
+    html = await refused.text()
+    assert "đã ngừng, không nhận bài mới" in html and "Tóm tắt giữ lại." in html
+
+    restored = await desk.post(f"{DESK}/dung-lai", data={"csrf": csrf, "slug": "van-ban"})
+    assert restored.status == 200 and "van-ban" in await listing(api)
+    deleted = await desk.post(f"{DESK}/xoa", data={"csrf": csrf, "slug": "thong-bao"})
+    assert deleted.status == 200 and "Đã xóa chuyên mục" in await deleted.text()
+    assert "thong-bao" not in await listing(api)
+    gone = await desk.post(f"{DESK}/xoa", data={"csrf": csrf, "slug": "thong-bao"})
+    assert gone.status == 404 and "không còn nữa" in await gone.text()
+
+
+async def test_desk_category_forms_need_csrf_and_an_admin(
+    api: Client, aiohttp_client: Any, admin: str, clean: Settings
+) -> None:
+    await make_categories(api, admin)
+    await make_account(clean, "quantri", "admin")
+    await sign_in(api, "quantri")
+    forms = {
+        DESK: {"name": "Mới"},
+        f"{DESK}/doi-ten": {"slug": "tin-cu", "name": "Đổi"},
+        f"{DESK}/thu-tu": {"slug": "tin-cu", "to": "up"},
+        f"{DESK}/ngung": {"slug": "tin-cu", "redirect_to": ""},
+        f"{DESK}/dung-lai": {"slug": "tin-cu"},
+        f"{DESK}/xoa": {"slug": "tin-cu"},
+    }
+    for url, data in forms.items():
+        for csrf in ({}, {"csrf": "gia-mao"}):
+            response = await api.post(url, data={**data, **csrf})
+            assert response.status == 403, url
+            assert "chưa được thực hiện" in await response.text()
+    assert await (await api.get("/api/v1/categories")).json() == CATEGORIES
+
+    from services.ingest.app import create_app
+
+    other = await aiohttp_client(create_app(clean))
+    await make_account(clean, "vanphong", "submitter")
+    csrf = await sign_in(other, "vanphong")
+    assert (await other.get("/desk/trang-web/")).status == 403
+    for url, data in forms.items():
+        response = await other.post(url, data={**data, "csrf": csrf})
+        assert response.status == 403, url
+        assert "không có quyền" in await response.text()
+    assert await (await api.get("/api/v1/categories")).json() == CATEGORIES
