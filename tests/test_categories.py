@@ -4,14 +4,16 @@ means for readers (menus, home, sitemap, its page and feeds) and for new article
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from services.publisher import cache as cache_module
 from shared.settings import Settings
-from tests.conftest import PUBLIC_URL
+from tests.conftest import PUBLIC_URL, reset
 from tests.desk_helpers import article_form, make_account, sign_in
+from tests.fixtures.moving import Post, bantin, query, write, wxr
 from tests.test_api import bearer, problem
 from tests.test_site import page, publish, short
 from tests.test_templates import parse_html, text_of
@@ -430,3 +432,58 @@ async def test_desk_category_forms_need_csrf_and_an_admin(
         assert response.status == 403, url
         assert "không có quyền" in await response.text()
     assert await (await api.get("/api/v1/categories")).json() == CATEGORIES
+
+
+# --- moving: importers, export and restore --------------------------------------------------------
+
+RETIRED = (
+    "SELECT c.slug, c.name, c.position, c.retired_at IS NOT NULL AS retired, t.slug AS redirect_to"
+    " FROM categories c LEFT JOIN categories t ON t.id = c.redirect_to ORDER BY c.slug"
+)
+
+
+async def test_importers_never_fill_a_retired_category_and_restore_keeps_them(
+    api: Client, admin: str, clean: Settings, tmp_path: Path
+) -> None:
+    await make_categories(api, admin)
+    await changed(api, admin, "tin-cu", {"retired": True, "redirect_to": "tin-hoat-dong"})
+    await changed(api, admin, "van-ban", {"retired": True})  # 410: nowhere to send
+    posts = [
+        Post(1, "Tin của chuyên mục cũ", "Nội dung một.", category=("tin-cu", "Tin cũ")),
+        Post(2, "Văn bản cũ", "Nội dung hai.", category=("van-ban", "Văn bản")),
+        Post(3, "Tin mới", "Nội dung ba.", category=("tin-hoat-dong", "Tin hoạt động")),
+    ]
+    ran = await bantin(clean, "import", "wordpress", str(write(tmp_path / "wp.xml", wxr(posts))))
+    said = ran.out + ran.err
+    assert ran.code == 0, said
+    assert "imported 2" in said and "skipped 1" in said
+    assert "  2: category 'van-ban' is retired" in said  # the post, named by its id
+    placed = query(
+        clean,
+        "SELECT a.title, c.slug FROM articles a JOIN categories c ON c.id = a.category_id"
+        " ORDER BY a.title",
+    )
+    assert placed == [
+        {"title": "Tin của chuyên mục cũ", "slug": "tin-hoat-dong"},  # where its readers go
+        {"title": "Tin mới", "slug": "tin-hoat-dong"},
+    ]
+    before = query(clean, RETIRED)
+    assert [(c["slug"], c["retired"], c["redirect_to"]) for c in before] == [
+        ("tin-cu", True, "tin-hoat-dong"),
+        ("tin-hoat-dong", False, None),
+        ("van-ban", True, None),
+    ]
+
+    folder = tmp_path / "backup"
+    ran = await bantin(clean, "export", str(folder))
+    assert ran.code == 0, ran.out + ran.err
+    reset(clean)  # a new, empty site
+    ran = await bantin(clean, "import", "bantin", str(folder))
+    assert ran.code == 0, ran.out + ran.err
+    assert query(clean, RETIRED) == before
+    again = await api.post(
+        "/api/v1/articles",
+        json=short("Bài mới", "Nội dung.", category="tin-cu"),
+        headers=bearer(admin),
+    )
+    assert "retired" in fields(await problem(again, 422))["category"]
