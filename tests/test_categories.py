@@ -368,6 +368,12 @@ async def test_desk_categories_through_the_api_rules(
     assert to_retired.status == 422
     message = field_message(await to_retired.text(), f"cat-{ids['tin-cu']}-redirect")
     assert "chuyên mục đang dùng khác" in message
+    # A retired category's readers can be sent elsewhere.
+    repointed = await desk.post(
+        f"{DESK}/ngung", data={"csrf": csrf, "slug": "van-ban", "redirect_to": "tin-cu"}
+    )
+    assert repointed.status == 200
+    assert "người đọc được chuyển tới /tin-cu/" in await repointed.text()
 
     # A new article in the retired category, from the desk: refused beside the field.
     from services.ingest.app import create_app
