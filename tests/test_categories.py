@@ -4,6 +4,7 @@ means for readers (menus, home, sitemap, its page and feeds) and for new article
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from services.publisher import cache as cache_module
 from shared.settings import Settings
 from tests.conftest import PUBLIC_URL, reset
-from tests.desk_helpers import article_form, make_account, sign_in
+from tests.desk_helpers import article_form, hidden_fields, make_account, sign_in
 from tests.fixtures.moving import Post, bantin, query, write, wxr
 from tests.test_api import bearer, problem
 from tests.test_site import page, publish, short
@@ -368,6 +369,26 @@ async def test_desk_categories_through_the_api_rules(
     assert to_retired.status == 422
     message = field_message(await to_retired.text(), f"cat-{ids['tin-cu']}-redirect")
     assert "chuyên mục đang dùng khác" in message
+    # Its article may still be edited where it is: the form keeps its category.
+    article = (await posted.json())["id"]
+    form_html = await (await desk.get(f"/desk/bai-viet/{article}/sua")).text()
+    assert re.search(r'<option value="van-ban"[^>]* selected', form_html), form_html
+    edited = {
+        **hidden_fields(form_html),
+        "title": "Hội nghị (đã sửa)",
+        "category": "van-ban",
+        "summary": "",
+        "body": "<p>Nội dung.</p>",
+        "author": "Phóng viên",
+        "unit": "",
+        "published_at": "",
+    }
+    saved = await desk.post(f"/desk/bai-viet/{article}/sua", data=edited, allow_redirects=False)
+    assert saved.status == 303, await saved.text()
+    got = await api.get(f"/api/v1/articles/{article}", headers=bearer(admin))
+    assert (await got.json())["title"] == "Hội nghị (đã sửa)"
+    new_form = await (await desk.get("/desk/bai-viet/moi")).text()
+    assert 'value="van-ban"' not in new_form  # and no new article can choose it
     # A retired category's readers can be sent elsewhere.
     repointed = await desk.post(
         f"{DESK}/ngung", data={"csrf": csrf, "slug": "van-ban", "redirect_to": "tin-cu"}
