@@ -65,17 +65,140 @@ class ArticleDraft:
 # --- categories -------------------------------------------------------------------------------
 
 
-async def list_categories(conn: Conn) -> list[Category]:
-    cur = await conn.execute("SELECT id, slug, name FROM categories ORDER BY position, id")
+# A category as the data layer gives it: its redirect named by the target's slug.
+_CATEGORY = (
+    "SELECT c.id, c.slug, c.name, c.retired_at, t.slug AS redirect_to"
+    " FROM categories c LEFT JOIN categories t ON t.id = c.redirect_to"
+)
+
+
+class Refused(ValueError):
+    """A change to a category that its rules refuse: `field` names what to fix."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class InUse(Conflict):
+    """A category that cannot be deleted: articles are in it, or retired ones send their
+    readers to it."""
+
+    def __init__(self, slug: str, articles: int, targeted_by: Sequence[str]) -> None:
+        super().__init__(slug)
+        self.articles = articles
+        self.targeted_by = tuple(targeted_by)
+
+
+async def list_categories(conn: Conn, *, retired: bool = False) -> list[Category]:
+    """The categories in menu order; with `retired`, the retired ones too (after the others)."""
+    where = "" if retired else " WHERE c.retired_at IS NULL"
+    cur = await conn.execute(
+        f"{_CATEGORY}{where} ORDER BY c.retired_at IS NOT NULL, c.position, c.id"
+    )
     return [Category(**row) for row in await cur.fetchall()]
 
 
 async def category_by_slug(conn: Conn, slug: str) -> Category:
-    cur = await conn.execute("SELECT id, slug, name FROM categories WHERE slug = %s", (slug,))
+    """The category, retired or not (`Category.refusal` says whether it takes articles)."""
+    cur = await conn.execute(f"{_CATEGORY} WHERE c.slug = %s", (slug,))
     row = await cur.fetchone()
     if row is None:
         raise NotFound(slug)
     return Category(**row)
+
+
+async def change_category(
+    conn: Conn,
+    slug: str,
+    *,
+    name: str | None = None,
+    position: int | None = None,
+    retired: bool | None = None,
+    redirect_to: str | None = None,
+) -> Category:
+    """Rename, move in the menu (`position`, 1 first, among the categories in use), retire
+    (with the slug of an active category its page and feeds send readers to, or none: they
+    answer 410) or bring back. All or nothing, one admin at a time. Retired categories that
+    sent their readers to this one follow it to its own target (or answer 410): no chains."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT id, slug, position, retired_at FROM categories ORDER BY position, id FOR UPDATE"
+        )
+        rows = await cur.fetchall()
+        found = next((r for r in rows if r["slug"] == slug), None)
+        if found is None:
+            raise NotFound(slug)
+        target_id = None
+        if redirect_to is not None:
+            target = next((r for r in rows if r["slug"] == redirect_to), None)
+            if target is None:
+                raise Refused("redirect_to", f"unknown category {redirect_to!r}")
+            if target["id"] == found["id"]:
+                raise Refused("redirect_to", "must be another category than the retired one")
+            if target["retired_at"] is not None:
+                raise Refused("redirect_to", f"{redirect_to!r} is retired too; choose one in use")
+            target_id = target["id"]
+        if name is not None:
+            await conn.execute("UPDATE categories SET name = %s WHERE id = %s", (name, found["id"]))
+        active = [r["id"] for r in rows if r["retired_at"] is None]
+        if retired is True:
+            await conn.execute(
+                "UPDATE categories SET retired_at = coalesce(retired_at, now()), redirect_to = %s"
+                " WHERE id = %s",
+                (target_id, found["id"]),
+            )
+            await conn.execute(
+                "UPDATE categories SET redirect_to = %s WHERE redirect_to = %s",
+                (target_id, found["id"]),
+            )
+            active = [i for i in active if i != found["id"]]
+        elif retired is False and found["retired_at"] is not None:
+            await conn.execute(
+                "UPDATE categories SET retired_at = NULL, redirect_to = NULL WHERE id = %s",
+                (found["id"],),
+            )
+            active.append(found["id"])  # back at the end of the menu, unless placed
+        if position is not None:
+            if found["id"] not in active:
+                raise Refused("position", "a retired category has no place in the menu")
+            active.remove(found["id"])
+            active.insert(min(position, len(active) + 1) - 1, found["id"])
+        if position is not None or retired is False:
+            # Renumbered whole: equal positions never make a move a no-op.
+            await conn.execute(
+                "UPDATE categories c SET position = o.n FROM unnest(%s::int[]) WITH ORDINALITY"
+                " AS o(id, n) WHERE c.id = o.id",
+                (active,),
+            )
+    return await category_by_slug(conn, slug)
+
+
+async def delete_category(conn: Conn, slug: str) -> None:
+    """Delete a category that nothing needs: never one with articles (retire it instead, or
+    move them), never one that retired categories send their readers to."""
+    try:
+        async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT id FROM categories WHERE slug = %s FOR UPDATE", (slug,)
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise NotFound(slug)
+            cur = await conn.execute(
+                "SELECT (SELECT count(*) FROM articles WHERE category_id = %(id)s) AS articles,"
+                " (SELECT coalesce(array_agg(slug ORDER BY slug), '{}') FROM categories"
+                "  WHERE redirect_to = %(id)s) AS targeted_by",
+                {"id": row["id"]},
+            )
+            use = await cur.fetchone()
+            assert use is not None
+            if use["articles"] or use["targeted_by"]:
+                raise InUse(slug, use["articles"], use["targeted_by"])
+            await conn.execute("DELETE FROM categories WHERE id = %s", (row["id"],))
+    except errors.ForeignKeyViolation as err:  # an article written meanwhile
+        raise InUse(slug, 1, ()) from err
 
 
 async def create_category(conn: Conn, slug: str, name: str) -> Category:

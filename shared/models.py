@@ -31,10 +31,26 @@ class Category:
     id: int
     slug: str
     name: str
+    # Retired (migration 0009): out of the menus, its page and feeds gone (410) or sent on
+    # to `redirect_to` (a slug), and no new articles in it.
+    retired_at: datetime | None = None
+    redirect_to: str | None = None
 
     @property
     def path(self) -> str:
         return f"/{self.slug}/"
+
+    def refusal(self) -> str | None:
+        """Why a new article cannot go into this category (None: it can). Every way in (the
+        API, the desk, a batch, an importer) asks this one question."""
+        if self.retired_at is None:
+            return None
+        where = (
+            f"use {self.redirect_to!r}, where its readers are sent now"
+            if self.redirect_to
+            else "GET /api/v1/categories lists those in use"
+        )
+        return f"category {self.slug!r} is retired and takes no new articles; {where}"
 
 
 @dataclass(frozen=True, slots=True)

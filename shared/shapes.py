@@ -77,6 +77,7 @@ HINTS = {
     "slug": "must be lowercase ASCII words joined by '-', like tin-hoat-dong",
     "url": "must be an absolute http(s) address like https://vksndtc.gov.vn/",
 }
+HINTS["redirect_to"] = HINTS["slug"]  # a category's slug too
 
 
 def _time(value: Any) -> datetime | None:
@@ -188,6 +189,38 @@ ArticlePatch: type[_In] = _create_model(  # type: ignore[call-overload]
 class CategoryIn(_In):
     slug: Slug = Field(default=None, description="made from the name when left out")  # type: ignore[assignment]
     name: CategoryName
+
+
+class CategoryPatch(_In):
+    """What an admin changes of a category; fields left out stay as they are."""
+
+    name: CategoryName | None = None
+    position: (
+        Annotated[int, Field(ge=1, le=10_000, description="its place in the menu, 1 first")] | None
+    ) = None
+    retired: (
+        Annotated[
+            bool,
+            Field(
+                description="true: out of the menus, the home page and the sitemap; its page and"
+                " feeds answer 410 (or 301 to redirect_to) and it takes no new articles; its"
+                " articles stay. false: back in use, at the end of the menu"
+            ),
+        ]
+        | None
+    ) = None
+    redirect_to: (
+        Annotated[
+            str,
+            Field(
+                min_length=1,
+                max_length=80,
+                pattern=SLUG_PATTERN,
+                description="with retired: true, the category in use its readers are sent to",
+            ),
+        ]
+        | None
+    ) = None
 
 
 class LinkIn(_In):
@@ -349,6 +382,10 @@ class BatchResults(TypedDict):
 class Category(TypedDict):
     slug: str
     name: str
+    retired_at: NotRequired[Annotated[datetime, Field(description="only when retired")]]
+    redirect_to: NotRequired[
+        Annotated[str | None, Field(description="where a retired one sends its readers")]
+    ]
 
 
 class Link(TypedDict):
@@ -369,7 +406,14 @@ class Health(TypedDict):
     status: str
 
 
-REQUESTS: tuple[type[BaseModel], ...] = (ArticleIn, ArticlePatch, CategoryIn, SiteIn, BatchIn)
+REQUESTS: tuple[type[BaseModel], ...] = (
+    ArticleIn,
+    ArticlePatch,
+    CategoryIn,
+    CategoryPatch,
+    SiteIn,
+    BatchIn,
+)
 # Said as query parameters (services/ingest/openapi.py), not as a schema of its own.
 QUERIES: tuple[type[BaseModel], ...] = (ListingQuery,)
 ANSWERS: dict[str, Any] = {
@@ -582,6 +626,43 @@ def category_rules(
     return slug, name
 
 
+def check_category_patch(data: Any, slug: str) -> tuple[CategoryPatch | None, list[dict[str, str]]]:
+    """(the change, []) when acceptable, else (None, every field error)."""
+    patch, errors = _validate(CategoryPatch, data, "category")
+    patch = category_patch_rules(patch, slug, errors)
+    return (patch, []) if patch is not None and not errors else (None, errors)
+
+
+def category_patch_rules(
+    patch: CategoryPatch | None, slug: str, errors: list[dict[str, str]]
+) -> CategoryPatch | None:
+    """Something to change, a name that is not blank once cleaned, a target only when
+    retiring and never the category itself. The target's existence needs the database
+    (shared/articles.py's change_category)."""
+    if patch is None:
+        return None
+    if all(getattr(patch, name) is None for name in CategoryPatch.model_fields):
+        known = ", ".join(CategoryPatch.model_fields)
+        errors.append(field_error("category", f"has nothing to change; send one of {known}"))
+        return None
+    if patch.name is not None and not clean_text(patch.name):
+        errors.append(field_error("name", "must not be blank"))
+    if patch.redirect_to is not None:
+        if patch.retired is not True:
+            errors.append(field_error("redirect_to", 'goes with "retired": true'))
+        elif patch.redirect_to == slug:
+            errors.append(
+                field_error("redirect_to", "must be another category than the retired one")
+            )
+    return (
+        None
+        if errors
+        else patch.model_copy(
+            update={"name": clean_text(patch.name)} if patch.name is not None else {}
+        )
+    )
+
+
 def check_site(data: Any) -> tuple[tuple[site.LinkBlock, ...] | None, list[dict[str, str]]]:
     """(blocks, []) when acceptable, else (None, every field error)."""
     checked, errors = _validate(SiteIn, data, "site")
@@ -686,6 +767,8 @@ def _message(model: type[BaseModel], loc: tuple[Any, ...], error: Any) -> str:
         return "must be a string"
     if kind == "list_type":
         return "must be a list"
+    if kind in ("bool_type", "bool_parsing"):
+        return "must be true or false"
     if kind == "string_too_long":
         return f"is too long ({len(value)} characters; at most {ctx['max_length']})"
     if kind == "string_too_short":
@@ -737,6 +820,7 @@ __all__ = [
     "check_article",
     "check_batch",
     "check_category",
+    "check_category_patch",
     "check_listing",
     "check_patch",
     "check_site",

@@ -9,7 +9,7 @@ the document's ETag. The publisher reads them together with the categories in on
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -36,8 +36,10 @@ class LinkBlock:
 class Chrome:
     """What every page shows around its content."""
 
-    categories: list[Category]
+    categories: list[Category]  # in use, in menu order
     link_blocks: tuple[LinkBlock, ...]
+    # Retired categories' slugs -> the slug their readers are sent to, or None (410).
+    retired: dict[str, str | None] = field(default_factory=dict)
 
 
 def to_json(blocks: Sequence[LinkBlock]) -> list[dict[str, Any]]:
@@ -111,11 +113,15 @@ async def save_link_blocks(
 
 
 async def chrome(conn: Conn) -> Chrome:
-    """The categories (in navigation order, as `articles.list_categories` gives them) and the
-    link blocks, in one round trip."""
+    """The categories in use (in navigation order, as `articles.list_categories` gives them),
+    the retired ones' redirects and the link blocks, in one round trip."""
     cur = await conn.execute(
         "SELECT (SELECT coalesce(json_agg(json_build_array(id, slug, name)"
-        "   ORDER BY position, id), '[]') FROM categories) AS categories,"
+        "   ORDER BY position, id), '[]') FROM categories WHERE retired_at IS NULL)"
+        " AS categories,"
+        " (SELECT coalesce(json_object_agg(c.slug, t.slug), '{}') FROM categories c"
+        "   LEFT JOIN categories t ON t.id = c.redirect_to WHERE c.retired_at IS NOT NULL)"
+        " AS retired,"
         " (SELECT value FROM site_settings WHERE key = %s) AS link_blocks",
         (LINK_BLOCKS,),
     )
@@ -124,4 +130,5 @@ async def chrome(conn: Conn) -> Chrome:
     return Chrome(
         categories=[Category(*item) for item in row["categories"]],
         link_blocks=from_json(row["link_blocks"]),
+        retired=row["retired"],
     )

@@ -387,3 +387,89 @@ async def test_review_csrf_and_throttle(
                 user.assert_clean()
         finally:
             await chromium.close()
+
+
+async def test_admin_manages_categories(
+    servers: Any, clean: Settings, admin: str, api: Any, tmp_path: Path
+) -> None:
+    """An admin creates, renames, moves, retires (sending readers to another category) and
+    deletes categories, at an office screen and on a phone; a refusal comes back beside its
+    field with what was typed; the retired category's page sends readers on."""
+    playwright_api = pytest.importorskip("playwright.async_api")
+    desk, site = await servers()
+    await create_category(api, admin)  # "Tin hoạt động", with an article below
+    posted = await api.post(
+        "/api/v1/articles",
+        json={
+            "title": "Bài trong chuyên mục",
+            "category": "tin-hoat-dong",
+            "body": "<p>Nội dung.</p>",
+        },
+        headers={"Authorization": f"Bearer {admin}"},
+    )
+    assert posted.status == 202
+    await make_account(clean, "quantri", "admin")
+    async with playwright_api.async_playwright() as p:
+        chromium = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            for n, viewport in enumerate((OFFICE, PHONE)):
+                user = Browser(chromium, viewport, (desk, site), tmp_path)
+                page = await user.open()
+                await user.sign_in(desk, "quantri")
+                await page.get_by_role("link", name="Trang web").click()
+                slug = f"thong-bao-{n}"
+                await page.get_by_label("Chuyên mục mới").fill("Thông báo")
+                await page.get_by_label("Đường dẫn (để trống để tự tạo)").fill(slug)
+                await page.get_by_role("button", name="Thêm chuyên mục").click()
+                await page.get_by_text("Đã tạo chuyên mục “Thông báo”").wait_for()
+                # A reserved address: refused beside the field, the name kept.
+                await page.get_by_label("Chuyên mục mới").fill("Trang tìm kiếm")
+                await page.get_by_label("Đường dẫn (để trống để tự tạo)").fill("search")
+                user.expected_errors += 1  # the browser logs the refusal's status
+                await page.get_by_role("button", name="Thêm chuyên mục").click()
+                await page.get_by_text("một số tên dành riêng").wait_for()
+                assert await page.get_by_label("Chuyên mục mới").input_value() == "Trang tìm kiếm"
+                await user.check("chuyen-muc-loi")
+
+                await page.get_by_label("Tên chuyên mục Thông báo").fill("Thông báo mới")
+                await page.get_by_role("button", name="Đổi tên (Thông báo)").click()
+                await page.get_by_text("Đã đổi tên thành “Thông báo mới”").wait_for()
+                await page.get_by_role("button", name="Lên (Thông báo mới)").click()
+                await page.wait_for_url("**/desk/trang-web/")
+                listed = await (await api.get("/api/v1/categories")).json()
+                assert listed[0]["slug"] == slug
+
+                # The category with an article cannot be deleted: no such button; retire it.
+                assert (
+                    await page.get_by_role("button", name="Xóa chuyên mục Tin hoạt động").count()
+                    == 0
+                )
+                if n == 0:
+                    await page.locator("select[name=redirect_to]").last.select_option(slug)
+                    await page.get_by_role("button", name="Ngừng chuyên mục Tin hoạt động").click()
+                    await page.get_by_text("Đã ngừng chuyên mục “Tin hoạt động”").wait_for()
+                    await user.check("chuyen-muc")
+                    retired = await api.get("/api/v1/categories")
+                    assert "tin-hoat-dong" not in [c["slug"] for c in await retired.json()]
+                    reader = await user.context.new_page()
+                    await reader.goto(site + "/tin-hoat-dong/")
+                    assert reader.url == f"{site}/{slug}/"  # sent on to the chosen category
+                    await reader.close()
+                    # It now sends its readers to the new one, which cannot be deleted.
+                    user.expected_errors += 1
+                    await page.get_by_role("button", name="Xóa chuyên mục Thông báo mới").click()
+                    await page.get_by_text("đang chuyển người đọc tới chuyên mục này").wait_for()
+                    await user.check("chuyen-muc-xoa-loi")
+                    await page.get_by_role(
+                        "button", name="Dùng lại chuyên mục Tin hoạt động"
+                    ).click()
+                    await page.get_by_text("Đã dùng lại chuyên mục “Tin hoạt động”").wait_for()
+                else:
+                    await user.check("chuyen-muc")
+                # The new one is empty and nothing points to it: it can be deleted.
+                await page.get_by_role("button", name="Xóa chuyên mục Thông báo mới").click()
+                await page.get_by_text(f"Đã xóa chuyên mục “{slug}”").wait_for()
+                user.assert_clean()
+                await user.context.close()
+        finally:
+            await chromium.close()

@@ -26,6 +26,7 @@ from shared.photos.probe import (
     sniff,
 )
 from tests.fixtures.images import (
+    heic,
     heic_head,
     jpeg_claiming,
     png,
@@ -390,3 +391,29 @@ def test_refusals_survive_pickling() -> None:
         assert type(copy) is type(error)
         assert str(copy) == str(error)
     assert pickle.loads(pickle.dumps(TooManyPixels(1, 2, 1))).height == 2
+
+
+# HEIC ---------------------------------------------------------------------------------------
+
+
+def test_premise_libvips_here_cannot_decode_heic() -> None:
+    """Why HEIC (iPhones' default) is refused: the libvips of the pyvips wheel reads the HEIF
+    container but has no HEVC decoder. If this test fails, a newer libvips decodes HEIC: the
+    product should then accept it (probe.ALLOWED, render's loaders) instead of telling people
+    to export JPEG."""
+    import pyvips
+
+    photo = pyvips.Image.heifload_buffer(heic(64, 48))
+    # The fixture is a sound HEIC container: libvips reads its header...
+    assert (photo.width, photo.height, photo.get("heif-compression")) == (64, 48, "hevc")
+    # ...and stops at the codec, before any of its bytes is decoded.
+    with pytest.raises(pyvips.Error, match=r"has not been built in: HEVC"):
+        photo.avg()
+
+
+def test_a_whole_heic_is_refused_before_decoding(tmp_path: Path) -> None:
+    path = tmp_path / "IMG_0001.HEIC"
+    path.write_bytes(heic())
+    assert sniff(path.read_bytes()[:64]) == "heic"
+    with pytest.raises(NotAccepted, match="export the photo as JPEG"):
+        probe(path, max_pixels=10_000_000)

@@ -13,6 +13,7 @@ import pytest
 
 from bantin.bootstrap import demo_seed, text_only
 from shared.settings import Settings
+from tests.fixtures.images import heic
 from tests.photos import jpeg, multipart, png
 from tests.test_api import bearer, create_category, problem, wait_status
 
@@ -121,6 +122,22 @@ async def test_html_named_jpg_is_refused_and_leaves_no_file(
     )
     body = await problem(response, 415)
     assert "anh-1" in body["detail"] and "decided by its bytes" in body["detail"]
+    assert media_files(clean) == before
+
+
+async def test_heic_from_an_iphone_is_415_saying_to_export_jpeg(
+    api: Client, submitter: str, clean: Settings
+) -> None:
+    before = media_files(clean)
+    article = {**text_only(SEED["article"]), "images": [{"part": "iphone"}]}
+    response = await api.post(
+        "/api/v1/articles",
+        data=multipart(article, {"iphone": heic()}, "image/heic"),
+        headers=bearer(submitter),
+    )
+    body = await problem(response, 415)
+    assert "iphone" in body["detail"] and "HEIC" in body["detail"]
+    assert "export the photo as JPEG" in body["detail"]
     assert media_files(clean) == before
 
 

@@ -25,7 +25,7 @@ from psycopg.rows import dict_row
 from bantin.moving import checking
 from bantin.moving.photos import Fetcher, PhotoFailed, Stored
 from bantin.moving.progress import Report
-from shared import bulk
+from shared import articles, bulk
 from shared.articles import Conn, ImageDraft
 from shared.settings import Settings
 from shared.tasks import TaskSender
@@ -102,6 +102,7 @@ class Importer:
         self.batch = batch
         self.jobs = jobs
         self._categories: dict[str, int] = {}
+        self._retired: dict[str, str | None] = {}  # slug -> where its articles go, or None
         self._seen: set[str] = set()  # items of this run (a few MB for 10^5 posts)
 
     async def run(self, items: Iterator[Item]) -> None:
@@ -120,8 +121,11 @@ class Importer:
 
         async def write() -> None:
             async with await _connect(database_url) as conn:
-                cur = await conn.execute("SELECT id, slug FROM categories")
-                self._categories = {r["slug"]: r["id"] for r in await cur.fetchall()}
+                for c in await articles.list_categories(conn, retired=True):
+                    if c.retired_at is None:
+                        self._categories[c.slug] = c.id
+                    else:
+                        self._retired[c.slug] = c.redirect_to
                 while (batch := await ready.get()) is not None:
                     await self._write(conn, sender, batch)
                     self.report.tick()
@@ -177,6 +181,14 @@ class Importer:
         rows = []
         for checked in batch:
             category = checked.submission.category
+            if category in self._retired:
+                # Never into a retired category: where it sends its readers, or not at all.
+                target = self._retired[category]
+                if target is None:
+                    reason = f"category {category!r} is retired"
+                    self.report.skip(reason, item=checked.prepared.item.item)
+                    continue
+                category = checked.submission.category = target
             category_id = await self._category(conn, category, checked.prepared.item)
             rows.append(self._row(checked, category_id))
         written = await bulk.write_batch(conn, rows)

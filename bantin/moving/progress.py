@@ -35,6 +35,7 @@ class Report:
         self.imported = 0
         self.photos = 0
         self.skipped: Counter[str] = Counter()
+        self.skips: list[str] = []
         self.failed: Counter[str] = Counter()
         self.failures: list[str] = []  # "item: reason", for the summary
         self.started = time.monotonic()
@@ -73,9 +74,12 @@ class Report:
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, total=total)
 
-    def skip(self, reason: str, n: int = 1) -> None:
+    def skip(self, reason: str, n: int = 1, *, item: str | None = None) -> None:
+        """Items left out on purpose; with `item`, named in the summary."""
         self.skipped[reason] += n
         self.seen += n
+        if item is not None:
+            self.skips.append(f"{item}: {reason}")
 
     def fail(self, item: str, reason: str, *, counted: bool = True) -> None:
         """An item (or a photo of one: counted=False) that could not come in."""
@@ -130,6 +134,7 @@ class Report:
         if self.skipped:
             why = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.skipped.items()))
             lines.append(f"skipped {sum(self.skipped.values())} ({why})")
+            lines.extend(f"  {s}" for s in self.skips[:SHOWN])
         if self.failed:
             why = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.failed.items()))
             lines.append(f"failed {sum(self.failed.values())} ({why})")

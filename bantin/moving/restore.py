@@ -141,12 +141,24 @@ class _Restorer:
 
     async def tables(self) -> None:
         conn, folder = self.conn, self.plan.folder
-        for row in _lines(folder / "categories.jsonl"):
-            await conn.execute(
-                "INSERT INTO categories (slug, name, position) VALUES (%s, %s, %s)"
-                " ON CONFLICT (slug) DO NOTHING",
-                (row["slug"], row["name"], row.get("position", 0)),
+        exported = list(_lines(folder / "categories.jsonl"))
+        added: set[str] = set()
+        for row in exported:
+            cur = await conn.execute(
+                "INSERT INTO categories (slug, name, position, retired_at) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (slug) DO NOTHING RETURNING slug",
+                (row["slug"], row["name"], row.get("position", 0), row.get("retired_at")),
             )
+            added.update(r["slug"] for r in await cur.fetchall())
+        # A retired category's redirect is the id of another in the export: its slug here.
+        slugs = {row.get("id"): row["slug"] for row in exported}
+        for row in exported:
+            if row["slug"] in added and slugs.get(row.get("redirect_to")):
+                await conn.execute(
+                    "UPDATE categories SET redirect_to ="
+                    " (SELECT id FROM categories WHERE slug = %s) WHERE slug = %s",
+                    (slugs[row["redirect_to"]], row["slug"]),
+                )
         cur = await conn.execute("SELECT id, slug FROM categories")
         self.categories = {r["slug"]: r["id"] for r in await cur.fetchall()}
         for row in _lines(folder / "tokens.jsonl"):

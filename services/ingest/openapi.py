@@ -32,6 +32,7 @@ EXAMPLES: dict[str, Any] = {
     "ArticleIn": EXAMPLE_ARTICLE,
     "ArticlePatch": {"title": "Tiêu đề mới"},
     "CategoryIn": {"slug": "tin-hoat-dong", "name": "Tin hoạt động"},
+    "CategoryPatch": {"retired": True, "redirect_to": "tin-hoat-dong"},
     "SiteIn": {
         "link_blocks": [
             {
@@ -103,6 +104,13 @@ ARTICLE_ID = {
     "schema": {"type": "integer", "minimum": 1, "maximum": 999999999999999999},
     "example": 1,
 }
+CATEGORY_SLUG = {
+    "name": "slug",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 80, "pattern": shapes.SLUG_PATTERN},
+    "example": "tin-hoat-dong",
+}
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
@@ -160,6 +168,38 @@ PATHS: dict[str, Any] = {
                 **JSON_BODY_ERRORS,
                 **ADMIN,
                 "409": _problem("the slug exists"),
+                **AUTH_ERRORS,
+            },
+        },
+    },
+    "/api/v1/categories/{slug}": {
+        "parameters": [CATEGORY_SLUG],
+        "patch": {
+            "summary": "rename, move in the menu, retire or bring back a category (admin)",
+            "description": "A retired category leaves the menus, the home page and the"
+            " sitemap; its page and feeds answer 410, or 301 to `redirect_to`; new articles"
+            " in it are refused (422); its articles stay.",
+            "security": BEARER,
+            "requestBody": _body("CategoryPatch"),
+            "responses": {
+                "200": _json("changed", "Category"),
+                **JSON_BODY_ERRORS,
+                **ADMIN,
+                "404": _problem("no such category"),
+                **AUTH_ERRORS,
+            },
+        },
+        "delete": {
+            "summary": "delete a category nothing needs (admin)",
+            "security": BEARER,
+            "responses": {
+                "204": {"description": "deleted"},
+                **ADMIN,
+                "404": _problem("no such category"),
+                "409": _problem(
+                    "it has articles (type category-has-articles: retire it or move them),"
+                    " or retired categories send their readers to it"
+                ),
                 **AUTH_ERRORS,
             },
         },

@@ -13,6 +13,9 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/openapi.json", openapi)
     app.router.add_get("/api/v1/categories", categories.list_categories)
     app.router.add_post("/api/v1/categories", categories.create_category)
+    category = r"/api/v1/categories/{slug:[^/]{1,200}}"
+    app.router.add_patch(category, categories.patch_category)
+    app.router.add_delete(category, categories.delete_category)
     app.router.add_get("/api/v1/site", site.get_site)
     app.router.add_put("/api/v1/site", site.put_site)
     app.router.add_get("/api/v1/articles", articles.list_articles)

@@ -141,7 +141,10 @@ async def edit_article(
         )
         if submission is None:
             raise invalid(errors)
-        category = await _category(conn, submission.category)
+        # An article already in a retired category may still be corrected where it is.
+        category = await _category(
+            conn, submission.category, new=submission.category != article.category.slug
+        )
         draft = _draft(submission, category.id, {})
         async with conn.transaction():
             if not await articles.update_article(conn, article.id, article.version, draft):
@@ -233,7 +236,7 @@ async def submit_batch(
     ids: list[int] = []
     held: set[int] = set()
     async with request.app[pool_key].connection() as conn:
-        categories = {c.slug: c for c in await articles.list_categories(conn)}
+        categories = {c.slug: c for c in await articles.list_categories(conn, retired=True)}
         for n, (submission, errors) in enumerate(checked):
             if submission is not None:
                 errors = _match_photos(submission, {}) + _known_category(
@@ -279,7 +282,11 @@ async def submit_batch(
 
 
 def _known_category(slug: str, categories: dict[str, Category]) -> list[dict[str, str]]:
-    return [] if slug in categories else [_unknown_category(slug)]
+    """The rules no declaration can state: the category exists and takes articles."""
+    if slug not in categories:
+        return [_unknown_category(slug)]
+    refusal = categories[slug].refusal()
+    return [field_error("category", refusal)] if refusal else []
 
 
 def _unknown_category(slug: str) -> dict[str, str]:
@@ -287,11 +294,16 @@ def _unknown_category(slug: str) -> dict[str, str]:
     return field_error("category", f"unknown category {slug!r}; GET /api/v1/categories lists them")
 
 
-async def _category(conn: Conn, slug: str) -> Category:
+async def _category(conn: Conn, slug: str, *, new: bool = True) -> Category:
+    """The category an article goes into (`new`: it was not there before)."""
     try:
-        return await articles.category_by_slug(conn, slug)
+        category = await articles.category_by_slug(conn, slug)
     except articles.NotFound as err:
         raise invalid([_unknown_category(slug)]) from err
+    refusal = category.refusal() if new else None
+    if refusal:
+        raise invalid([field_error("category", refusal)])
+    return category
 
 
 def _draft(

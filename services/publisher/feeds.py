@@ -17,7 +17,7 @@ from aiohttp import web
 
 from services.publisher import front
 from services.publisher.cache import PageCache
-from services.publisher.views import page_number
+from services.publisher.views import page_number, retired_answer
 from shared import keys
 from shared.feeds import build as feeds
 from shared.feeds.formats import FORMATS
@@ -53,7 +53,11 @@ async def feed(request: web.Request, cache_key: web.AppKey[PageCache]) -> web.St
     else:
         # An older page (RFC 5005), or page 1 before its first rebuild (a new site, Redis
         # emptied): rendered from PostgreSQL now; the sweep stores page 1 soon after.
-        stored = await _rendered_page(request, cache_key, scope, fmt, page)
+        try:
+            stored = await _rendered_page(request, cache_key, scope, fmt, page)
+        except feeds.RetiredScope as gone:
+            to = gone.redirect_to
+            return await retired_answer(request, f"/feeds/{to}.{fmt}" if to else None)
         prepared = Prepared.of(stored, feeds_held.links(scope, fmt))
     return prepared.answer(request)
 
@@ -79,6 +83,8 @@ async def _rendered_page(
     async with request.app[pool_key].connection() as conn:
         try:
             category, latest, more = await feeds.load(conn, settings, scope, page)
+        except feeds.RetiredScope:
+            raise  # answered by feed()
         except feeds.UnknownScope as err:
             raise web.HTTPNotFound(text=f"There is no category {scope!r}.") from err
     if not latest and page > 1:

@@ -54,6 +54,9 @@ LABELS: Final[dict[str, str]] = {
     "not_found_message": "Trang bạn tìm không tồn tại hoặc đã được chuyển đi.",
     "gone_title": "Bài viết đã được gỡ",
     "gone_message": "Bài viết này đã được gỡ khỏi trang thông tin.",
+    "category_gone_title": "Chuyên mục đã ngừng",
+    "category_gone_message": "Chuyên mục này đã ngừng cập nhật. Mời bạn xem tin bài ở các"
+    " chuyên mục khác trên trang chủ.",
     "error_title": "Đã xảy ra lỗi",
     "error_code": "Mã lỗi",
     "back_home": "Về trang chủ",

@@ -30,13 +30,13 @@ SEARCH_CANDIDATES = 1000
 
 
 async def home_sections(conn: Conn, per_category: int) -> list[Article]:
-    """The latest `per_category` published articles of every category, in navigation order:
+    """The latest `per_category` published articles of every category in use, in navigation order:
     one query (a LATERAL join, each branch served by the category's partial index)."""
     cur = await conn.execute(
         f"SELECT {ARTICLE_COLUMNS} FROM categories c CROSS JOIN LATERAL ("
         "  SELECT * FROM articles x WHERE x.category_id = c.id AND x.status = 'published'"
         "  ORDER BY x.published_at DESC, x.id DESC LIMIT %s) a"
-        " ORDER BY c.position, c.id, a.published_at DESC, a.id DESC",
+        " WHERE c.retired_at IS NULL ORDER BY c.position, c.id, a.published_at DESC, a.id DESC",
         (per_category,),
     )
     return await with_images(conn, await cur.fetchall())

@@ -80,6 +80,9 @@ async def category_page(request: web.Request) -> web.StreamResponse:
         settings = request.app[settings_key]
         async with request.app[pool_key].connection() as conn:
             chrome = await site.chrome(conn)
+            if slug in chrome.retired:
+                to = chrome.retired[slug]
+                return await retired(request, chrome, f"/{to}/" if to else None)
             category = next((c for c in chrome.categories if c.slug == slug), None)
             if category is None:
                 return await error_page(request, 404, chrome)
@@ -331,7 +334,7 @@ packing_key = web.AppKey("packing", Packing)
 
 
 async def error_page(
-    request: web.Request, status: int, chrome: site.Chrome | None = None
+    request: web.Request, status: int, chrome: site.Chrome | None = None, *, category: bool = False
 ) -> tuple[int, bytes]:
     settings: Settings = request.app[settings_key]
     if chrome is None:
@@ -341,6 +344,8 @@ async def error_page(
         404: (LABELS["not_found_title"], LABELS["not_found_message"]),
         410: (LABELS["gone_title"], LABELS["gone_message"]),
     }.get(status, (LABELS["error_title"], ""))
+    if category and status == 410:
+        title, message = LABELS["category_gone_title"], LABELS["category_gone_message"]
     ctx = pages.base_context(
         settings,
         chrome,
@@ -350,6 +355,25 @@ async def error_page(
     ctx["page"]["noindex"] = True
     ctx.update(status=status, title=title, message=message)
     return status, _render(request, "error.html", ctx)
+
+
+async def retired(
+    request: web.Request, chrome: site.Chrome | None, to: str | None
+) -> tuple[int, bytes]:
+    """A retired category's page or feed: 301 to where an admin sends its readers (`to`), or
+    410 with a page that says so."""
+    if to:
+        return 301, to.encode()
+    return await error_page(request, 410, chrome, category=True)
+
+
+async def retired_answer(request: web.Request, to: str | None) -> web.StreamResponse:
+    """`retired` as an answer, for what is not a cached page (a retired category's feeds)."""
+    status, body = await retired(request, None, to)
+    if status == 301:
+        raise web.HTTPMovedPermanently(location=body.decode())
+    live = await request.app[cache_key].live()
+    return _html(status, _with_stats(body, live))
 
 
 async def html_error(request: web.Request, status: int) -> web.StreamResponse:

@@ -31,6 +31,14 @@ class UnknownScope(LookupError):
     pass
 
 
+class RetiredScope(UnknownScope):
+    """A retired category's feeds: none stored; readers get 410, or `redirect_to`'s feeds."""
+
+    def __init__(self, scope: str, redirect_to: str | None) -> None:
+        super().__init__(scope)
+        self.redirect_to = redirect_to
+
+
 @dataclass(frozen=True, slots=True)
 class Rendered:
     body: bytes
@@ -61,6 +69,8 @@ async def load(
             category = await articles.category_by_slug(conn, scope)
         except articles.NotFound as err:
             raise UnknownScope(scope) from err
+        if category.retired_at is not None:
+            raise RetiredScope(scope, category.redirect_to)
     size = settings.feed_size
     found = await articles.latest_published(
         conn,

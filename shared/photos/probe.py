@@ -180,9 +180,12 @@ def describe(head: bytes) -> str:
     if fmt in ALLOWED:
         return f"{NAMES[fmt]} is accepted"
     if fmt == "heic":
+        # The libvips of the pyvips wheel has no HEVC decoder (tests/test_imaging.py checks
+        # that premise on a whole HEIC file): iPhones' default format is refused, saying how.
         return (
-            f"HEIC/HEIF photos are not accepted: {send} (on an iPhone, Settings > Camera >"
-            " Formats > Most Compatible)"
+            "HEIC/HEIF photos are not accepted (this server cannot decode HEVC): export the"
+            f" photo as JPEG and send that, or {send} (on an iPhone, Settings > Camera >"
+            " Formats > Most Compatible takes JPEG photos from then on)"
         )
     if fmt == "avif":
         return f"AVIF is not supported on this server: {send}"

@@ -149,6 +149,10 @@ _MESSAGES = [
     ),
     (re.compile(r"^unknown category"), "Chuyên mục này không có; hãy chọn trong danh sách."),
     (
+        re.compile(r"^category .* is retired"),
+        "Chuyên mục này đã ngừng, không nhận bài mới; hãy chọn chuyên mục khác.",
+    ),
+    (
         re.compile(r"^(is not an ISO 8601|needs a UTC offset|must be an ISO 8601)"),
         "Thời gian chưa đúng; hãy chọn ngày và giờ.",
     ),

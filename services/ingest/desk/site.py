@@ -1,30 +1,42 @@
-"""The site, for admins: categories (create, rename, reorder) and the sidebar's link blocks.
-Categories are created with the API's own check; link blocks are saved through the API's
-`save_site`."""
+"""The site, for admins: categories (create, rename, reorder, retire with a redirect, bring
+back, delete an empty one) and the sidebar's link blocks. Every change goes through the API's
+own functions (services/ingest/views/categories.py, `save_site`), so the desk and the API keep
+the same rules; their refusals come back here as Vietnamese messages beside the field."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from services.ingest.desk import queries
+from services.ingest.desk import labels, queries
 from services.ingest.desk.web import form, page, render, require
-from services.ingest.views.common import enqueue
+from services.ingest.views import categories as api
 from services.ingest.views.site import save_site
-from shared import articles, keys, site
+from shared import articles, site
 from shared.problems import Problem
-from shared.shapes import check_category
-from shared.tasks import SITE_CHANGED
-from shared.text import clean_text
-from shared.web import pool_key, redis_key
+from shared.web import pool_key, settings_key
 
 ADMIN = ("admin",)
 CATEGORY_ERRORS = {
     "name": "Hãy nhập tên chuyên mục (tối đa 100 ký tự).",
     "slug": "Đường dẫn gồm chữ thường không dấu và dấu gạch ngang, ví dụ tin-hoat-dong;"
     " một số tên dành riêng cho trang web.",
+    "redirect_to": "Hãy chọn một chuyên mục đang dùng khác để chuyển người đọc tới.",
+    "position": "Chuyên mục đã ngừng không có chỗ trên thanh menu.",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A refused category form: which category (`slug`, "" for a new one), the field the
+    message goes beside, the message, and what was typed, so the form comes back filled."""
+
+    slug: str
+    field: str
+    message: str
+    values: dict[str, str]
 
 
 async def _page(
@@ -32,13 +44,14 @@ async def _page(
     *,
     status: int = 200,
     notice: str = "",
-    error: str = "",
+    failed: Failed | None = None,
     blocks_text: list[tuple[str, str]] | None = None,
     blocks_error: str = "",
 ) -> web.Response:
     desk = await require(request, roles=ADMIN)
     async with request.app[pool_key].connection() as conn:
-        categories = await articles.list_categories(conn)
+        every = await articles.list_categories(conn, retired=True)
+        counts = await queries.category_counts(conn)
         blocks, version = await site.link_blocks(conn)
     if blocks_text is None:
         blocks_text = [
@@ -49,11 +62,19 @@ async def _page(
         "site.html",
         status=status,
         desk=desk,
-        categories=categories,
+        categories=[c for c in every if c.retired_at is None],
+        retired=[c for c in every if c.retired_at is not None],
+        counts=counts,
+        zone=request.app[settings_key].zone,
+        when=labels.when,
         blocks=[*blocks_text, ("", "")],
         version=version,
         notice=notice,
-        error=error,
+        failed=failed,
+        # A refusal about a category no longer listed (deleted meanwhile) is said on top.
+        lost=failed
+        if failed and failed.slug and failed.slug not in {c.slug for c in every}
+        else None,
         blocks_error=blocks_error,
     )
 
@@ -63,54 +84,119 @@ async def site_page(request: web.Request) -> web.StreamResponse:
     return await _page(request)
 
 
-async def _changed(request: web.Request, slugs: list[str]) -> None:
-    """Every page's menu lists the categories: cached pages go stale, feeds follow."""
-    await request.app[redis_key].incr(keys.SITE_VERSION)
-    await enqueue(request.app, SITE_CHANGED, slugs)
+def _message(problem: Problem) -> tuple[str, str]:
+    """(the field, the Vietnamese message) for a refusal of the categories' API."""
+    for error in problem.errors or []:
+        field = error.get("field", "")
+        return field, CATEGORY_ERRORS.get(field, error.get("message", ""))
+    if problem.kind == "category-exists":
+        return "slug", "Đã có chuyên mục với đường dẫn này; hãy chọn tên hoặc đường dẫn khác."
+    if problem.kind == "category-has-articles":
+        return "delete", (
+            f"Chuyên mục này còn {problem.extra.get('articles', 0)} bài viết nên không xóa được."
+            " Hãy cho ngừng chuyên mục (có thể chuyển người đọc sang chuyên mục khác),"
+            " hoặc chuyển các bài sang chuyên mục khác trước."
+        )
+    if problem.kind == "category-is-redirect-target":
+        names = ", ".join(problem.extra.get("targeted_by", ()))
+        return "delete", (
+            f"Chuyên mục đã ngừng ({names}) đang chuyển người đọc tới chuyên mục này;"
+            " hãy chọn nơi chuyển tới khác cho chúng trước khi xóa."
+        )
+    if problem.status == 404:
+        return "form", "Chuyên mục này không còn nữa; hãy tải lại trang."
+    return "form", problem.detail or problem.title
+
+
+async def _category_form(
+    request: web.Request, fields: tuple[str, ...]
+) -> tuple[dict[str, str], str, dict[str, Any]]:
+    """The posted form (after its CSRF check), its category's slug, and the API's JSON of the
+    change: the named fields that were filled in."""
+    desk = await require(request, roles=ADMIN)
+    data = await form(request, desk)
+    given = {name: data[name].strip() for name in fields if data.get(name, "").strip()}
+    return data, data.get("slug", ""), given
+
+
+async def _refused(
+    request: web.Request, problem: Problem, slug: str, data: dict[str, str]
+) -> web.Response:
+    """The page again, the refused form filled with what was typed, the message beside its
+    field (`slug`: the category's, "" for the new-category form)."""
+    field, message = _message(problem)
+    return await _page(request, status=problem.status, failed=Failed(slug, field, message, data))
 
 
 @page
 async def create_category(request: web.Request) -> web.StreamResponse:
-    desk = await require(request, roles=ADMIN)
-    data = await form(request, desk)
-    given: dict[str, Any] = {"name": data.get("name", "")}
-    if data.get("slug", "").strip():
-        given["slug"] = data["slug"].strip()
-    checked, errors = check_category(given)
-    if checked is None:
-        message = " ".join(CATEGORY_ERRORS.get(e["field"], e["message"]) for e in errors)
-        return await _page(request, status=422, error=message)
-    slug, name = checked
-    async with request.app[pool_key].connection() as conn:
-        try:
-            await articles.create_category(conn, slug, name)
-        except articles.Conflict:
-            return await _page(request, status=409, error=f"Đã có chuyên mục “{slug}”.")
-    await _changed(request, [slug])
-    return await _page(request, notice=f"Đã tạo chuyên mục “{name}”.")
+    data, _, given = await _category_form(request, ("name", "slug"))
+    given.setdefault("name", "")
+    try:
+        category = await api.create(request.app, given)
+    except Problem as problem:
+        return await _refused(request, problem, "", data)
+    return await _page(request, notice=f"Đã tạo chuyên mục “{category.name}”.")
 
 
 @page
 async def rename_category(request: web.Request) -> web.StreamResponse:
-    desk = await require(request, roles=ADMIN)
-    data = await form(request, desk)
-    name = clean_text(data.get("name", ""))
-    if not name or len(name) > 100:
-        return await _page(request, status=422, error=CATEGORY_ERRORS["name"])
-    async with request.app[pool_key].connection() as conn:
-        await queries.rename_category(conn, data.get("slug", ""), name)
-    await _changed(request, [data.get("slug", "")])
-    return await _page(request, notice=f"Đã đổi tên thành “{name}”.")
+    data, slug, given = await _category_form(request, ("name",))
+    try:
+        category = await api.change(request.app, slug, {"name": given.get("name", "")})
+    except Problem as problem:
+        return await _refused(request, problem, slug, data)
+    return await _page(request, notice=f"Đã đổi tên thành “{category.name}”.")
 
 
 @page
 async def move_category(request: web.Request) -> web.StreamResponse:
-    desk = await require(request, roles=ADMIN)
-    data = await form(request, desk)
+    """One place up or down the menu: the API's `position`, from where it is now."""
+    data, slug, _ = await _category_form(request, ())
     async with request.app[pool_key].connection() as conn:
-        await queries.move_category(conn, data.get("slug", ""), -1 if data.get("to") == "up" else 1)
-    await _changed(request, [])
+        order = [c.slug for c in await articles.list_categories(conn)]
+    if slug in order:
+        to = order.index(slug) + (0 if data.get("to") == "up" else 2)
+        try:
+            await api.change(request.app, slug, {"position": max(1, to)})
+        except Problem as problem:
+            return await _refused(request, problem, slug, data)
     raise web.HTTPSeeOther("/desk/trang-web/")
+
+
+@page
+async def retire_category(request: web.Request) -> web.StreamResponse:
+    data, slug, given = await _category_form(request, ("redirect_to",))
+    try:
+        category = await api.change(request.app, slug, {"retired": True, **given})
+    except Problem as problem:
+        return await _refused(request, problem, slug, data)
+    where = " Trang chuyên mục báo đã ngừng."
+    if category.redirect_to:
+        async with request.app[pool_key].connection() as conn:
+            target = await articles.category_by_slug(conn, category.redirect_to)
+        where = f" Người đọc được chuyển tới chuyên mục “{target.name}”."
+    return await _page(request, notice=f"Đã ngừng chuyên mục “{category.name}”.{where}")
+
+
+@page
+async def restore_category(request: web.Request) -> web.StreamResponse:
+    data, slug, _ = await _category_form(request, ())
+    try:
+        category = await api.change(request.app, slug, {"retired": False})
+    except Problem as problem:
+        return await _refused(request, problem, slug, data)
+    return await _page(request, notice=f"Đã dùng lại chuyên mục “{category.name}”.")
+
+
+@page
+async def delete_category(request: web.Request) -> web.StreamResponse:
+    data, slug, _ = await _category_form(request, ())
+    try:
+        await api.delete(request.app, slug)
+    except Problem as problem:
+        return await _refused(request, problem, slug, data)
+    return await _page(request, notice=f"Đã xóa chuyên mục “{slug}”.")
 
 
 @page

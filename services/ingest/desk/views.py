@@ -198,6 +198,8 @@ async def _article_form(
 ) -> web.Response:
     async with request.app[pool_key].connection() as conn:
         categories = await articles.list_categories(conn)
+    if article is not None and article.category.slug not in {c.slug for c in categories}:
+        categories.append(article.category)  # retired: its articles may stay where they are
     return render(
         request,
         "edit.html",
