@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,9 +21,17 @@ class Event:
 
 
 async def record(conn: Conn, article_id: int, token_id: int, action: str, note: str = "") -> None:
+    await record_many(conn, [article_id], token_id, action, note)
+
+
+async def record_many(
+    conn: Conn, article_ids: Sequence[int], token_id: int, action: str, note: str = ""
+) -> None:
+    """The same event for many articles (a batch's), in one statement."""
     await conn.execute(
-        "INSERT INTO article_events (article_id, token_id, action, note) VALUES (%s, %s, %s, %s)",
-        (article_id, token_id, action, note),
+        "INSERT INTO article_events (article_id, token_id, action, note)"
+        " SELECT unnest(%s::bigint[]), %s, %s, %s",
+        (list(article_ids), token_id, action, note),
     )
 
 
