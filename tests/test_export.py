@@ -27,6 +27,11 @@ ARTICLES = (
     " ORDER BY a.id"
 )
 
+HISTORY = (
+    "SELECT e.article_id, e.action, e.note, e.at, t.name AS who FROM article_events e"
+    " LEFT JOIN tokens t ON t.id = e.token_id ORDER BY e.id"
+)
+
 
 def total(settings: Settings) -> int:
     r = redis_lib.Redis.from_url(settings.require_backends()[1])
@@ -58,6 +63,18 @@ async def test_export_then_import_into_an_empty_site(
     await make_token(clean, "submitter", "Văn phòng")
     assert (await bantin(clean, "counters", "set-total", "5336272")).code == 0
     first = query(clean, ARTICLES)
+    for action, note, at in (("submitted", "", "09:00"), ("returned", "Sửa lại tít", "10:30")):
+        query(
+            clean,
+            "INSERT INTO article_events (article_id, token_id, action, note, at)"
+            " SELECT %s, id, %s, %s, %s FROM tokens RETURNING id",
+            first[0]["id"],
+            action,
+            note,
+            f"2024-05-06 {at}+07",
+        )
+    history_before = query(clean, HISTORY)
+    assert len(history_before) == 2
     r = redis_lib.Redis.from_url(clean.require_backends()[1])
     r.set(keys.article_views(first[0]["id"]), 42)
     r.close()
@@ -80,6 +97,10 @@ async def test_export_then_import_into_an_empty_site(
     assert [a["title"] for a in lines] == [p.title for p in posts]
     assert lines[0]["views"] == 42 and lines[0]["status"] == "published"
     assert lines[0]["images"][0]["sha256"] == sha
+    assert [(e["action"], e["who"], e["note"]) for e in lines[0]["history"]] == [
+        ("submitted", "Văn phòng", ""),
+        ("returned", "Văn phòng", "Sửa lại tít"),
+    ]
     images_before = query(clean, "SELECT sha256, part, role, caption FROM images")
 
     reset(clean)  # a new, empty site
@@ -92,6 +113,7 @@ async def test_export_then_import_into_an_empty_site(
     assert query(clean, "SELECT count(*) AS n FROM renditions")[0]["n"] > 0
     assert total(clean) == 5336272
     assert query(clean, "SELECT name FROM tokens") == [{"name": "Văn phòng"}]
+    assert query(clean, HISTORY) == history_before  # who did what, when
     assert query(clean, "SELECT key FROM site_settings") == [{"key": "link_blocks"}]
     site = await publisher(aiohttp_client, clean)
     page = await site.get(f"/thong-bao/tin-thu-ba-{first[2]['id']}")
