@@ -2,11 +2,11 @@
 
 Into a new site it restores everything: the same articles at the same addresses (their ids are
 kept when free), photos (renditions are rebuilt by the workers), categories, tokens, accounts,
-settings, redirects, view counts, each article's history and the visit total. Into a site that already has some of it,
-it adds only what is missing: an article is known by its uuid, a category by its slug, a token
-by its hash, any other row by its key. Articles go through the same checks as submissions and
-the same bulk write path as the other imports, so an interrupted restore goes on where it
-stopped when run again.
+settings, redirects, view counts, each article's history and the visit total. Into a site that
+already has some of it, it adds only what is missing: an article is known by its uuid, a
+category by its slug, a token by its hash, any other row by its key. Articles go through the
+same checks as submissions and the same bulk write path as the other imports, so an
+interrupted restore goes on where it stopped when run again.
 """
 
 from __future__ import annotations
