@@ -235,6 +235,11 @@ ARTICLE_COLUMNS = f"""
 ARTICLE_FROM = "articles a JOIN categories c ON c.id = a.category_id"
 
 
+# Articles a multi-row INSERT carries: one statement per article spent a batch's time in round
+# trips and per-statement work, and one for 500 long articles outlasted the 2 s dependency
+# timeout (503).
+INSERT_ROWS = 50
+
 # The columns an article's text is written to, in one list for the insert and the update.
 TEXT_COLUMNS = (
     "slug",
@@ -266,23 +271,24 @@ async def insert_article(conn: Conn, draft: ArticleDraft, submitted_by: int | No
 async def insert_articles(
     conn: Conn, drafts: Sequence[ArticleDraft], submitted_by: int | None
 ) -> list[int]:
-    """Insert articles and their photos (status `processing`) in as few round trips as the
-    driver allows; returns the new ids in the drafts' order."""
+    """Insert articles and their photos (status `processing`), INSERT_ROWS articles a
+    statement; returns the new ids in the drafts' order."""
     columns = ("uuid", *TEXT_COLUMNS, "submitted_by")
+    row = f"({', '.join(['%s'] * len(columns))})"
     ids: list[int] = []
     async with conn.cursor() as cur:
-        await cur.executemany(
-            f"INSERT INTO articles ({', '.join(columns)})"
-            f" VALUES ({', '.join(['%s'] * len(columns))}) RETURNING id",
-            [(uuid.uuid4(), *text_values(draft), submitted_by) for draft in drafts],
-            returning=True,
-        )
-        while True:
-            row = await cur.fetchone()
-            assert row is not None
-            ids.append(row["id"])
-            if not cur.nextset():
-                break
+        for start in range(0, len(drafts), INSERT_ROWS):
+            rows = [
+                (uuid.uuid4(), *text_values(draft), submitted_by)
+                for draft in drafts[start : start + INSERT_ROWS]
+            ]
+            await cur.execute(
+                f"INSERT INTO articles ({', '.join(columns)})"
+                f" VALUES {', '.join([row] * len(rows))} RETURNING id, uuid",
+                [value for one in rows for value in one],
+            )
+            by_uuid = {r["uuid"]: r["id"] for r in await cur.fetchall()}
+            ids += [by_uuid[one[0]] for one in rows]
         images = [
             (
                 article_id,
@@ -411,16 +417,33 @@ async def mark(
 
     Returns whether a row changed, so that a task run twice does its work once.
     """
+    changed = await mark_all(
+        conn, [article_id], status, published_at=published_at, error=error, expect=expect
+    )
+    return changed == 1
+
+
+async def mark_all(
+    conn: Conn,
+    article_ids: Sequence[int],
+    status: str,
+    *,
+    published_at: datetime | None = None,
+    error: str | None = None,
+    expect: Sequence[str] = (),
+) -> int:
+    """`mark` for many articles in one statement (a batch's); how many rows changed."""
     sql = (
         "UPDATE articles SET status = %s, error = %s, updated_at = now(),"
-        " published_at = coalesce(%s, published_at), version = version + 1 WHERE id = %s"
+        " published_at = coalesce(%s, published_at), version = version + 1"
+        " WHERE id = ANY(%s)"
     )
-    params: list[Any] = [status, error, published_at, article_id]
+    params: list[Any] = [status, error, published_at, list(article_ids)]
     if expect:
         sql += " AND status = ANY(%s)"
         params.append(list(expect))
     cur = await conn.execute(sql, params)
-    return cur.rowcount == 1
+    return cur.rowcount
 
 
 async def with_images(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[Article]:

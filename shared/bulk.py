@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from shared.articles import TEXT_COLUMNS, ArticleDraft, Conn, text_values
+from shared.history import Past
+from shared.history import restore as restore_history
 from shared.tasks import PROCESS_ARTICLE, RENDER_IMAGE, SITE_CHANGED, TaskSender
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ class BulkArticle:
     updated_at: datetime | None = None
     version: int = 1
     views: int = 0
+    history: tuple[Past, ...] = ()  # a restored article's events, oldest first
 
     @property
     def path(self) -> str:
@@ -178,6 +181,7 @@ async def write_batch(conn: Conn, batch: Sequence[BulkArticle]) -> Written:
                 " SELECT * FROM unnest(%s::text[], %s::bigint[]) ON CONFLICT DO NOTHING",
                 ([p for p, _ in old], [i for _, i in old]),
             )
+        await restore_history(conn, [(a.id, e) for a in batch for e in a.history if a.id])
         viewed = [a for a in batch if a.views]
         if viewed:
             await conn.execute(

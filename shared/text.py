@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from collections.abc import Iterable
 
 __all__ = [
     "FALLBACK_SLUG",
@@ -82,7 +83,6 @@ _FOLD_LETTERS = str.maketrans(
 )
 
 _NON_SLUG_RE = re.compile(r"[^a-z0-9]+")
-_SPACES_RE = re.compile(r" {2,}")
 
 
 def nfc(s: str) -> str:
@@ -137,9 +137,13 @@ def _changed_by(table: dict[int, str | None]) -> re.Pattern[str]:
     """A character class of what `table` changes. Most text has none or few such characters,
     and finding them costs less than passing every character through str.translate (about
     40% of clean_text's time on an article body)."""
-    codes = sorted(k for k, v in table.items() if v != chr(k))
+    return _char_class(k for k, v in table.items() if v != chr(k))
+
+
+def _char_class(codes: Iterable[int]) -> re.Pattern[str]:
+    """One or more of these code points, as a regular expression of ranges."""
     ranges: list[list[int]] = []
-    for code in codes:
+    for code in sorted(codes):
         if ranges and ranges[-1][1] == code - 1:
             ranges[-1][1] = code
         else:
@@ -180,17 +184,27 @@ def clean_text(s: str, *, multiline: bool = False) -> str:
     """
     if multiline:
         s = s.replace("\r\n", "\n")
-    table = _CLEAN_MULTI if multiline else _CLEAN_SINGLE
-    text = (_CHANGED_MULTI if multiline else _CHANGED_SINGLE).sub(
-        lambda found: found.group().translate(table), s
-    )
+        # Newlines and tabs are all a body has that str.isprintable refuses and the table keeps.
+        clean = s.replace("\n", " ").replace("\t", " ").isprintable()
+    else:
+        if not s.isprintable():  # most often for its newlines and tabs, which become spaces
+            s = s.replace("\n", " ").replace("\t", " ")
+        clean = s.isprintable()
+    if not clean:  # isprintable() is True for none of the characters the table changes
+        table = _CLEAN_MULTI if multiline else _CLEAN_SINGLE
+        s = (_CHANGED_MULTI if multiline else _CHANGED_SINGLE).sub(
+            lambda found: found.group().translate(table), s
+        )
     # NFC after filtering: removing an invisible character can bring a base
     # letter and a combining mark together.
-    text = nfc(text)
-    if multiline:
-        lines = (_SPACES_RE.sub(" ", line).strip(" ") for line in text.split("\n"))
-        return "\n".join(lines).strip()
-    return _SPACES_RE.sub(" ", text).strip(" ")
+    text = nfc(s)
+    if "  " in text or text[:1] == " " or text[-1:] == " ":
+        text = " ".join(filter(None, text.split(" ")))  # runs collapsed, ends stripped
+    if not multiline:
+        return text
+    # Spaces at both ends of every line: after the runs are collapsed, at most one each side
+    # of a newline, and the text's own ends go with the final strip().
+    return text.replace(" \n", "\n").replace("\n ", "\n").strip()
 
 
 def too_long(s: str, max_length: int) -> bool:
@@ -283,9 +297,17 @@ def fold(s: str) -> str:
     # Fast path: in NFC, every Vietnamese letter is one precomposed code point, folded by
     # one table lookup (C speed); anything still carrying a combining mark after that (a
     # decomposed sequence NFC could not compose) takes the general path.
-    text = nfc(s).lower().translate(_FOLD_TABLE)
-    if text.isascii() or not any(map(_needs_general_fold, set(text) - _ASCII)):
+    lowered = nfc(s).lower()
+    text = lowered.translate(_fold_fast())
+    if "\0" not in text and not text.encode("utf-8", "surrogatepass").translate(
+        None, _BELOW_FAST_TO
+    ):
         return text  # nothing left that is or carries a mark: the general path changes nothing
+    # A character that may need the general path, or one the fast table does not hold (NUL
+    # in `text`): asked one by one (rare in Vietnamese text).
+    text = lowered.translate(_FOLD_TABLE)
+    if text.isascii() or not any(map(_needs_general_fold, set(text) - _ASCII)):
+        return text
     return _fold_marks(s)
 
 
@@ -319,6 +341,32 @@ _FOLD_TABLE = {
     for cp in (*range(0xC0, 0x250), *range(0x1E00, 0x1F00))
     if (folded := _fold_marks(chr(cp).lower())) != chr(cp).lower() or chr(cp) != chr(cp).lower()
 }
+
+
+# _FOLD_TABLE as a list with every other code point below U+3000 (Vietnamese text, its
+# punctuation and symbols) present, as itself: str.translate pays for each character a dict
+# lacks with a raised and caught KeyError, which cost more than half of fold()'s time on an
+# article body. A character that needs the general path, or whose folded form has one,
+# becomes NUL (as NUL itself does), which sends the text to the careful path; so does any
+# character from U+3000 on, found in the UTF-8 form by a lead byte from 0xE3 on.
+_FOLD_FAST_TO = 0x3000
+_BELOW_FAST_TO = bytes(range(0xE3))  # every byte of the UTF-8 form of U+0000..U+2FFF
+
+
+@functools.cache
+def _fold_fast() -> list[int | str]:
+    """Built on first use (tens of milliseconds), not by every process that imports this."""
+    table: list[int | str] = [_FOLD_TABLE.get(cp, cp) for cp in range(_FOLD_FAST_TO)]
+    table[0] = 0
+    decomposition, category = unicodedata.decomposition, unicodedata.category
+    for cp in range(0x80, _FOLD_FAST_TO):
+        folded = table[cp]
+        for ch in chr(folded) if isinstance(folded, int) else folded:
+            if ch >= "\x80" and (
+                decomposition(ch)[:1] not in ("", "<") or category(ch)[0] == "M"
+            ):  # what _needs_general_fold says
+                table[cp] = 0
+    return table
 
 
 def _truncate_slug(slug: str, max_length: int) -> str:

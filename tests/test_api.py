@@ -13,6 +13,8 @@ import feedparser
 import pytest
 
 from bantin.bootstrap import demo_seed, text_only
+from shared.settings import Settings
+from tests.fixtures.moving import query
 
 PROBLEM = "application/problem+json"
 SEED = demo_seed()
@@ -537,6 +539,33 @@ async def test_batch_writes_the_valid_articles_and_answers_each_in_order(
     for r in (results[0], results[2]):
         published = await wait_status(api, admin, r["id"], "published")
         assert published["links"] == r["links"]
+
+
+async def test_batch_over_several_statements_keeps_each_article_with_its_answer(
+    api: Any, admin: str, clean: Settings
+) -> None:
+    """A batch is written INSERT_ROWS articles a statement: every answer's id is its own
+    article's, across the statements, and each article's history says it was submitted."""
+    from shared.articles import INSERT_ROWS
+
+    await create_category(api, admin)
+    good = text_only(SEED["article"])
+    n = 2 * INSERT_ROWS + 7
+    items = [{**good, "title": f"Bài số {i}", "body": f"Nội dung {i}."} for i in range(n)]
+    items[INSERT_ROWS] = {"title": "x"}  # a refusal inside the second statement's range
+    response = await api.post(
+        "/api/v1/articles/batch", json={"articles": items}, headers=bearer(admin)
+    )
+    assert response.status == 200, await response.text()
+    results = (await response.json())["results"]
+    assert "errors" in results[INSERT_ROWS]
+    for i in (0, INSERT_ROWS - 1, INSERT_ROWS + 1, n - 1):
+        answer = await api.get(f"/api/v1/articles/{results[i]['id']}", headers=bearer(admin))
+        got = await answer.json()
+        assert got["title"] == f"Bài số {i}", (i, got["title"])
+    events = query(clean, "SELECT article_id, action FROM article_events ORDER BY article_id")
+    accepted = [r["id"] for r in results if "id" in r]
+    assert events == [{"article_id": i, "action": "submitted"} for i in sorted(accepted)]
 
 
 async def test_batch_sent_again_with_its_key_is_answered_again(api: Any, admin: str) -> None:

@@ -4,14 +4,19 @@ has some of it, only what is missing is added."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import redis as redis_lib
 
+from bantin.moving import export
+from bantin.moving.progress import Report
 from shared import keys
+from shared.articles import TEXT_COLUMNS
 from shared.settings import Settings
 from tests.conftest import make_token, publisher, reset
 from tests.fixtures.moving import Post, bantin, eventually, jpeg, media_app, query, write, wxr
@@ -20,6 +25,11 @@ ARTICLES = (
     "SELECT a.id, a.uuid, a.title, a.summary, a.body_html, a.author, a.status, a.published_at,"
     " a.tags, c.slug AS category FROM articles a JOIN categories c ON c.id = a.category_id"
     " ORDER BY a.id"
+)
+
+HISTORY = (
+    "SELECT e.article_id, e.action, e.note, e.at, t.name AS who FROM article_events e"
+    " LEFT JOIN tokens t ON t.id = e.token_id ORDER BY e.id"
 )
 
 
@@ -53,6 +63,18 @@ async def test_export_then_import_into_an_empty_site(
     await make_token(clean, "submitter", "Văn phòng")
     assert (await bantin(clean, "counters", "set-total", "5336272")).code == 0
     first = query(clean, ARTICLES)
+    for action, note, at in (("submitted", "", "09:00"), ("returned", "Sửa lại tít", "10:30")):
+        query(
+            clean,
+            "INSERT INTO article_events (article_id, token_id, action, note, at)"
+            " SELECT %s, id, %s, %s, %s FROM tokens RETURNING id",
+            first[0]["id"],
+            action,
+            note,
+            f"2024-05-06 {at}+07",
+        )
+    history_before = query(clean, HISTORY)
+    assert len(history_before) == 2
     r = redis_lib.Redis.from_url(clean.require_backends()[1])
     r.set(keys.article_views(first[0]["id"]), 42)
     r.close()
@@ -75,6 +97,10 @@ async def test_export_then_import_into_an_empty_site(
     assert [a["title"] for a in lines] == [p.title for p in posts]
     assert lines[0]["views"] == 42 and lines[0]["status"] == "published"
     assert lines[0]["images"][0]["sha256"] == sha
+    assert [(e["action"], e["who"], e["note"]) for e in lines[0]["history"]] == [
+        ("submitted", "Văn phòng", ""),
+        ("returned", "Văn phòng", "Sửa lại tít"),
+    ]
     images_before = query(clean, "SELECT sha256, part, role, caption FROM images")
 
     reset(clean)  # a new, empty site
@@ -87,6 +113,7 @@ async def test_export_then_import_into_an_empty_site(
     assert query(clean, "SELECT count(*) AS n FROM renditions")[0]["n"] > 0
     assert total(clean) == 5336272
     assert query(clean, "SELECT name FROM tokens") == [{"name": "Văn phòng"}]
+    assert query(clean, HISTORY) == history_before  # who did what, when
     assert query(clean, "SELECT key FROM site_settings") == [{"key": "link_blocks"}]
     site = await publisher(aiohttp_client, clean)
     page = await site.get(f"/thong-bao/tin-thu-ba-{first[2]['id']}")
@@ -103,3 +130,63 @@ async def test_export_then_import_into_an_empty_site(
     assert ran.code == 0, ran.out + ran.err
     assert "imported 1" in ran.out and "already present: 2" in ran.out
     assert query(clean, ARTICLES) == first
+
+
+class _WritesDuringExport(Report):
+    """The export's report, which has an article written (and committed) by another
+    connection right after the export has counted the articles, and after each chunk: the
+    rows a site writes while an export runs."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("export", io.StringIO())
+        self.settings = settings
+        self.counted: int | None = None
+        self.written: list[int] = []
+
+    def _write_one(self) -> None:
+        columns = ", ".join(TEXT_COLUMNS)
+        (row,) = query(
+            self.settings,
+            f"INSERT INTO articles (uuid, {columns}, status) SELECT gen_random_uuid(), {columns},"
+            " 'published' FROM articles ORDER BY id LIMIT 1 RETURNING id",
+        )
+        query(
+            self.settings,
+            "INSERT INTO redirects (old_path, article_id) VALUES (%s, %s) RETURNING old_path",
+            f"/cu/{row['id']}.html",
+            row["id"],
+        )
+        self.written.append(row["id"])
+
+    def set_total(self, total: int | None) -> None:
+        super().set_total(total)
+        self.counted = total
+        self._write_one()
+
+    def done(self, n: int = 1, photos: int = 0) -> None:
+        super().done(n, photos)
+        self._write_one()
+
+
+async def test_export_is_one_snapshot_while_articles_are_written(
+    clean: Settings, tmp_path: Path
+) -> None:
+    """Articles written while the export runs are in none of its files, or in all of them
+    consistently: the export reads one snapshot (REPEATABLE READ)."""
+    posts = [Post(i, f"Tin số {i}", f"Nội dung {i}.") for i in range(1, 8)]
+    ran = await bantin(clean, "import", "wordpress", str(write(tmp_path / "wp.xml", wxr(posts))))
+    assert ran.code == 0, ran.out + ran.err
+    before = query(clean, "SELECT id FROM articles ORDER BY id")
+    database_url, redis_url = clean.require_backends()
+    report = _WritesDuringExport(clean)
+    folder = tmp_path / "backup"
+    await asyncio.to_thread(export.export, clean, database_url, redis_url, folder, report)
+
+    assert report.written  # the site did write while the export ran
+    lines = [json.loads(x) for x in (folder / "articles.jsonl").read_text().splitlines()]
+    assert [a["id"] for a in lines] == [r["id"] for r in before] and report.counted == len(before)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["counts"]["articles"] == len(before)
+    redirects = [json.loads(x) for x in (folder / "redirects.jsonl").read_text().splitlines()]
+    exported = {a["uuid"] for a in lines}
+    assert all(r["article"] in exported for r in redirects if r["article"])

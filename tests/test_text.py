@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import unicodedata
 
 import pytest
@@ -400,15 +401,91 @@ def test_search_text_joins_parts() -> None:
     assert search_text() == ""
 
 
-def test_fast_fold_equals_the_general_fold_for_every_code_point() -> None:
-    """fold() takes a table-driven fast path; it must give exactly what the general
-    decompose-and-strip path gives, for every character, alone and among Vietnamese."""
-    from shared.text import _fold_marks
+# --- the fast paths against the first, per-character implementations ---------------------------
+# clean_text and fold skip work (str.isprintable, one translate table); these oracles are their
+# original character-by-character versions, kept here so that every code point is checked
+# against what the functions always meant.
 
-    for cp in range(0x20, 0x30000):
-        if 0xD800 <= cp < 0xE000:
-            continue
+_ORACLE_INVISIBLE = frozenset(
+    [chr(c) for c in range(0x200B, 0x2010)]
+    + [chr(c) for c in range(0x202A, 0x202F)]
+    + [chr(c) for c in range(0x2066, 0x206A)]
+    + ["\ufeff", "\u00ad", "\u2060"]
+)
+_ORACLE_SPACES = re.compile(r" {2,}")
+_ORACLE_LETTERS = str.maketrans(
+    {"đ": "d", "ð": "d", "ø": "o", "ł": "l", "ß": "ss", "æ": "ae", "œ": "oe"}
+)
+
+
+def _oracle_clean_text(s: str, *, multiline: bool = False) -> str:
+    if multiline:
+        s = s.replace("\r\n", "\n")
+    out: list[str] = []
+    for ch in s:
+        cp = ord(ch)
+        if ch == "\n" or ch == "\t":
+            out.append(ch if multiline else " ")
+        elif ch in "\r\x85\u2028\u2029":
+            out.append("\n" if multiline else " ")
+        elif ch == "\x0b" or ch == "\x0c":
+            out.append(" ")
+        elif cp < 0x20 or 0x7F <= cp <= 0x9F or 0xD800 <= cp <= 0xDFFF:
+            continue  # controls, lone surrogates
+        elif ch in _ORACLE_INVISIBLE or 0xFDD0 <= cp <= 0xFDEF or (cp & 0xFFFE) == 0xFFFE:
+            continue  # invisible characters, noncharacters
+        elif unicodedata.category(ch) == "Zs":
+            out.append(" ")
+        else:
+            out.append(ch)
+    text = unicodedata.normalize("NFC", "".join(out))
+    if multiline:
+        lines = (_ORACLE_SPACES.sub(" ", line).strip(" ") for line in text.split("\n"))
+        return "\n".join(lines).strip()
+    return _ORACLE_SPACES.sub(" ", text).strip(" ")
+
+
+def _oracle_fold(s: str) -> str:
+    out: list[str] = []
+    base = ""
+    for ch in unicodedata.normalize("NFD", s.lower()):
+        if unicodedata.category(ch).startswith("M"):
+            if not base.isalpha() or unicodedata.name(base, "").startswith("LATIN "):
+                continue
+        else:
+            base = ch
+        out.append(ch)
+    return unicodedata.normalize("NFC", "".join(out).translate(_ORACLE_LETTERS))
+
+
+def test_clean_text_equals_the_per_character_version_for_every_code_point() -> None:
+    for cp in range(0x110000):
         ch = chr(cp)
-        assert fold(ch) == _fold_marks(ch), hex(cp)
-        sample = f"Ủy {ch.upper()}ệ"
-        assert fold(sample) == _fold_marks(sample), hex(cp)
+        sample = f" {ch}\n {ch}b"
+        for multiline in (False, True):
+            assert clean_text(sample, multiline=multiline) == _oracle_clean_text(
+                sample, multiline=multiline
+            ), (hex(cp), multiline)
+
+
+def test_clean_text_equals_the_per_character_version_on_mixed_text() -> None:
+    pieces = [
+        "Viện  kiểm sát", " ", "  ", "\n", "\r\n", "\t", "\u00a0", "\u200b", "\u2028", "e\u0301",
+        "\x00", "\ud800", "\ufdd0", "\x85", " \n ", "Ủy ban", "\u3000", "\x0b",
+    ]  # fmt: skip
+    for combo in itertools.product(pieces, repeat=3):
+        sample = "".join(combo)
+        for multiline in (False, True):
+            assert clean_text(sample, multiline=multiline) == _oracle_clean_text(
+                sample, multiline=multiline
+            ), (sample, multiline)
+
+
+def test_fold_equals_the_per_character_version_for_every_code_point() -> None:
+    """fold() takes a table-driven fast path; it must give exactly what decomposing and
+    stripping character by character gives, for every character, alone and among Vietnamese."""
+    for cp in range(0x110000):
+        ch = chr(cp)
+        assert fold(ch) == _oracle_fold(ch), hex(cp)
+        sample = f"Ủy {ch.upper()}ệ" if not 0xD800 <= cp < 0xE000 else f"Ủy {ch}ệ"
+        assert fold(sample) == _oracle_fold(sample), hex(cp)

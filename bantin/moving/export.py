@@ -8,7 +8,7 @@ last: a folder without it is an export that did not finish.
 
     manifest.json       format, version, time, counts, the visit total
     articles.jsonl      one article a line, in the API's shape, with status, views, its source
-                        text and its photos' SHA-256
+                        text, its photos' SHA-256 and its history (who did what, when)
     categories.jsonl, tokens.jsonl (hashes only), accounts.jsonl (when the site has accounts),
     site_settings.jsonl, site_meta.jsonl, redirects.jsonl, counters.jsonl
     photos/ab/<sha256>  the original photos
@@ -28,6 +28,7 @@ from redis import Redis
 
 from bantin.moving.progress import Report
 from shared import db, keys
+from shared.history import EVENTS_FROM, WHO
 from shared.photos.store import MediaStore, media_store
 from shared.settings import Settings
 
@@ -37,7 +38,7 @@ VERSION = 1
 TABLES = ("categories", "tokens", "accounts", "site_settings", "site_meta", "counters")
 CHUNK = 1000
 
-_ARTICLES = """
+_ARTICLES = f"""
     SELECT a.id, a.uuid, a.status, a.error, a.title, c.slug AS category, a.summary,
            a.body_html AS body, a.body_source, a.body_format, a.author, a.unit, a.tags,
            a.gallery_title, a.published_at, a.created_at, a.updated_at, a.version,
@@ -46,7 +47,11 @@ _ARTICLES = """
                 'part', i.part, 'caption', i.caption, 'role', i.role, 'sha256', i.sha256,
                 'format', i.format, 'bytes', i.bytes, 'width', i.width, 'height', i.height,
                 'error', i.error) ORDER BY i.position)
-                FROM images i WHERE i.article_id = a.id), '[]') AS images
+                FROM images i WHERE i.article_id = a.id), '[]') AS images,
+           coalesce((SELECT json_agg(json_build_object(
+                'action', e.action, 'at', e.at, 'who', {WHO}, 'token', e.token_id,
+                'note', e.note) ORDER BY e.id)
+                FROM {EVENTS_FROM} WHERE e.article_id = a.id), '[]') AS history
     FROM articles a JOIN categories c ON c.id = a.category_id
     LEFT JOIN article_views v ON v.article_id = a.id
     ORDER BY a.id

@@ -2,11 +2,11 @@
 
 Into a new site it restores everything: the same articles at the same addresses (their ids are
 kept when free), photos (renditions are rebuilt by the workers), categories, tokens, accounts,
-settings, redirects, view counts and the visit total. Into a site that already has some of it,
-it adds only what is missing: an article is known by its uuid, a category by its slug, a token
-by its hash, any other row by its key. Articles go through the same checks as submissions and
-the same bulk write path as the other imports, so an interrupted restore goes on where it
-stopped when run again.
+settings, redirects, view counts, each article's history and the visit total. Into a site that
+already has some of it, it adds only what is missing: an article is known by its uuid, a
+category by its slug, a token by its hash, any other row by its key. Articles go through the
+same checks as submissions and the same bulk write path as the other imports, so an
+interrupted restore goes on where it stopped when run again.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from bantin.moving.export import FORMAT, VERSION
 from bantin.moving.progress import Report
 from shared import bulk, keys
 from shared.articles import Conn, ImageDraft
+from shared.history import Past
 from shared.photos.store import media_store
 from shared.settings import Settings
 from shared.tasks import TaskSender
@@ -341,6 +342,15 @@ class _Restorer:
             updated_at=datetime.fromisoformat(a["updated_at"]),
             version=a["version"],
             views=int(a.get("views") or 0),
+            history=tuple(
+                Past(
+                    e["action"],
+                    datetime.fromisoformat(e["at"]),
+                    self.tokens.get(e["token"]) if e.get("token") is not None else None,
+                    e.get("note") or "",
+                )
+                for e in a.get("history") or ()  # exports before it was there have none
+            ),
         )
 
     async def redirects(self) -> None:

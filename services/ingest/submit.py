@@ -234,7 +234,7 @@ async def submit_batch(
     results: list[Any] = [None] * len(items)
     drafts: list[tuple[int, Submission, Category]] = []
     ids: list[int] = []
-    held: set[int] = set()
+    held = False
     async with request.app[pool_key].connection() as conn:
         categories = {c.slug: c for c in await articles.list_categories(conn, retired=True)}
         for n, (submission, errors) in enumerate(checked):
@@ -256,14 +256,13 @@ async def submit_batch(
                     ids = await articles.insert_articles(
                         conn, [_draft(s, c.id, {}) for _, s, c in drafts], token.id
                     )
+                # The same review as a single submission: held ones wait for an editor.
+                held = bool(ids) and await review.on_submit_many(conn, settings, token, ids)
                 for (n, submission, category), article_id in zip(drafts, ids, strict=True):
                     path = f"/{category.slug}/{submission.slug}-{article_id}"
-                    # The same review as a single submission: held ones wait for an editor.
-                    if await review.on_submit(conn, settings, token, article_id):
-                        held.add(article_id)
                     results[n] = {
                         "id": article_id,
-                        "status": "pending" if article_id in held else "processing",
+                        "status": "pending" if held else "processing",
                         "links": links(request, article_id, path),
                     }
                 body = {"accepted": len(ids), "refused": len(items) - len(ids), "results": results}
@@ -274,10 +273,8 @@ async def submit_batch(
                 await idempotency.release(conn, token.id, key)
             raise
     # Committed: the workers never look for rows that are not there yet.
-    if ids:
-        await request.app[tasks_key].send_many(
-            PROCESS_ARTICLE, [(i,) for i in ids if i not in held]
-        )
+    if ids and not held:
+        await request.app[tasks_key].send_many(PROCESS_ARTICLE, [(i,) for i in ids])
     return Accepted(200, body)
 
 

@@ -5,6 +5,7 @@ publish directly. The hooks here are what submit.py calls; the views are the API
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -30,10 +31,18 @@ def _held(settings: Settings, token: Token) -> bool:
 async def on_submit(conn: Conn, settings: Settings, token: Token, article_id: int) -> bool:
     """In the submission's transaction: record it, and hold it for review when it must wait.
     True when held (nothing to send to the workers yet)."""
-    await history.record(conn, article_id, token.id, "submitted")
+    return await on_submit_many(conn, settings, token, [article_id])
+
+
+async def on_submit_many(
+    conn: Conn, settings: Settings, token: Token, article_ids: Sequence[int]
+) -> bool:
+    """`on_submit` for a batch's articles (one sender, so held all or none), one statement
+    each for the history and the hold."""
+    await history.record_many(conn, article_ids, token.id, "submitted")
     if not _held(settings, token):
         return False
-    await articles.mark(conn, article_id, "pending", expect=("processing",))
+    await articles.mark_all(conn, article_ids, "pending", expect=("processing",))
     return True
 
 
