@@ -12,23 +12,18 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shared.settings import Settings
-from tests.conftest import ROOT, publisher
+from tests.browser import ARGS, CHROMIUM, OFFICE, PHONE, axe_context, check_and_shoot
+from tests.conftest import publisher
 from tests.desk_helpers import PASSWORD, make_account
 from tests.photos import jpeg
 from tests.test_api import create_category
-from tests.test_browser import ARGS, CHROMIUM
 
-AXE = (ROOT / "tests" / "vendor" / "axe-core" / "axe.min.js").read_text("utf-8")
-SHOTS = ROOT / "bench-results" / "screenshots" / "desk"
-OFFICE = {"width": 1366, "height": 768}
-PHONE = {"width": 390, "height": 844}
 WORD = """<html xmlns:o="urn:schemas-microsoft-com:office:office"><head><style>
 p.MsoNormal {font-family: Arial}</style></head><body lang=VI>
 <!--[if gte mso 9]><xml><o:OfficeDocumentSettings/></xml><![endif]-->
@@ -83,8 +78,7 @@ class Browser:
         self.expected_errors = 0
 
     async def open(self) -> Any:
-        self.context = await self.browser.new_context(viewport=self.viewport, locale="vi-VN")
-        await self.context.add_init_script(script=AXE)  # through the DevTools protocol: CSP-proof
+        self.context = await axe_context(self.browser, self.viewport)
         self.page = await self.context.new_page()
 
         async def local_only(route: Any) -> None:
@@ -108,22 +102,7 @@ class Browser:
 
     async def check(self, name: str) -> None:
         """axe-core on the page as it is now, then a full-page screenshot."""
-        result = await self.page.evaluate(
-            "axe.run(document, {resultTypes: ['violations']})"
-            ".then(r => r.violations.map(v => ({id: v.id, impact: v.impact,"
-            " nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 3)})))"
-        )
-        bad = [v for v in result if v["impact"] in ("serious", "critical")]
-        assert bad == [], f"{name}: {json.dumps(bad, ensure_ascii=False)}"
-        overflow = await self.page.evaluate(
-            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-        )
-        assert overflow <= 0, f"{name} is {overflow}px wider than the window"
-        width = "phone" if self.viewport["width"] < 500 else "office"
-        shot = self.shots / f"{name}-{width}.png"
-        await self.page.screenshot(path=str(shot), full_page=True)
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, SHOTS / shot.name)
+        await check_and_shoot(self.page, name, self.shots, "desk")
 
     async def sign_in(self, desk: str, username: str, password: str = PASSWORD) -> None:
         await self.page.goto(desk + "/desk/")
