@@ -258,12 +258,24 @@ async def check_published(api: Any, admin: str, article_url: str) -> None:
     assert 'src="cid:anh-2"' in article["body"] or "anh-2" in json.dumps(article["images"])
 
 
+@pytest.mark.parametrize(
+    ("mine", "theirs"), [(PHONE, OFFICE), (OFFICE, PHONE)], ids=["writer-phone", "writer-office"]
+)
 async def test_review_csrf_and_throttle(
-    servers: Any, clean: Settings, admin: str, api: Any, photos: list[Path], tmp_path: Path
+    servers: Any,
+    clean: Settings,
+    admin: str,
+    api: Any,
+    photos: list[Path],
+    tmp_path: Path,
+    mine: dict[str, int],
+    theirs: dict[str, int],
 ) -> None:
-    """Review on: a submitter (on a phone) sends, an editor (at an office screen) returns it
-    with a note, the submitter edits and resends, the editor approves and it publishes. Then a
-    forged form is refused, the admin's pages are checked, and a guessed password is throttled."""
+    """Review on: a submitter (on a phone, then at an office screen) sends, an editor (at the
+    other width) returns it with a note, the submitter edits and resends, the editor approves
+    and it publishes. Then a forged form is refused (the submitter's width), the admin's pages
+    are checked (the editor's) and a guessed password is throttled (the submitter's): each
+    step at both widths over the two runs."""
     playwright_api = pytest.importorskip("playwright.async_api")
     desk, site = await servers(review=True)
     await create_category(api, admin)
@@ -273,7 +285,7 @@ async def test_review_csrf_and_throttle(
     async with playwright_api.async_playwright() as p:
         chromium = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            writer = Browser(chromium, PHONE, (desk, site), tmp_path)
+            writer = Browser(chromium, mine, (desk, site), tmp_path)
             wpage = await writer.open()
             await writer.sign_in(desk, "vanphong")
             await wpage.get_by_role("link", name="Viết bài mới").first.click()
@@ -288,7 +300,7 @@ async def test_review_csrf_and_throttle(
             assert await wpage.locator("#status-label").inner_text() == "Chờ duyệt"
             await writer.check("cho-duyet")
 
-            editor = Browser(chromium, OFFICE, (desk, site), tmp_path)
+            editor = Browser(chromium, theirs, (desk, site), tmp_path)
             epage = await editor.open()
             await editor.sign_in(desk, "bientap")
             await epage.get_by_role("link", name="Chờ duyệt").click()
@@ -336,7 +348,7 @@ async def test_review_csrf_and_throttle(
             await wpage.goto(article_url)
             assert await wpage.locator("#status-label").inner_text() == "Đã đăng"
 
-            admin_user = Browser(chromium, OFFICE, (desk, site), tmp_path)
+            admin_user = Browser(chromium, theirs, (desk, site), tmp_path)
             apage = await admin_user.open()
             await admin_user.sign_in(desk, "quantri")
             await apage.get_by_role("link", name="Tài khoản").click()
@@ -350,7 +362,7 @@ async def test_review_csrf_and_throttle(
             await admin_user.check("token-api")
 
             # Guessing a password: the 11th wrong try in 10 minutes is refused with 429.
-            guesser = Browser(chromium, PHONE, (desk, site), tmp_path)
+            guesser = Browser(chromium, mine, (desk, site), tmp_path)
             gpage = await guesser.open()
             for _ in range(11):
                 await gpage.goto(desk + "/desk/")
