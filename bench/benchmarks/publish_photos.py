@@ -110,7 +110,8 @@ async def _measure(
             timed = await _photo_article(session, stack, seed, photos, f"{run} {n + 1}")
             single.append(timed)
             say(
-                f"  round {n + 1}/{rounds}: text median {statistics.median(text_ms):.0f} ms,"
+                f"  round {n + 1}/{rounds}: text median"
+                f" {_ms(statistics.median(text_ms) if text_ms else None)},"
                 f" photos page {_ms(timed.page_ms)}, live {_ms(timed.live_ms)}"
             )
             await quiet()
@@ -139,7 +140,11 @@ async def _measure(
     banner(
         f"{PHOTOS} photos of 12 MP: submit -> page live with its photos (goal <= 2 s)",
         [
-            ("photos live", f"median {_ms(live_stats.get('median'))} of {len(live)}: {live}"),
+            (
+                "photos live",
+                f"median {_ms(live_stats.get('median'))} of {len(live)}:"
+                f" {', '.join(_ms(v) for v in live)}",
+            ),
             ("text only", f"median {_ms(text.get('median'))} of {len(text_ms)}"),
             ("ratio", fmt_ratio(ratios["photos_live_vs_text_latency"])),
             ("sent together", f"{_ms(together[0].live_ms)}, {_ms(together[1].live_ms)}"),
