@@ -1,5 +1,8 @@
-"""The article page in a real browser: headless Chromium (Debian's package) driven by
-Playwright, against a real publisher server with the seed article published with its photos.
+"""The readers' site in a real browser: headless Chromium (Debian's package) driven by
+Playwright, against a real publisher server with the seed article published with its photos;
+at an office screen's size (1366x768) and a phone's (390x844). The article, search, home and
+category pages are each checked by axe-core (no serious or critical violation, tests/browser.py)
+and photographed (copies in bench-results/screenshots/site/).
 
 Needs `apt-get install chromium` (CI installs it); skipped with that advice when it is absent.
 Nothing leaves the machine: every request to another host is refused by the page's router.
@@ -8,7 +11,6 @@ Nothing leaves the machine: every request to another host is refused by the page
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +18,11 @@ import pytest
 
 from bantin.bootstrap import demo_seed
 from shared.settings import Settings
+from tests.browser import ARGS, CHROMIUM, OFFICE, PHONE, axe_context, check_and_shoot
 from tests.conftest import publisher
 from tests.test_site import LINK_BLOCKS, local, publish, publish_seed, put_links, short
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SEED = demo_seed()["article"]
-WIDTHS = {"desktop": (1280, 900), "mobile": (390, 844)}
 
 pytestmark = [
     pytest.mark.skipif(
@@ -65,10 +56,8 @@ async def test_article_page_in_chromium(api: Any, server: Any, admin: str, tmp_p
     async with playwright_api.async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            for name, (width, height) in WIDTHS.items():
-                context = await browser.new_context(
-                    viewport={"width": width, "height": height}, locale="vi-VN"
-                )
+            for viewport in (OFFICE, PHONE):
+                context = await axe_context(browser, viewport)
                 page = await context.new_page()
                 refused: list[str] = []
 
@@ -85,17 +74,21 @@ async def test_article_page_in_chromium(api: Any, server: Any, admin: str, tmp_p
                 response = await page.goto(url, wait_until="load")
                 assert response is not None and response.status == 200
                 await check_page(page, related["title"])
-                assert refused == [], f"requests to other hosts: {refused}"
-                assert errors == []
-                shot = tmp_path / f"article-{name}.png"
-                await page.screenshot(path=str(shot), full_page=True)
+                shot = await check_and_shoot(page, "article", tmp_path, "site")
                 assert shot.stat().st_size > 10_000
                 assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
                 # Search without diacritics: the marks land on the accented words.
                 await page.goto(origin + "/search?q=uy+vien", wait_until="load")
                 marks = await page.locator("main mark").all_text_contents()
                 assert "Ủy viên" in marks, marks
-                await page.screenshot(path=str(tmp_path / f"search-{name}.png"), full_page=True)
+                await check_and_shoot(page, "search", tmp_path, "site")
+                for name, path in (("home", "/"), ("category", f"/{SEED['category']}/")):
+                    response = await page.goto(origin + path, wait_until="load")
+                    assert response is not None and response.status == 200, path
+                    assert await page.locator("main").get_by_text(SEED["title"]).count() > 0
+                    await check_and_shoot(page, name, tmp_path, "site")
+                assert refused == [], f"requests to other hosts: {refused}"
+                assert errors == []
                 await context.close()
         finally:
             await browser.close()
@@ -141,9 +134,3 @@ async def check_page(page: Any, related_title: str) -> None:
     online = await page.locator(".stat-online").inner_text()
     total = await page.locator(".stat-total").inner_text()
     assert re.fullmatch(r"\d+", online) and re.fullmatch(r"\d+", total), (online, total)
-
-    # Nothing wider than the window: no sideways scrolling, whatever the width.
-    overflow = await page.evaluate(
-        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-    )
-    assert overflow <= 0, f"the page is {overflow}px wider than the window"

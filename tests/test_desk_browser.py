@@ -12,23 +12,18 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shared.settings import Settings
-from tests.conftest import ROOT, publisher
+from tests.browser import ARGS, CHROMIUM, OFFICE, PHONE, axe_context, check_and_shoot
+from tests.conftest import publisher
 from tests.desk_helpers import PASSWORD, make_account
 from tests.photos import jpeg
 from tests.test_api import create_category
-from tests.test_browser import ARGS, CHROMIUM
 
-AXE = (ROOT / "tests" / "vendor" / "axe-core" / "axe.min.js").read_text("utf-8")
-SHOTS = ROOT / "bench-results" / "screenshots" / "desk"
-OFFICE = {"width": 1366, "height": 768}
-PHONE = {"width": 390, "height": 844}
 WORD = """<html xmlns:o="urn:schemas-microsoft-com:office:office"><head><style>
 p.MsoNormal {font-family: Arial}</style></head><body lang=VI>
 <!--[if gte mso 9]><xml><o:OfficeDocumentSettings/></xml><![endif]-->
@@ -83,8 +78,7 @@ class Browser:
         self.expected_errors = 0
 
     async def open(self) -> Any:
-        self.context = await self.browser.new_context(viewport=self.viewport, locale="vi-VN")
-        await self.context.add_init_script(script=AXE)  # through the DevTools protocol: CSP-proof
+        self.context = await axe_context(self.browser, self.viewport)
         self.page = await self.context.new_page()
 
         async def local_only(route: Any) -> None:
@@ -108,22 +102,7 @@ class Browser:
 
     async def check(self, name: str) -> None:
         """axe-core on the page as it is now, then a full-page screenshot."""
-        result = await self.page.evaluate(
-            "axe.run(document, {resultTypes: ['violations']})"
-            ".then(r => r.violations.map(v => ({id: v.id, impact: v.impact,"
-            " nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 3)})))"
-        )
-        bad = [v for v in result if v["impact"] in ("serious", "critical")]
-        assert bad == [], f"{name}: {json.dumps(bad, ensure_ascii=False)}"
-        overflow = await self.page.evaluate(
-            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-        )
-        assert overflow <= 0, f"{name} is {overflow}px wider than the window"
-        width = "phone" if self.viewport["width"] < 500 else "office"
-        shot = self.shots / f"{name}-{width}.png"
-        await self.page.screenshot(path=str(shot), full_page=True)
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, SHOTS / shot.name)
+        await check_and_shoot(self.page, name, self.shots, "desk")
 
     async def sign_in(self, desk: str, username: str, password: str = PASSWORD) -> None:
         await self.page.goto(desk + "/desk/")
@@ -279,12 +258,24 @@ async def check_published(api: Any, admin: str, article_url: str) -> None:
     assert 'src="cid:anh-2"' in article["body"] or "anh-2" in json.dumps(article["images"])
 
 
+@pytest.mark.parametrize(
+    ("mine", "theirs"), [(PHONE, OFFICE), (OFFICE, PHONE)], ids=["writer-phone", "writer-office"]
+)
 async def test_review_csrf_and_throttle(
-    servers: Any, clean: Settings, admin: str, api: Any, photos: list[Path], tmp_path: Path
+    servers: Any,
+    clean: Settings,
+    admin: str,
+    api: Any,
+    photos: list[Path],
+    tmp_path: Path,
+    mine: dict[str, int],
+    theirs: dict[str, int],
 ) -> None:
-    """Review on: a submitter (on a phone) sends, an editor (at an office screen) returns it
-    with a note, the submitter edits and resends, the editor approves and it publishes. Then a
-    forged form is refused, the admin's pages are checked, and a guessed password is throttled."""
+    """Review on: a submitter (on a phone, then at an office screen) sends, an editor (at the
+    other width) returns it with a note, the submitter edits and resends, the editor approves
+    and it publishes. Then a forged form is refused (the submitter's width), the admin's pages
+    are checked (the editor's) and a guessed password is throttled (the submitter's): each
+    step at both widths over the two runs."""
     playwright_api = pytest.importorskip("playwright.async_api")
     desk, site = await servers(review=True)
     await create_category(api, admin)
@@ -294,7 +285,7 @@ async def test_review_csrf_and_throttle(
     async with playwright_api.async_playwright() as p:
         chromium = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            writer = Browser(chromium, PHONE, (desk, site), tmp_path)
+            writer = Browser(chromium, mine, (desk, site), tmp_path)
             wpage = await writer.open()
             await writer.sign_in(desk, "vanphong")
             await wpage.get_by_role("link", name="Viết bài mới").first.click()
@@ -309,7 +300,7 @@ async def test_review_csrf_and_throttle(
             assert await wpage.locator("#status-label").inner_text() == "Chờ duyệt"
             await writer.check("cho-duyet")
 
-            editor = Browser(chromium, OFFICE, (desk, site), tmp_path)
+            editor = Browser(chromium, theirs, (desk, site), tmp_path)
             epage = await editor.open()
             await editor.sign_in(desk, "bientap")
             await epage.get_by_role("link", name="Chờ duyệt").click()
@@ -357,7 +348,7 @@ async def test_review_csrf_and_throttle(
             await wpage.goto(article_url)
             assert await wpage.locator("#status-label").inner_text() == "Đã đăng"
 
-            admin_user = Browser(chromium, OFFICE, (desk, site), tmp_path)
+            admin_user = Browser(chromium, theirs, (desk, site), tmp_path)
             apage = await admin_user.open()
             await admin_user.sign_in(desk, "quantri")
             await apage.get_by_role("link", name="Tài khoản").click()
@@ -371,7 +362,7 @@ async def test_review_csrf_and_throttle(
             await admin_user.check("token-api")
 
             # Guessing a password: the 11th wrong try in 10 minutes is refused with 429.
-            guesser = Browser(chromium, PHONE, (desk, site), tmp_path)
+            guesser = Browser(chromium, mine, (desk, site), tmp_path)
             gpage = await guesser.open()
             for _ in range(11):
                 await gpage.goto(desk + "/desk/")

@@ -62,7 +62,7 @@ async def _measure(stack: Stack, count: int, budget: float) -> Results:
             t0 = time.perf_counter()
             answer = await post_article(session, stack, article)
             accepted.append((time.perf_counter() - t0) * 1000)
-            poll = await _poll(session, require_loopback(answer["links"]["page"]), t0 + GIVE_UP)
+            poll = await poll_page(session, require_loopback(answer["links"]["page"]), t0 + GIVE_UP)
             gets.append(poll.gets)
             others.update(poll.other_statuses)
             if poll.seen_at is None:
@@ -89,7 +89,7 @@ async def _measure(stack: Stack, count: int, budget: float) -> Results:
     }
 
 
-async def _poll(session: aiohttp.ClientSession, url: str, give_up_at: float) -> Poll:
+async def poll_page(session: aiohttp.ClientSession, url: str, give_up_at: float) -> Poll:
     """GET `url` every POLL_INTERVAL until it answers 200, or until `give_up_at`."""
     poll = Poll(seen_at=None)
     while True:
