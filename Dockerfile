@@ -5,8 +5,9 @@
 #   docker run --rm bantin:0.1.0 --help
 #
 # The builder stage creates /opt/venv from constraints.txt: every dependency is a binary wheel or
-# pure Python (feedgen comes as a source archive only), so no stage needs a compiler; the final
-# stage copies only that venv. Bump both FROM lines together: the venv's interpreter is the base image's
+# pure Python (feedgen comes as a source archive only), so no stage needs a compiler; it strips
+# the wheels' shared objects of their symbols (binutils, in the builder stage only), and the
+# final stage copies only that venv. Bump both FROM lines together: the venv's interpreter is the base image's
 # /usr/local/bin/python.
 #
 # Behind a network that intercepts TLS (a corporate proxy), give pip that network's CA bundle as
@@ -22,6 +23,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
 WORKDIR /src
+# `strip`, to take the debug symbols out of the wheels' shared objects (tens of MB the image
+# would carry for nothing). The builder stage only: the final image has no binutils. Not pinned
+# to a version: it is the base image's own Debian release's, and none of it ships.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/*
 
 # The dependencies first, in a layer of their own: rebuilt only when pyproject.toml or
 # constraints.txt change, not on every change of the code. pip is pinned as in the Makefile.
@@ -35,7 +43,8 @@ RUN --mount=type=secret,id=ca \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi \
     && pip install -c constraints.txt "pip==26.3" \
     && python -c 'import os, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; extras = os.environ["BANTIN_EXTRAS"].replace(",", " ").split(); print(*p["dependencies"], *(d for e in extras for d in p["optional-dependencies"][e]), sep="\n")' > /tmp/requirements.txt \
-    && pip install -c constraints.txt -r /tmp/requirements.txt
+    && pip install -c constraints.txt -r /tmp/requirements.txt \
+    && find /opt/venv -type f -name '*.so*' -exec strip --strip-unneeded {} +
 
 # Then bantin itself (the packages that pyproject.toml's packages.find includes).
 COPY README.md ./

@@ -18,6 +18,7 @@ from bantin.moving import commands as moving
 from shared import logs
 from shared.models import TOKEN_ROLES
 from shared.settings import Settings, SettingsError
+from shared.tasks import QUEUES, RENDITIONS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,7 +70,24 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run a Celery worker")
     worker.add_argument("--concurrency", type=int, default=os.cpu_count() or 2)
-    worker.add_argument("--queues", default="default,images,feeds,counters")
+    worker.add_argument(
+        "--queues",
+        type=_queue_names,
+        default=QUEUES,
+        help=f"the queues to consume, comma-separated (default: all, {','.join(QUEUES)})",
+    )
+    worker.add_argument(
+        "--exclude-queues",
+        type=_queue_names,
+        default=(),
+        help=f"queues to leave out; `--exclude-queues {RENDITIONS}` beside a worker of their own",
+    )
+    worker.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="lower this worker's CPU priority by N (1-19): for the renditions worker",
+    )
     worker.set_defaults(run=_worker)
     sub.add_parser("beat", help="run Celery beat (exactly one per site)").set_defaults(run=_beat)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(run=_migrate)
@@ -136,10 +154,40 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
     web.run(create_app(settings), host=args.host, port=args.port, shutdown_timeout=10)
 
 
+def _queue_names(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in QUEUES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown queue {', '.join(unknown)}; bantin's queues are {', '.join(QUEUES)}"
+        )
+    return names
+
+
+def lower_priority(nice: int) -> None:
+    """Lower this process's CPU priority (and its pool processes', which inherit it). Where
+    the kernel groups processes by session for scheduling (autogroup), a niceness counts only
+    against the same session's processes, so the session's group is lowered too when this
+    process leads a session of its own (as `bantin up` starts its parts; never a terminal's)."""
+    if nice <= 0:
+        return
+    os.nice(nice)
+    if os.getsid(0) != os.getpid():
+        return
+    try:
+        Path("/proc/self/autogroup").write_text(f"{nice}\n")
+    except OSError:
+        pass  # no autogroup here (or not allowed): the niceness alone does the job
+
+
 def _worker(settings: Settings, args: argparse.Namespace) -> None:
     from shared.photos.render import limit_malloc_arenas
 
     limit_malloc_arenas()  # first: before any thread (see its docstring)
+    queues = [name for name in args.queues if name not in args.exclude_queues]
+    if not queues:
+        raise SettingsError("bantin worker: --exclude-queues leaves no queue to consume")
+    lower_priority(args.nice)
     from shared import db
     from workers.app import configure
 
@@ -151,7 +199,7 @@ def _worker(settings: Settings, args: argparse.Namespace) -> None:
             "--loglevel",
             settings.log_level,
             "--queues",
-            args.queues,
+            ",".join(queues),
             "--concurrency",
             str(args.concurrency),
             "--without-gossip",

@@ -1,12 +1,13 @@
 """`bantin up`: every part of bantin on one machine, as supervised child processes.
 
 Order of start: embedded PostgreSQL and Redis (unless URLs are given), migrations, tokens and
-demo content, then worker, beat, ingest and publisher. The ready line is printed once every part
-answers its health check. A part that dies, embedded servers included, is restarted (at most
-RESTARTS times a minute, then the stack stops and says which part failed and where its log is):
-PostgreSQL recovers from its write-ahead log, Redis from its append-only file, on the same port,
-and every role reconnects by itself (answering 503 meanwhile). Ctrl-C or SIGTERM stops every
-child, servers last, and leaves no process behind.
+demo content, then the workers (one for the renditions a first page view does without), beat,
+ingest and publisher. The ready line is printed once every part answers its health check. A
+part that dies, embedded servers included, is restarted (at most RESTARTS times a minute, then
+the stack stops and says which part failed and where its log is): PostgreSQL recovers from its
+write-ahead log, Redis from its append-only file, on the same port, and every role reconnects by
+itself (answering 503 meanwhile). Ctrl-C or SIGTERM stops every child, servers last, and leaves
+no process behind.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import IO, Any
 from bantin import embedded
 from shared import db
 from shared.settings import Settings
+from shared.tasks import RENDITIONS
 
 log = logging.getLogger("bantin.up")
 
@@ -239,8 +241,15 @@ class Stack:
     def _start_roles(self) -> None:
         env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
         me = [sys.executable, "-m", "bantin.cli"]
+        worker = [*me, "worker", "--concurrency", str(self.options.workers)]
         roles = [
-            ("worker", [*me, "worker", "--concurrency", str(self.options.workers)]),
+            # Two workers: a photo's first view never waits behind another photo's AVIF, which
+            # one process of its own renders at a low CPU priority (shared/tasks.py).
+            ("worker", [*worker, "--exclude-queues", RENDITIONS]),
+            (
+                "renditions",
+                [*me, "worker", "--queues", RENDITIONS, "--concurrency", "1", "--nice", "5"],
+            ),
             ("beat", [*me, "beat"]),
             (
                 "ingest",
@@ -288,7 +297,9 @@ class Stack:
 
         configure(self.settings)
         try:
-            return bool(app.control.ping(timeout=0.5))
+            # Every worker started, the one of the renditions too.
+            workers = sum(1 for child in self.children if "worker" in child.argv)
+            return len(app.control.ping(timeout=0.5) or []) >= workers
         except Exception:
             return False
 

@@ -26,14 +26,13 @@ from redis import Redis
 from bench.net import free_port, require_loopback
 from bench.stack import Stack
 from shared import keys
+from shared.tasks import QUEUES
 
 # A browser a reader would use: not a bot (shared/counting/record.py), so every view counts.
 BROWSER = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)"
     " Chrome/126.0 Safari/537.36"
 )
-# Celery queues of bantin's workers (Redis lists named after them).
-QUEUES = ("default", "images", "feeds", "counters")
 
 
 def reader_cookie(seed: int = 0) -> str:

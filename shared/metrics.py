@@ -19,9 +19,9 @@ from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricF
 from prometheus_client.utils import floatToGoString
 
 from shared import keys
+from shared.tasks import QUEUES
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-QUEUES = ("default", "images", "feeds", "counters")
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any
-
-from celery import Celery
-from kombu import Queue
+from typing import TYPE_CHECKING, Any
 
 from shared.logs import request_id
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+# Celery and kombu are imported where they are used, not here: the publisher reads QUEUES (its
+# /metrics) and sends no task, and need not carry Celery for that.
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,13 @@ WEBSUB_PING = "bantin.websub_ping"
 DRAIN_HITS = "bantin.drain_hits"
 PERSIST_COUNTERS = "bantin.persist_counters"
 
-QUEUES = ("default", "images", "feeds", "counters")
+# The queue of the renditions a first page view does without (AVIF, the other widths): about
+# 40 times the CPU of a photo's first view (seconds per photo against a quarter of one), so a
+# worker of their own runs them (`bantin worker --queues renditions`, one process, low CPU
+# priority) and every other worker leaves them out (`--exclude-queues renditions`): a photo
+# article sent after another never waits behind the first one's AVIF.
+RENDITIONS = "renditions"
+QUEUES = ("default", "images", RENDITIONS, "feeds", "counters")
 ROUTES = {
     PROCESS_ARTICLE: "default",
     PUBLISH_ARTICLE: "default",
@@ -41,7 +50,7 @@ ROUTES = {
     REBUILD_FEEDS: "feeds",
     WEBSUB_PING: "feeds",
     RENDER_IMAGE: "images",
-    RENDER_REST: "images",
+    RENDER_REST: RENDITIONS,
     DRAIN_HITS: "counters",
     PERSIST_COUNTERS: "counters",
 }
@@ -49,6 +58,8 @@ ROUTES = {
 
 def broker_conf(redis_url: str) -> dict[str, Any]:
     """What every Celery client of bantin shares, senders and workers alike."""
+    from kombu import Queue
+
     return {
         "broker_url": redis_url,
         "broker_connection_retry_on_startup": True,
@@ -76,8 +87,10 @@ class TaskSender:
     re-sends whatever a lost message leaves waiting."""
 
     def __init__(self, redis_url: str, *, timeout: float = 2.0) -> None:
+        from celery import Celery
+
         self._timeout = timeout  # the client's own retries take far longer than a request may
-        self._celery = Celery("bantin-sender")
+        self._celery: Celery = Celery("bantin-sender")
         self._celery.conf.update(broker_conf(redis_url))
 
     async def send(self, name: str, *args: Any) -> bool:

@@ -25,6 +25,7 @@ import redis as redis_lib
 from bantin import embedded
 from shared import db, tokens
 from shared.settings import Settings
+from shared.tasks import RENDER_IMAGE, RENDER_REST, RENDITIONS, ROUTES
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLIC_URL = "http://bantin.test"
@@ -133,6 +134,9 @@ def reset(settings: Settings) -> None:
     client.close()
 
 
+PHOTO_QUEUES = (ROUTES[RENDER_IMAGE], ROUTES[RENDER_REST])
+
+
 def wait_for_photos(redis_url: str, timeout: float = 180) -> None:
     """Photos render in two stages (workers/photos.py): the second may still be running for
     the previous test's articles when the next test starts. Let the worker finish it first, or
@@ -143,8 +147,8 @@ def wait_for_photos(redis_url: str, timeout: float = 180) -> None:
         while time.monotonic() < deadline:
             # Kombu's Redis transport: a queue is a list; a message taken but not yet
             # acknowledged (acks_late) is in the "unacked" hash as [message, exchange, queue].
-            waiting = client.llen("images") or any(
-                json.loads(value)[2] == "images" for value in client.hvals("unacked")
+            waiting = any(client.llen(queue) for queue in PHOTO_QUEUES) or any(
+                json.loads(value)[2] in PHOTO_QUEUES for value in client.hvals("unacked")
             )
             if not waiting:
                 return
@@ -159,34 +163,52 @@ def clean(settings: Settings) -> Settings:
     return settings
 
 
+# The workers as `bantin up` and docker-compose.yml run them: one for every queue but the
+# renditions, and one of the renditions' own (shared/tasks.py).
+WORKERS = {
+    "worker": ["--concurrency", "2", "--exclude-queues", RENDITIONS],
+    "renditions": ["--queues", RENDITIONS, "--concurrency", "1", "--nice", "5"],
+}
+
+
 @pytest.fixture(scope="session")
 def worker(base_env: dict[str, str], settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
-    """A real Celery worker process, as `bantin worker` runs it in production."""
-    log = Path(base_env["BANTIN_HOME"]) / "worker.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bantin.cli", "worker", "--concurrency", "2"],
-            env={**os.environ, **base_env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    """Real Celery worker processes, as `bantin worker` runs them in production; the one of
+    every queue but the renditions is yielded (the renditions' own runs beside it)."""
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    logs: dict[str, Path] = {}
+    for name, args in WORKERS.items():
+        logs[name] = Path(base_env["BANTIN_HOME"]) / f"{name}.log"
+        with logs[name].open("ab") as out:
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "bantin.cli", "worker", *args],
+                env={**os.environ, **base_env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
     from workers.app import app, configure
 
     configure(settings)
     deadline = time.monotonic() + 60
-    while not app.control.ping(timeout=0.5):
-        assert proc.poll() is None, f"worker exited: {log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, "worker did not answer a ping in 60 s"
-    yield proc
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    finally:
+    while len(app.control.ping(timeout=0.5) or []) < len(procs):
+        for name, proc in procs.items():
+            assert proc.poll() is None, f"{name} exited: {logs[name].read_text()[-3000:]}"
+        assert time.monotonic() < deadline, "the workers did not answer a ping in 60 s"
+    yield procs["worker"]
+    for proc in procs.values():
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs.values():
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass  # a render still running: killed below, as a crash would
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=30)
 
 
 async def make_token(settings: Settings, role: str = "submitter", name: str = "test") -> str:

@@ -46,6 +46,7 @@ def multipart(
     part = writer.append_json(article)
     part.set_content_disposition("form-data", name="article")
     for name, data in photos.items():
-        part = writer.append(data, {"Content-Type": content_type})
+        # (From a file object: aiohttp warns of a large body sent from bytes.)
+        part = writer.append(io.BytesIO(data), {"Content-Type": content_type})
         part.set_content_disposition("form-data", name=name, filename=f"{name}.jpg")
     return writer

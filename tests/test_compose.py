@@ -42,6 +42,8 @@ import yaml
 from bantin.cli import _parser as bantin_parser
 from bantin.embedded import free_port
 from shared.settings import Settings
+from shared.tasks import QUEUES, RENDER_IMAGE, RENDER_REST, RENDITIONS, ROUTES
+from tests.conftest import WORKERS
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -168,12 +170,35 @@ def command_of(service: dict[str, Any]) -> list[str]:
     return [str(part) for part in service.get("command") or []]
 
 
+# Services named otherwise than the bantin command they run.
+COMMAND_OF = {"renditions": "worker"}
+
+
 def test_every_role_runs_a_command_bantin_accepts(services: dict[str, Any]) -> None:
     roles = bantin_services(services)
-    assert {"migrate", "ingest", "publisher", "worker", "beat"} <= set(roles)
+    assert {"migrate", "ingest", "publisher", "worker", "renditions", "beat"} <= set(roles)
     for name, service in roles.items():
         args = bantin_parser().parse_args(command_of(service))
-        assert args.command == name, f"{name} runs `bantin {args.command}`"
+        assert args.command == COMMAND_OF.get(name, name), f"{name} runs `bantin {args.command}`"
+
+
+def consumed(service: dict[str, Any]) -> set[str]:
+    args = bantin_parser().parse_args(command_of(service))
+    return set(args.queues) - set(args.exclude_queues)
+
+
+def test_every_queue_has_a_worker_and_the_renditions_one_of_their_own(
+    services: dict[str, Any],
+) -> None:
+    """A photo's first view (queue images) never waits behind another photo's renditions."""
+    worker, renditions = consumed(services["worker"]), consumed(services["renditions"])
+    assert worker | renditions == set(QUEUES)
+    assert renditions == {RENDITIONS} and RENDITIONS not in worker
+    assert ROUTES[RENDER_REST] == RENDITIONS and ROUTES[RENDER_IMAGE] in worker
+    # At a low priority: a quarter of the CPU weight of the others, and niced inside.
+    assert int(services["renditions"]["cpu_shares"]) < 1024
+    assert bantin_parser().parse_args(command_of(services["renditions"])).nice > 0
+    assert services["renditions"]["restart"] == services["worker"]["restart"] == "unless-stopped"
 
 
 def nginx_upstreams() -> dict[str, int]:
@@ -194,7 +219,7 @@ def test_health_checks_ask_the_process_the_command_starts(
             continue
         assert test and test[0] == "CMD" and test[1] == "bantin-healthcheck", (name, test)
         role, port = healthcheck.role_and_port(command_of(service))
-        assert role == name
+        assert role == COMMAND_OF.get(name, name)
         if name in upstreams:
             # Readiness (PostgreSQL and Redis answer) on the very port nginx sends readers to.
             assert port == upstreams[name] and "--ready" in test, name
@@ -235,7 +260,7 @@ def test_only_the_proxy_publishes_and_the_scaled_roles_can_be_scaled(
 ) -> None:
     published = {name for name, s in services.items() if s.get("ports")}
     assert published <= {"proxy", "flower"}
-    for name in ("ingest", "publisher", "worker"):
+    for name in ("ingest", "publisher", "worker", "renditions"):
         assert "container_name" not in services[name], name
     assert services["beat"].get("deploy", {}).get("replicas") == 1
 
@@ -248,7 +273,7 @@ def test_roles_share_the_media_the_proxy_serves(services: dict[str, Any]) -> Non
         return None
 
     env = services["worker"]["environment"]
-    for name in ("ingest", "worker", "publisher"):
+    for name in ("ingest", "worker", "renditions", "publisher"):
         assert volume(services[name], env["BANTIN_MEDIA_DIR"]) == "media", name
     assert volume(services["proxy"], "/srv/bantin/media") == "media"
     assert "alias /srv/bantin/media/public/;" in NGINX_CONF.read_text()
@@ -545,7 +570,7 @@ def test_healthcheck_pings_a_real_worker(
 ) -> None:
     """The worker fixture runs `bantin worker` as the image does; the health check addresses
     it by the node name `bantin worker` gives itself (bantin/cli.py)."""
-    assert healthcheck.bantin_args(worker.args) == ["worker", "--concurrency", "2"]
+    assert healthcheck.bantin_args(worker.args) == ["worker", *WORKERS["worker"]]
     assert healthcheck.check_worker(worker.pid, settings=settings) is None
     problem = healthcheck.check_worker(worker.pid + 100_000, timeout=1, settings=settings)
     assert problem and "did not answer" in problem

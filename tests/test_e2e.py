@@ -29,6 +29,7 @@ import pytest
 from bantin.bootstrap import demo_seed, text_only
 from bantin.embedded import free_port
 from shared.settings import Settings
+from shared.tasks import RENDITIONS
 from tests.conftest import reset
 
 pytestmark = pytest.mark.e2e
@@ -278,6 +279,9 @@ def test_up_publish_and_stop(stack: Stack) -> None:
     names = " ".join(" ".join(p.cmdline()) for p in tree)
     for part in ("worker", "beat", "ingest", "publisher"):
         assert f"bantin.cli {part}" in names
+    # Two workers: the renditions a first view does without have one of their own.
+    assert f"bantin.cli worker --queues {RENDITIONS} " in names
+    assert f"--exclude-queues {RENDITIONS}" in names
     if not os.environ.get("BANTIN_DATABASE_URL"):
         assert "postgres -D" in names and "redis-server" in names
     stack.proc.send_signal(signal.SIGTERM)

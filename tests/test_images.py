@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from PIL import ExifTags, Image, ImageCms, ImageDraw, PngImagePlugin, features
 
@@ -875,3 +876,56 @@ async def test_an_article_publishes_with_its_first_renditions_and_the_rest_follo
         await asyncio.sleep(0.1)
     else:
         raise AssertionError("the cached page never offered the renditions that came later")
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_first_view_never_waits_behind_another_articles_renditions(
+    api: Any, admin: str, settings: Any
+) -> None:
+    """The renditions a first view does without (render_rest: seconds of CPU per photo) have a
+    queue and a worker of their own. Article A has more photos than the other worker has
+    processes; article B, sent once A is published (so A's render_rest tasks are waiting or
+    running), gets its first view rendered before any of A's photos is complete. Had both
+    shared a queue, A's render_rest tasks would hold every process and B's render would come
+    after one of them."""
+    await create_category(api, admin)
+    seed = text_only(demo_seed()["article"])
+
+    async def send(title: str, photos: list[bytes]) -> int:
+        parts = {f"p{n}": data for n, data in enumerate(photos)}
+        article = {**seed, "title": title, "images": [{"part": part} for part in parts]}
+        response = await api.post(
+            "/api/v1/articles", data=multipart(article, parts), headers=bearer(admin)
+        )
+        assert response.status == 202, await response.text()
+        return int((await response.json())["id"])
+
+    big = [jpeg(3000, 2000, colour=(60 * n, 120, 200)) for n in range(3)]
+    first = await send("Bài A, ba ảnh lớn", big)
+    await wait_status(api, admin, first, "published")
+    second = await send("Bài B, gửi ngay sau", [jpeg(800, 600)])
+    await wait_status(api, admin, second, "published")
+
+    database_url, _ = settings.require_backends()
+
+    async def photos() -> dict[int, list[dict[str, Any]]]:
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            cur = await conn.execute(
+                "SELECT article_id, rendered_at, completed_at FROM images ORDER BY id"
+            )
+            found: dict[int, list[dict[str, Any]]] = {first: [], second: []}
+            for article_id, rendered_at, completed_at in await cur.fetchall():
+                found[article_id].append({"rendered": rendered_at, "completed": completed_at})
+            return found
+
+    for _ in range(3000):  # A's renditions, one after the other: a minute on a busy machine
+        rows = await photos()
+        if all(row["completed"] for row in rows[first]):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("A's other renditions never landed")
+    assert len(rows[first]) == 3 and len(rows[second]) == 1
+    b_first_view = rows[second][0]["rendered"]
+    assert b_first_view > max(row["rendered"] for row in rows[first])  # sent after A's
+    assert b_first_view < min(row["completed"] for row in rows[first]), rows

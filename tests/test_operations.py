@@ -28,6 +28,7 @@ from bantin.embedded import free_port
 from shared.logs import JsonFormatter, RequestIdFilter, request_id
 from shared.metrics import ServiceMetrics
 from shared.settings import Settings
+from shared.tasks import QUEUES
 from shared.web import service_middleware
 from tests.conftest import ADMIN_TOKEN, reset
 from tests.photos import jpeg, multipart
@@ -48,7 +49,7 @@ async def test_metrics_of_both_services(api: Any, site: Any) -> None:
         text = await response.text()
         assert f'bantin_http_requests_total{{method="GET",route="{route}",status="200"}}' in text
         assert "bantin_http_request_duration_seconds_bucket" in text
-        for queue in ("default", "images", "feeds", "counters"):
+        for queue in QUEUES:
             assert f'bantin_queue_length{{queue="{queue}"}}' in text
         assert "bantin_hits_stream_lag" in text
     text = await (await site.get("/metrics")).text()

@@ -1,5 +1,5 @@
 """What an import or export tells the person running it: a progress bar with counts and an ETA
-on a terminal (rich), a plain line every few seconds otherwise (a log, a CI job), and at the end
+on a terminal (tqdm), a plain line every few seconds otherwise (a log, a CI job), and at the end
 a summary of what came in, what was skipped and why, what failed and why."""
 
 from __future__ import annotations
@@ -10,15 +10,7 @@ from collections import Counter
 from types import TracebackType
 from typing import TextIO
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-)
+from tqdm import tqdm
 
 PLAIN_EVERY = 5.0  # seconds between plain lines
 SHOWN = 20  # failures listed one by one in the summary; the rest are counted
@@ -40,22 +32,19 @@ class Report:
         self.failures: list[str] = []  # "item: reason", for the summary
         self.started = time.monotonic()
         self._last_line = self.started
-        self._progress: Progress | None = None
-        self._task: TaskID | None = None
+        self._bar: tqdm | None = None
 
     def __enter__(self) -> Report:
         if self.stream.isatty():
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[counts]}"),
-                console=Console(file=self.stream),
-                transient=False,
+            # n/total, a bar, the rate and the time left; the counts follow as the postfix.
+            self._bar = tqdm(
+                desc=self.what,
+                total=self.total,
+                file=self.stream,
+                unit=" items",
+                dynamic_ncols=True,
+                leave=True,
             )
-            self._progress.start()
-            self._task = self._progress.add_task(self.what, total=self.total, counts="")
         return self
 
     def __exit__(
@@ -64,15 +53,16 @@ class Report:
         err: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._progress is not None:
+        if self._bar is not None:
             self._refresh()
-            self._progress.stop()
-            self._progress = None
+            self._bar.close()
+            self._bar = None
 
     def set_total(self, total: int | None) -> None:
         self.total = total
-        if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, total=total)
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.refresh()
 
     def skip(self, reason: str, n: int = 1, *, item: str | None = None) -> None:
         """Items left out on purpose; with `item`, named in the summary."""
@@ -95,7 +85,7 @@ class Report:
 
     def tick(self) -> None:
         """Called after each batch: redraws the bar, or prints a plain line now and then."""
-        if self._progress is not None:
+        if self._bar is not None:
             self._refresh()
             return
         now = time.monotonic()
@@ -104,8 +94,10 @@ class Report:
             print(f"{self.what}: {self.line()}", file=self.stream, flush=True)
 
     def _refresh(self) -> None:
-        assert self._progress is not None and self._task is not None
-        self._progress.update(self._task, completed=self.seen, counts=self._counts())
+        assert self._bar is not None
+        self._bar.n = self.seen
+        self._bar.set_postfix_str(self._counts(), refresh=False)
+        self._bar.refresh()
 
     def _counts(self) -> str:
         return (

@@ -6,6 +6,7 @@
 #
 #   deploy/offline/images.sh            # builds only the stand-ins whose pinned name is absent
 #   deploy/offline/images.sh --bantin   # then bantin's own image, $BANTIN_IMAGE (bantin:0.1.0)
+#   deploy/offline/images.sh --missing  # names the pinned images absent (builds nothing)
 #
 # - a Debian base made with mmdebstrap from the mirror apt already uses (/etc/apt/sources.list*);
 # - python: Debian's python3 (3.11) with /usr/local/bin/python, as the official image has it;
@@ -43,6 +44,13 @@ build() {
 }
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }
+
+if [ "${1:-}" = --missing ]; then # the pinned upstream images this engine does not have
+  for name in "$python_image" "$postgres_image" "$redis_image" "$nginx_image"; do
+    have "$name" || echo "$name"
+  done
+  exit 0
+fi
 
 mirror() { # the first Debian mirror apt uses here
   grep -rhoE '(URIs:|deb) +https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
