@@ -1,13 +1,10 @@
 """The counters worker's drain: the stream's views into the counters, each exactly once.
 
-One script (drain.lua) per batch reads about BATCH views through the consumer group
-`keys.HITS_GROUP`, counts them and deletes them in one atomic step: an entry is delivered only
-inside the script that counts it, so it is counted once, and a batch is never half counted, even
-when the worker is killed. A batch updates the total of human views, each article's views, the
-day's views and unique visitors (a HyperLogLog) in the site's time zone (found from the zone's
-UTC offsets, zone_offsets()), the visitors online (visitor -> last seen) and the bots' counter.
-The script counts nothing while the total is missing (Redis emptied): persist.restore() refills
-it first, so that no increment lands on an empty key to be overwritten.
+One script (drain.lua, whose header says how) per batch reads about BATCH views, counts them
+and deletes them in one atomic step. The counters: the total of human views, each article's
+views, the day's views and unique visitors in the site's time zone (found from the zone's UTC
+offsets, zone_offsets()), the visitors online and the bots' counter. The script counts nothing
+while the total is missing (Redis emptied): persist.restore() refills it first.
 """
 
 from __future__ import annotations
