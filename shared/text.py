@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Iterable
 
 __all__ = [
     "FALLBACK_SLUG",
@@ -137,13 +136,9 @@ def _changed_by(table: dict[int, str | None]) -> re.Pattern[str]:
     """A character class of what `table` changes. Most text has none or few such characters,
     and finding them costs less than passing every character through str.translate (about
     40% of clean_text's time on an article body)."""
-    return _char_class(k for k, v in table.items() if v != chr(k))
-
-
-def _char_class(codes: Iterable[int]) -> re.Pattern[str]:
-    """One or more of these code points, as a regular expression of ranges."""
+    codes = sorted(k for k, v in table.items() if v != chr(k))
     ranges: list[list[int]] = []
-    for code in sorted(codes):
+    for code in codes:
         if ranges and ranges[-1][1] == code - 1:
             ranges[-1][1] = code
         else:
