@@ -23,9 +23,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
 WORKDIR /src
-# `strip`, to take the debug symbols out of the wheels' shared objects (tens of MB the image
-# would carry for nothing). The builder stage only: the final image has no binutils. Not pinned
-# to a version: it is the base image's own Debian release's, and none of it ships.
+# `strip`, to take the debug symbols out of the wheels' shared objects (MB the image would carry
+# for nothing). Not those that auditwheel rewrote with patchelf (the libraries it vendors into
+# `*.libs/`, and the modules it gave an RPATH to find them): strip breaks such files. The
+# builder stage only: the final image has no binutils. Not pinned to a version: it is the base
+# image's own Debian release's, and none of it ships.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends binutils \
@@ -44,7 +46,7 @@ RUN --mount=type=secret,id=ca \
     && pip install -c constraints.txt "pip==26.3" \
     && python -c 'import os, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; extras = os.environ["BANTIN_EXTRAS"].replace(",", " ").split(); print(*p["dependencies"], *(d for e in extras for d in p["optional-dependencies"][e]), sep="\n")' > /tmp/requirements.txt \
     && pip install -c constraints.txt -r /tmp/requirements.txt \
-    && find /opt/venv -type f -name '*.so*' -exec strip --strip-unneeded {} +
+    && find /opt/venv -type f -name '*.so*' -not -path '*.libs/*' -exec sh -c 'for f; do readelf -d "$f" | grep -qE "RPATH|RUNPATH" || strip --strip-unneeded "$f"; done' strip {} +
 
 # Then bantin itself (the packages that pyproject.toml's packages.find includes).
 COPY README.md ./
@@ -89,6 +91,7 @@ RUN groupadd --system --gid 10001 bantin \
     && chmod 0755 /usr/local/bin/bantin-healthcheck \
     && bantin --help > /dev/null \
     && python -c "import services.ingest.app, services.publisher.app, workers.app, workers.publishing, workers.feeds" \
+    && python -c "import pyvips; assert pyvips.API_mode, 'libvips did not load'" \
     && python -c "from zoneinfo import ZoneInfo; ZoneInfo('Asia/Ho_Chi_Minh')"
 
 WORKDIR /var/lib/bantin

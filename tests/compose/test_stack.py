@@ -8,9 +8,10 @@ test .env gives only the proxy's port, the public URL on it, and the database pa
 2. `up --wait` with 3 workers and 2 publishers: every service healthy;
 3. articles with photos submitted through the proxy, with a token made inside the stack; their
    pages, feeds and photos served through it; the proxy spreads pages over both publishers;
-4. a worker killed in the middle of a photo render and a publisher killed under page load:
-   every accepted article is published once, readers see no error but those in flight on the
-   killed publisher, and both containers come back by their restart policy;
+4. a worker (of the first views or of the other renditions) killed in the middle of a photo
+   render and a publisher killed under page load: every accepted article is published once and
+   every photo gets all its renditions, readers see no error but those in flight on the killed
+   publisher, and both containers come back by their restart policy;
 5. Redis and PostgreSQL restarted: the stack recovers by itself, nothing accepted is lost, the
    counters keep their totals;
 6. health checks that fail when a role is broken (its database away), not only when it is gone;
@@ -43,6 +44,8 @@ from typing import Any
 import pytest
 
 from bench.load import LoadResult, run_load
+from shared.photos.render import MAX_SIDE, WIDTHS
+from shared.tasks import RENDER_IMAGE, RENDER_REST
 from tests.compose.conftest import FIGURES, ROOT
 from tests.photos import jpeg
 
@@ -283,6 +286,7 @@ def test_up_scaled_every_service_healthy(stack: Stack) -> None:
     assert stack.unhealthy() == []
     running = Counter(row["Service"] for row in stack.containers() if row["State"] == "running")
     assert running["worker"] == 3 and running["publisher"] == 2, running
+    assert running["renditions"] == 1, running
     assert running["beat"] == 1 and running["ingest"] == 1 and running["proxy"] == 1
     FIGURES["memory_mb_idle"] = stack.memory()
 
@@ -354,9 +358,15 @@ ACTIVE = (
 )
 
 
+RENDERS = (RENDER_IMAGE, RENDER_REST)
+# The services whose containers run a worker: every queue but the renditions, and theirs.
+WORKER_SERVICES = ("worker", "renditions")
+
+
 def rendering_worker(stack: Stack) -> str | None:
-    """A worker container in the middle of a photo render, or None: Celery's own `inspect
-    active`, asked from inside the stack; a node is named worker-<pid>@<container's hostname>."""
+    """A worker container in the middle of a photo render (a first view's on a `worker`, the
+    other renditions' on a `renditions` one), or None: Celery's own `inspect active`, asked from
+    inside the stack; a node is named worker-<pid>@<container's hostname>."""
     out = stack.compose("exec", "-T", "ingest", "python", "-c", ACTIVE, timeout=60, check=False)
     try:
         active = json.loads(out.strip().splitlines()[-1]) or {}
@@ -365,12 +375,32 @@ def rendering_worker(stack: Stack) -> str | None:
     busy = {
         node.split("@", 1)[1]
         for node, tasks in active.items()
-        if any(task["name"] in ("bantin.render_image", "bantin.render_rest") for task in tasks)
+        if any(task["name"] in RENDERS for task in tasks)
     }
-    for row in stack.containers("worker"):
-        if row["ID"][:12] in busy:
-            return str(row["ID"])
+    for service in WORKER_SERVICES:
+        for row in stack.containers(service):
+            if row["ID"][:12] in busy:
+                return str(row["ID"])
     return None
+
+
+def expected_widths(width: int) -> set[int]:
+    """The widths of a photo's full set of renditions (shared/photos/render.py): each standard
+    width below its own, and its own (capped)."""
+    return {w for w in WIDTHS if w < width} | {min(width, MAX_SIDE)}
+
+
+def complete(stack: Stack, article_id: int, width: int) -> bool:
+    """Every photo of the article has its full set: every width in every format (AVIF too:
+    the image's libvips writes it), not only what a first view needs."""
+    status, article = stack.api("GET", f"/api/v1/articles/{article_id}")
+    if status != 200 or not article["images"]:
+        return False
+    for image in article["images"]:
+        have = {(r["width"], r["format"]) for r in image["renditions"]}
+        if have != {(w, f) for w in expected_widths(width) for f in ("jpeg", "webp", "avif")}:
+            return False
+    return True
 
 
 def crash(container: str) -> None:
@@ -385,6 +415,9 @@ def restarts(container: str) -> int:
     return int(docker("inspect", "--format", "{{.RestartCount}}", container).strip())
 
 
+KILL_PHOTO = (3000, 2000)  # the other renditions take seconds: a render is easy to catch
+
+
 def test_killed_worker_and_publisher_come_back_and_nothing_is_lost(stack: Stack) -> None:
     before = {row["ID"]: restarts(row["ID"]) for row in stack.containers()}
     # Photos sent while readers load pages.
@@ -394,16 +427,31 @@ def test_killed_worker_and_publisher_come_back_and_nothing_is_lost(stack: Stack)
         daemon=True,
     )
     reader.start()
-    for n in range(1, 5):
-        stack.submit(f"Bài có ảnh số {n}, gửi khi đang có sự cố", size=(1200, 900))
+    sent = [
+        stack.submit(f"Bài có ảnh số {n}, gửi khi đang có sự cố", size=KILL_PHOTO)
+        for n in range(1, 5)
+    ]
     victim = until(lambda: rendering_worker(stack), "a worker to start a render", 120, 0.2)
     crash(victim)
+    FIGURES["killed_while_rendering"] = next(
+        row["Service"] for row in stack.containers() if row["ID"] == victim
+    )
     time.sleep(3)
     publisher = stack.containers("publisher")[0]["ID"]
     crash(publisher)
     reader.join(120)
 
     stack.all_published(timeout=600)
+    # Every photo gets all its renditions, the one whose render was cut off too: its task was
+    # never acknowledged, and the sweep sends it again (within STUCK_AFTER and a sweep).
+    started = time.monotonic()
+    until(
+        lambda: all(complete(stack, article_id, KILL_PHOTO[0]) for article_id in sent),
+        "every photo to get all its renditions after the kill",
+        600,
+        3,
+    )
+    FIGURES["renditions_complete_after_the_kill_s"] = round(time.monotonic() - started)
     # Readers saw pages, and no error but the requests in flight on the killed publisher.
     result = load["r"]
     errors = {k: v for k, v in result.statuses.items() if k != "200"}
@@ -499,7 +547,7 @@ def test_health_checks_fail_when_a_role_is_broken(stack: Stack) -> None:
         stack.compose("start", "postgres", timeout=180)
     stack.compose("stop", "redis", timeout=120)
     try:
-        for service in ("worker", "beat"):
+        for service in ("worker", "renditions", "beat"):
             container = stack.containers(service)[0]["ID"]
             done = subprocess.run(
                 ["docker", "exec", container, "bantin-healthcheck"],
@@ -510,7 +558,8 @@ def test_health_checks_fail_when_a_role_is_broken(stack: Stack) -> None:
             # Unhealthy, or the role gave up on its broker and its container is restarting.
             assert done.returncode != 0, done.stdout
             if done.returncode == 1:
-                assert f"unhealthy: {service}" in done.stdout, done.stdout
+                role = "worker" if service == "renditions" else service
+                assert f"unhealthy: {role}" in done.stdout, done.stdout
     finally:
         stack.compose("start", "redis", timeout=120)
     until(lambda: not stack.unhealthy(), "every service to be healthy again", 300, 2)
