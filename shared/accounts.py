@@ -12,6 +12,7 @@ a hash made with older parameters is replaced at the next successful sign-in.
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,9 +29,14 @@ Conn = AsyncConnection[Any]
 HASHER = PasswordHasher()  # argon2id; its defaults follow RFC 9106's low-memory profile
 USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,39}$"
 MIN_PASSWORD = 10
-# Verified against when the account does not exist, so that an unknown name costs as long as
-# a wrong password (no telling names apart by timing).
-_DUMMY = HASHER.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy() -> str:
+    """Verified against when the account does not exist, so that an unknown name costs as long
+    as a wrong password (no telling names apart by timing). Made at the first sign-in, not at
+    import: every process importing this module (each `bantin` command) would pay 0.2 s for it."""
+    return HASHER.hash(secrets.token_urlsafe(16))
 
 
 class AccountError(ValueError):
@@ -127,7 +133,7 @@ async def verify(conn: Conn, username: str, password: str) -> Account | None:
         f"SELECT {_COLUMNS}, password_hash FROM accounts WHERE username = %s", (username,)
     )
     row = await cur.fetchone()
-    stored = row.pop("password_hash") if row else _DUMMY
+    stored = row.pop("password_hash") if row else await asyncio.to_thread(_dummy)
     try:
         await asyncio.to_thread(HASHER.verify, stored, password)
     except (VerificationError, InvalidHashError):
