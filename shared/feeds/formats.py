@@ -32,7 +32,7 @@ import re
 import threading
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from urllib.parse import urlsplit
@@ -231,15 +231,6 @@ def _byline(author: str, unit: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _Image:
-    url: str
-    mime: str
-    width: int
-    height: int
-    length: int | None
-
-
-@dataclass(frozen=True, slots=True)
 class _Item:
     """A ``FeedEntry`` after scrubbing, validation and time zone conversion."""
 
@@ -252,43 +243,27 @@ class _Item:
     updated: datetime
     byline: str
     category: str | None
-    image: _Image | None
+    image: FeedImage | None
 
 
-@dataclass(frozen=True, slots=True)
-class _Channel:
-    """A ``FeedMeta`` after scrubbing, validation and time zone conversion."""
-
-    title: str
-    description: str
-    home_url: str
-    self_url: str
-    feed_id: str
-    updated: datetime
-    language: str
-    hub_url: str | None
-    next_url: str | None
-    prev_url: str | None
-    first_url: str | None
-    icon_url: str | None
-
-    def paging_links(self) -> list[tuple[str, str]]:
-        """(rel, href) for WebSub and RFC 5005, in a stable order."""
-        links = [
-            # WebSub section 4: the hub is advertised with rel="hub".
-            ("hub", self.hub_url),
-            # RFC 5005 section 3 (paged feeds): "first", "previous", "next".
-            ("first", self.first_url),
-            ("previous", self.prev_url),
-            ("next", self.next_url),
-        ]
-        return [(rel, href) for rel, href in links if href]
+def _paging_links(channel: FeedMeta) -> list[tuple[str, str]]:
+    """(rel, href) for WebSub and RFC 5005, in a stable order."""
+    links = [
+        # WebSub section 4: the hub is advertised with rel="hub".
+        ("hub", channel.hub_url),
+        # RFC 5005 section 3 (paged feeds): "first", "previous", "next".
+        ("first", channel.first_url),
+        ("previous", channel.prev_url),
+        ("next", channel.next_url),
+    ]
+    return [(rel, href) for rel, href in links if href]
 
 
-def _prepare_channel(meta: FeedMeta, zone: tzinfo) -> _Channel:
-    title = _required_text(meta.title, "FeedMeta.title")
-    return _Channel(
-        title=title,
+def _prepare_channel(meta: FeedMeta, zone: tzinfo) -> FeedMeta:
+    """``meta`` after scrubbing, validation and time zone conversion."""
+    return replace(
+        meta,
+        title=_required_text(meta.title, "FeedMeta.title"),
         description=scrub(meta.description).strip(),
         home_url=_absolute_url(meta.home_url, "FeedMeta.home_url"),
         self_url=_absolute_url(meta.self_url, "FeedMeta.self_url"),
@@ -310,7 +285,7 @@ def _prepare_item(entry: FeedEntry, index: int, zone: tzinfo) -> _Item:
         img = entry.image
         if img.length is not None and img.length < 0:
             raise ValueError(f"{where}.image.length: must not be negative")
-        image = _Image(
+        image = FeedImage(
             url=_absolute_url(img.url, f"{where}.image.url"),
             mime=_required_text(img.mime, f"{where}.image.mime"),
             width=int(img.width),
@@ -392,7 +367,7 @@ _FEEDGEN_LOCALE_LOCK = threading.Lock()
 # --------------------------------------------------------------------------
 
 
-def _render_rss(channel: _Channel, items: Sequence[_Item]) -> bytes:
+def _render_rss(channel: FeedMeta, items: Sequence[_Item]) -> bytes:
     """RSS 2.0 (https://www.rssboard.org/rss-specification) via feedgen."""
     fg = FeedGenerator()
     # RSS 2.0 "Extending RSS": namespaced elements.  dc:creator because RSS
@@ -417,7 +392,7 @@ def _render_rss(channel: _Channel, items: Sequence[_Item]) -> bytes:
     if channel.icon_url:
         # RSS 2.0 <image>: url + title + link (feedgen fills the latter two).
         fg.image(url=channel.icon_url)
-    fg.bantin.rss_links = channel.paging_links()
+    fg.bantin.rss_links = _paging_links(channel)
 
     for item in items:
         fe = fg.add_entry(order="append")  # caller's order is the feed's order
@@ -474,7 +449,7 @@ def _render_rss(channel: _Channel, items: Sequence[_Item]) -> bytes:
 # --------------------------------------------------------------------------
 
 
-def _render_atom(channel: _Channel, items: Sequence[_Item]) -> bytes:
+def _render_atom(channel: FeedMeta, items: Sequence[_Item]) -> bytes:
     """Atom 1.0 (RFC 4287) via feedgen, entry links via ``_BantinEntryExt``."""
     fg = FeedGenerator()
     fg.register_extension("bantin", _BantinFeedExt, _BantinEntryExt, atom=True, rss=False)
@@ -488,7 +463,7 @@ def _render_atom(channel: _Channel, items: Sequence[_Item]) -> bytes:
     # RFC 4287 4.2.7: alternate (the HTML page) and self (this document).
     fg.link(href=channel.home_url, rel="alternate", type="text/html")
     fg.link(href=channel.self_url, rel="self", type="application/atom+xml")
-    for rel, href in channel.paging_links():
+    for rel, href in _paging_links(channel):
         # WebSub 4 rel="hub"; RFC 5005 3 rel="first"/"previous"/"next".
         fg.link(href=href, rel=rel)
     fg.generator(GENERATOR)  # RFC 4287 4.2.4 atom:generator
@@ -534,7 +509,7 @@ def _render_atom(channel: _Channel, items: Sequence[_Item]) -> bytes:
 # --------------------------------------------------------------------------
 
 
-def _render_json(channel: _Channel, items: Sequence[_Item]) -> bytes:
+def _render_json(channel: FeedMeta, items: Sequence[_Item]) -> bytes:
     """JSON Feed 1.1 (https://jsonfeed.org/version/1.1) with the json module."""
     feed: dict[str, Any] = {
         "version": JSONFEED_VERSION,  # required
