@@ -230,22 +230,6 @@ def _byline(author: str, unit: str) -> str:
     return " - ".join(part for part in (scrub(author).strip(), scrub(unit).strip()) if part)
 
 
-@dataclass(frozen=True, slots=True)
-class _Item:
-    """A ``FeedEntry`` after scrubbing, validation and time zone conversion."""
-
-    id: str
-    url: str
-    title: str
-    summary: str
-    content_html: str
-    published: datetime
-    updated: datetime
-    byline: str
-    category: str | None
-    image: FeedImage | None
-
-
 def _paging_links(channel: FeedMeta) -> list[tuple[str, str]]:
     """(rel, href) for WebSub and RFC 5005, in a stable order."""
     links = [
@@ -278,7 +262,9 @@ def _prepare_channel(meta: FeedMeta, zone: tzinfo) -> FeedMeta:
     )
 
 
-def _prepare_item(entry: FeedEntry, index: int, zone: tzinfo) -> _Item:
+def _prepare_item(entry: FeedEntry, index: int, zone: tzinfo) -> FeedEntry:
+    """``entry`` after scrubbing, validation and time zone conversion; its ``author`` is the
+    byline, the unit folded in."""
     where = f"entries[{index}]"
     image = None
     if entry.image is not None:
@@ -293,7 +279,8 @@ def _prepare_item(entry: FeedEntry, index: int, zone: tzinfo) -> _Item:
             length=img.length,
         )
     category = scrub(entry.category).strip() if entry.category is not None else ""
-    return _Item(
+    return replace(
+        entry,
         id=_required_text(entry.id, f"{where}.id"),
         url=_absolute_url(entry.url, f"{where}.url"),
         # An untitled item is blank in every reader's list; refuse it loudly
@@ -303,7 +290,8 @@ def _prepare_item(entry: FeedEntry, index: int, zone: tzinfo) -> _Item:
         content_html=scrub(entry.content_html),
         published=_site_time(entry.published, zone, f"{where}.published"),
         updated=_site_time(entry.updated, zone, f"{where}.updated"),
-        byline=_byline(entry.author, entry.unit),
+        author=_byline(entry.author, entry.unit),
+        unit="",
         category=category or None,
         image=image,
     )
@@ -367,7 +355,7 @@ _FEEDGEN_LOCALE_LOCK = threading.Lock()
 # --------------------------------------------------------------------------
 
 
-def _render_rss(channel: FeedMeta, items: Sequence[_Item]) -> bytes:
+def _render_rss(channel: FeedMeta, items: Sequence[FeedEntry]) -> bytes:
     """RSS 2.0 (https://www.rssboard.org/rss-specification) via feedgen."""
     fg = FeedGenerator()
     # RSS 2.0 "Extending RSS": namespaced elements.  dc:creator because RSS
@@ -418,8 +406,8 @@ def _render_rss(channel: FeedMeta, items: Sequence[_Item]) -> bytes:
         fe.pubDate(item.published)
         if item.category:
             fe.category(term=item.category)  # RSS 2.0 <category>
-        if item.byline:
-            fe.dc.dc_creator(item.byline)  # Dublin Core dc:creator
+        if item.author:
+            fe.dc.dc_creator(item.author)  # Dublin Core dc:creator
         if item.image is not None:
             img = item.image
             # RSS 2.0 <enclosure url length type>: all three are required, so
@@ -449,7 +437,7 @@ def _render_rss(channel: FeedMeta, items: Sequence[_Item]) -> bytes:
 # --------------------------------------------------------------------------
 
 
-def _render_atom(channel: FeedMeta, items: Sequence[_Item]) -> bytes:
+def _render_atom(channel: FeedMeta, items: Sequence[FeedEntry]) -> bytes:
     """Atom 1.0 (RFC 4287) via feedgen, entry links via ``_BantinEntryExt``."""
     fg = FeedGenerator()
     fg.register_extension("bantin", _BantinFeedExt, _BantinEntryExt, atom=True, rss=False)
@@ -469,7 +457,7 @@ def _render_atom(channel: FeedMeta, items: Sequence[_Item]) -> bytes:
     fg.generator(GENERATOR)  # RFC 4287 4.2.4 atom:generator
     if channel.icon_url:
         fg.icon(channel.icon_url)  # RFC 4287 4.2.5 atom:icon
-    if any(not item.byline for item in items):
+    if any(not item.author for item in items):
         # RFC 4287 4.1.2: an entry without atom:author inherits the feed's;
         # with neither the document is invalid, so the site is the author.
         fg.author(name=channel.title)
@@ -480,8 +468,8 @@ def _render_atom(channel: FeedMeta, items: Sequence[_Item]) -> bytes:
         fe.title(item.title)  # RFC 4287 4.2.14, type="text"
         fe.updated(item.updated)  # RFC 4287 4.2.15
         fe.published(item.published)  # RFC 4287 4.2.9
-        if item.byline:
-            fe.author(name=item.byline)  # RFC 4287 4.2.1 / 3.2.1
+        if item.author:
+            fe.author(name=item.author)  # RFC 4287 4.2.1 / 3.2.1
         if item.summary:
             fe.summary(item.summary)  # RFC 4287 4.2.13, type="text"
         # RFC 4287 4.1.3: type="html" means escaped HTML in the element text.
@@ -509,7 +497,7 @@ def _render_atom(channel: FeedMeta, items: Sequence[_Item]) -> bytes:
 # --------------------------------------------------------------------------
 
 
-def _render_json(channel: FeedMeta, items: Sequence[_Item]) -> bytes:
+def _render_json(channel: FeedMeta, items: Sequence[FeedEntry]) -> bytes:
     """JSON Feed 1.1 (https://jsonfeed.org/version/1.1) with the json module."""
     feed: dict[str, Any] = {
         "version": JSONFEED_VERSION,  # required
@@ -533,7 +521,7 @@ def _render_json(channel: FeedMeta, items: Sequence[_Item]) -> bytes:
     return text.encode("utf-8")
 
 
-def _json_item(item: _Item, language: str) -> Mapping[str, Any]:
+def _json_item(item: FeedEntry, language: str) -> Mapping[str, Any]:
     out: dict[str, Any] = {
         "id": item.id,  # required, string
         "url": item.url,
@@ -547,8 +535,8 @@ def _json_item(item: _Item, language: str) -> Mapping[str, Any]:
     # date_published / date_modified: RFC 3339.
     out["date_published"] = item.published.isoformat()
     out["date_modified"] = item.updated.isoformat()
-    if item.byline:
-        out["authors"] = [{"name": item.byline}]  # 1.1 "authors" array
+    if item.author:
+        out["authors"] = [{"name": item.author}]  # 1.1 "authors" array
     out["language"] = language
     if item.category:
         out["tags"] = [item.category]
