@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -77,28 +78,16 @@ class ServiceMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.http = RequestStats()
         self.registry.register(self.http)
-        self.queue = Gauge(
-            "bantin_queue_length",
-            "Tasks waiting in a Celery queue",
-            ["queue"],
-            registry=self.registry,
-        )
-        self.stream_lag = Gauge(
-            "bantin_hits_stream_lag",
-            "Page views recorded but not counted yet",
-            registry=self.registry,
-        )
-        self.tasks = Gauge(
+        gauge = partial(Gauge, registry=self.registry)
+        self.queue = gauge("bantin_queue_length", "Tasks waiting in a Celery queue", ["queue"])
+        self.stream_lag = gauge("bantin_hits_stream_lag", "Page views recorded but not counted yet")
+        self.tasks = gauge(
             "bantin_tasks",
             "Tasks run by every worker since the counters began",
             ["task", "outcome"],
-            registry=self.registry,
         )
-        self.task_seconds = Gauge(
-            "bantin_task_seconds",
-            "Total time spent in each task, by every worker",
-            ["task"],
-            registry=self.registry,
+        self.task_seconds = gauge(
+            "bantin_task_seconds", "Total time spent in each task, by every worker", ["task"]
         )
         self.extra: list[Callable[[], None]] = []
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Annotated, Any, NotRequired, TypeVar, get_args
 from urllib.parse import urlsplit
@@ -481,22 +481,12 @@ class Submission:
     def draft(self, category_id: int, images: Sequence[ImageDraft] = ()) -> ArticleDraft:
         """What the data layer stores of this article (the API's and the importer's writes
         alike), with the photos already in the media store."""
-        return ArticleDraft(
-            slug=self.slug,
-            category_id=category_id,
-            title=self.title,
-            summary=self.summary,
-            body_source=self.body_source,
-            body_format=self.body_format,
-            body_html=self.body_html,
-            author=self.author,
-            unit=self.unit,
-            published_at=self.published_at,
-            search_text=self.search_text,
-            gallery_title=self.gallery_title,
-            tags=self.tags,
-            images=tuple(images),
-        )
+        given = {name: getattr(self, name) for name in _DRAFTED}
+        return ArticleDraft(**given, category_id=category_id, images=tuple(images))
+
+
+# What a Submission hands on to its ArticleDraft as it is (all but the category and photos).
+_DRAFTED = tuple(f.name for f in fields(ArticleDraft) if f.name not in ("category_id", "images"))
 
 
 def check_article(data: Any, *, max_photos: int) -> tuple[Submission | None, list[dict[str, str]]]:

@@ -207,7 +207,7 @@ def test_libvips_runs_no_loader_outside_the_allowed_formats(tmp_path: Path) -> N
 def test_the_loader_libvips_picks_must_be_the_sniffed_formats(
     tmp_path: Path, store: MediaStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(images.LOADER_NAMES, "jpeg", ("pngload_source",))
+    monkeypatch.setitem(images.LOADERS, "jpeg", ("Jpeg", "png"))
     path = save(tmp_path, quadrants((300, 200)), "JPEG")
     with pytest.raises(Undecodable, match=r"^not a valid JPEG file: it reads as jpegload_source$"):
         render(path, store, max_pixels=MAX_PIXELS)

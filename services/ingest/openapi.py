@@ -129,70 +129,77 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     return parameters
 
 
+def _op(
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    token: bool = True,
+    body: str | dict[str, Any] | None = None,
+    parameters: list[dict[str, Any]] | None = None,
+    description: str = "",
+) -> dict[str, Any]:
+    """One operation; one that takes a token (`token`) says so, and what a token is refused for.
+    `body`: a shape's name (its JSON, with its example) or a whole requestBody."""
+    doc: dict[str, Any] = {"summary": summary, "security": BEARER if token else []}
+    if description:
+        doc["description"] = description
+    if parameters:
+        doc["parameters"] = parameters
+    if body is not None:
+        doc["requestBody"] = _body(body) if isinstance(body, str) else body
+    doc["responses"] = {**responses, **AUTH_ERRORS} if token else responses
+    return doc
+
+
 IDEMPOTENCY_KEY = _header(
     "Idempotency-Key",
     "the same key and request replay the first answer",
     minLength=1,
     maxLength=255,
 )
+NO_ARTICLE = {"404": _problem("no such article for this token")}
+STALE_ETAG = {"412": _problem("the ETag is not the article's current one")}
+STILL_RUNNING = {"409": _problem("a request with this Idempotency-Key is still running")}
 PATHS: dict[str, Any] = {
-    "/healthz": {
-        "get": {
-            "summary": "alive",
-            "security": [],
-            "responses": {"200": _json("alive", "Health")},
-        }
-    },
+    "/healthz": {"get": _op("alive", {"200": _json("alive", "Health")}, token=False)},
     "/readyz": {
-        "get": {
-            "summary": "PostgreSQL and Redis reachable",
-            "security": [],
-            "responses": {
-                "200": _json("ready", "Health"),
-                "503": _json("not ready", "Health"),
-            },
-        }
+        "get": _op(
+            "PostgreSQL and Redis reachable",
+            {"200": _json("ready", "Health"), "503": _json("not ready", "Health")},
+            token=False,
+        )
     },
     "/api/v1/categories": {
-        "get": {
-            "summary": "list categories",
-            "security": [],
-            "responses": {"200": _json("categories", "Categories")},
-        },
-        "post": {
-            "summary": "create a category (admin)",
-            "security": BEARER,
-            "requestBody": _body("CategoryIn"),
-            "responses": {
+        "get": _op("list categories", {"200": _json("categories", "Categories")}, token=False),
+        "post": _op(
+            "create a category (admin)",
+            {
                 "201": _json("created", "Category"),
                 **JSON_BODY_ERRORS,
                 **ADMIN,
                 "409": _problem("the slug exists"),
-                **AUTH_ERRORS,
             },
-        },
+            body="CategoryIn",
+        ),
     },
     "/api/v1/categories/{slug}": {
         "parameters": [CATEGORY_SLUG],
-        "patch": {
-            "summary": "rename, move in the menu, retire or bring back a category (admin)",
-            "description": "A retired category leaves the menus, the home page and the"
-            " sitemap; its page and feeds answer 410, or 301 to `redirect_to`; new articles"
-            " in it are refused (422); its articles stay.",
-            "security": BEARER,
-            "requestBody": _body("CategoryPatch"),
-            "responses": {
+        "patch": _op(
+            "rename, move in the menu, retire or bring back a category (admin)",
+            {
                 "200": _json("changed", "Category"),
                 **JSON_BODY_ERRORS,
                 **ADMIN,
                 "404": _problem("no such category"),
-                **AUTH_ERRORS,
             },
-        },
-        "delete": {
-            "summary": "delete a category nothing needs (admin)",
-            "security": BEARER,
-            "responses": {
+            body="CategoryPatch",
+            description="A retired category leaves the menus, the home page and the"
+            " sitemap; its page and feeds answer 410, or 301 to `redirect_to`; new articles"
+            " in it are refused (422); its articles stay.",
+        ),
+        "delete": _op(
+            "delete a category nothing needs (admin)",
+            {
                 "204": {"description": "deleted"},
                 **ADMIN,
                 "404": _problem("no such category"),
@@ -200,56 +207,65 @@ PATHS: dict[str, Any] = {
                     "it has articles (type category-has-articles: retire it or move them),"
                     " or retired categories send their readers to it"
                 ),
-                **AUTH_ERRORS,
             },
-        },
+        ),
     },
     "/api/v1/site": {
-        "get": {
-            "summary": "the sidebar's link blocks",
-            "security": [],
-            "responses": {"200": _json("the link blocks", "Site", SITE_ETAG)},
-        },
-        "put": {
-            "summary": "replace the sidebar's link blocks (admin); every page shows them",
-            "security": BEARER,
-            "parameters": [
+        "get": _op(
+            "the sidebar's link blocks",
+            {"200": _json("the link blocks", "Site", SITE_ETAG)},
+            token=False,
+        ),
+        "put": _op(
+            "replace the sidebar's link blocks (admin); every page shows them",
+            {
+                "200": _json("saved", "Site", SITE_ETAG),
+                **JSON_BODY_ERRORS,
+                **ADMIN,
+                "412": _problem("the link blocks changed since the ETag was read"),
+                "503": _problem("saved, but cached pages could not be refreshed; retry"),
+            },
+            body="SiteIn",
+            parameters=[
                 _header(
                     "If-Match",
                     "the ETag of GET /api/v1/site, to refuse a lost update",
                     pattern=ETAGS,
                 )
             ],
-            "requestBody": _body("SiteIn"),
-            "responses": {
-                "200": _json("saved", "Site", SITE_ETAG),
-                **JSON_BODY_ERRORS,
-                **ADMIN,
-                "412": _problem("the link blocks changed since the ETag was read"),
-                "503": _problem("saved, but cached pages could not be refreshed; retry"),
-                **AUTH_ERRORS,
-            },
-        },
+        ),
     },
     "/api/v1/articles": {
-        "get": {
-            "summary": "list articles, newest first (submitters: their own)",
-            "security": BEARER,
-            "parameters": _query_parameters(shapes.ListingQuery),
-            "responses": {
+        "get": _op(
+            "list articles, newest first (submitters: their own)",
+            {
                 "200": _json("a page of articles, without their bodies", "ArticleList"),
                 "422": _problem("an unknown parameter, status, limit or cursor"),
-                **AUTH_ERRORS,
             },
-        },
-        "post": {
-            "summary": "submit an article",
-            "description": "JSON, or multipart/form-data with a part `article` (the JSON)"
+            parameters=_query_parameters(shapes.ListingQuery),
+        ),
+        "post": _op(
+            "submit an article",
+            {
+                "202": _json(
+                    "accepted; a worker publishes it",
+                    "Accepted",
+                    {"Location": {"schema": {"type": "string"}}, **ETAG},
+                ),
+                "400": _problem("malformed JSON, multipart or Idempotency-Key"),
+                **STILL_RUNNING,
+                "413": _problem("too large: request, photo, pixel count or photo count"),
+                "415": _problem("not JSON or multipart, or a photo in a refused format"),
+                "422": _problem(
+                    "invalid fields, an undecodable photo, or an"
+                    " Idempotency-Key reused with another request"
+                ),
+            },
+            description="JSON, or multipart/form-data with a part `article` (the JSON)"
             " and one part per photo named as in `images[].part`. Photos"
             " are JPEG, PNG, WebP, GIF or AVIF, decided by their bytes.",
-            "security": BEARER,
-            "parameters": [IDEMPOTENCY_KEY],
-            "requestBody": {
+            parameters=[IDEMPOTENCY_KEY],
+            body={
                 "required": True,
                 "content": {
                     "application/json": {
@@ -267,93 +283,66 @@ PATHS: dict[str, Any] = {
                     },
                 },
             },
-            "responses": {
-                "202": _json(
-                    "accepted; a worker publishes it",
-                    "Accepted",
-                    {"Location": {"schema": {"type": "string"}}, **ETAG},
-                ),
-                "400": _problem("malformed JSON, multipart or Idempotency-Key"),
-                "409": _problem("a request with this Idempotency-Key is still running"),
-                "413": _problem("too large: request, photo, pixel count or photo count"),
-                "415": _problem("not JSON or multipart, or a photo in a refused format"),
-                "422": _problem(
-                    "invalid fields, an undecodable photo, or an"
-                    " Idempotency-Key reused with another request"
-                ),
-                **AUTH_ERRORS,
-            },
-        },
+        ),
     },
     "/api/v1/articles/batch": {
-        "post": {
-            "summary": f"submit up to {BATCH_LIMIT} JSON articles at once",
-            "description": "The acceptable articles are written in one transaction; `results`"
+        "post": _op(
+            f"submit up to {BATCH_LIMIT} JSON articles at once",
+            {
+                "200": _json("one result per article, in order", "BatchResults"),
+                **JSON_BODY_ERRORS,
+                **STILL_RUNNING,
+            },
+            description="The acceptable articles are written in one transaction; `results`"
             " has one entry per article, in order: what POST /api/v1/articles answers"
             " (`id`, `status`, `links`), or a problem with every field error of that article"
             " (pointers relative to it). Photos need the single POST.",
-            "security": BEARER,
-            "parameters": [IDEMPOTENCY_KEY],
-            "requestBody": _body("BatchIn"),
-            "responses": {
-                "200": _json("one result per article, in order", "BatchResults"),
-                **JSON_BODY_ERRORS,
-                "409": _problem("a request with this Idempotency-Key is still running"),
-                **AUTH_ERRORS,
-            },
-        }
+            parameters=[IDEMPOTENCY_KEY],
+            body="BatchIn",
+        )
     },
     "/api/v1/articles/{id}": {
         "parameters": [ARTICLE_ID],
-        "get": {
-            "summary": "an article, its status, photos and views",
-            "security": BEARER,
-            "responses": {
-                "200": _json("the article", "Article", ETAG),
-                "404": _problem("no such article for this token"),
-                **AUTH_ERRORS,
-            },
-        },
-        "patch": {
-            "summary": "edit an article (If-Match required)",
-            "security": BEARER,
-            "parameters": [
-                _header("If-Match", IF_MATCH, required=True, pattern=ETAGS, example='"1-1"')
-            ],
-            "requestBody": _body("ArticlePatch"),
-            "responses": {
+        "get": _op(
+            "an article, its status, photos and views",
+            {"200": _json("the article", "Article", ETAG), **NO_ARTICLE},
+        ),
+        "patch": _op(
+            "edit an article (If-Match required)",
+            {
                 "200": _json("the edited article", "Article", ETAG),
                 **JSON_BODY_ERRORS,
-                "404": _problem("no such article for this token"),
-                "412": _problem("the ETag is not the article's current one"),
+                **NO_ARTICLE,
+                **STALE_ETAG,
                 "428": _problem("If-Match is missing"),
-                **AUTH_ERRORS,
             },
-        },
-        "delete": {
-            "summary": "unpublish (the page answers 410, the feeds drop it)",
-            "security": BEARER,
-            "parameters": [_header("If-Match", IF_MATCH, pattern=ETAGS)],
-            "responses": {
+            parameters=[
+                _header("If-Match", IF_MATCH, required=True, pattern=ETAGS, example='"1-1"')
+            ],
+            body="ArticlePatch",
+        ),
+        "delete": _op(
+            "unpublish (the page answers 410, the feeds drop it)",
+            {
                 "200": _json("the unpublished article", "Article", ETAG),
                 "400": _problem("a malformed If-Match"),
-                "404": _problem("no such article for this token"),
-                "412": _problem("the ETag is not the article's current one"),
-                **AUTH_ERRORS,
+                **NO_ARTICLE,
+                **STALE_ETAG,
             },
-        },
+            parameters=[_header("If-Match", IF_MATCH, pattern=ETAGS)],
+        ),
     },
     "/api/v1/openapi.json": {
-        "get": {
-            "summary": "this document",
-            "security": [],
-            "responses": {
+        "get": _op(
+            "this document",
+            {
                 "200": {
                     "description": "OpenAPI 3.1",
                     "content": {"application/json": {"schema": {"type": "object"}}},
                 }
             },
-        }
+            token=False,
+        )
     },
 }
 

@@ -62,8 +62,7 @@ class Submission:
         return digest.hexdigest()
 
     def discard(self) -> None:
-        for photo in self.photos.values():
-            photo.temp.unlink(missing_ok=True)
+        _discard(self.photos)
 
 
 class _Sink:
@@ -93,22 +92,14 @@ async def _parts(request: web.Request, settings: Settings) -> AsyncIterator[Body
     try:
         reader = await request.multipart()
     except BROKEN as err:
-        raise Problem(
-            400,
-            "Malformed multipart",
-            f"The multipart/form-data body cannot be read: {err or 'no boundary'}.",
-            kind="malformed-multipart",
+        raise _malformed(
+            f"The multipart/form-data body cannot be read: {err or 'no boundary'}."
         ) from err
     while True:
         try:
             part = await reader.next()
         except BROKEN as err:
-            raise Problem(
-                400,
-                "Malformed multipart",
-                f"The multipart body is broken: {err}.",
-                kind="malformed-multipart",
-            ) from err
+            raise _malformed(f"The multipart body is broken: {err}.") from err
         if part is None:
             return
         if not isinstance(part, BodyPartReader):
@@ -125,7 +116,7 @@ async def read_multipart(request: web.Request, settings: Settings, store: MediaS
             if name == "article":
                 submission.article_bytes = await _read_json_part(part, settings.max_json_bytes)
                 total += len(submission.article_bytes)
-                submission.article = _parse(submission.article_bytes)
+                submission.article = loads(submission.article_bytes, "The 'article' part")
                 continue
             _check_part_name(name, submission, settings)
             photo = await _stream_photo(
@@ -160,8 +151,7 @@ def _check_part_name(name: str, submission: Submission, settings: Settings) -> N
         raise Problem(
             422, "Invalid request", f"The part name {name!r} is used twice.", kind="validation"
         )
-    if len(submission.photos) >= settings.max_photos:
-        raise _too_large(f"At most {settings.max_photos} photos per article.")
+    _room_for_photo(submission.photos, settings)
 
 
 async def _read_json_part(part: BodyPartReader, limit: int) -> bytes:
@@ -171,10 +161,6 @@ async def _read_json_part(part: BodyPartReader, limit: int) -> bytes:
         if len(data) > limit:
             raise _too_large(f"The 'article' part is larger than {limit} bytes.")
     return bytes(data)
-
-
-def _parse(raw: bytes) -> Any:
-    return loads(raw, "The 'article' part")
 
 
 async def _stream_photo(
@@ -235,6 +221,20 @@ def _too_large(detail: str, **extra: Any) -> Problem:
     return Problem(413, "Content too large", detail, kind="too-large", **extra)
 
 
+def _malformed(detail: str) -> Problem:
+    return Problem(400, "Malformed multipart", detail, kind="malformed-multipart")
+
+
+def _room_for_photo(photos: dict[str, Photo], settings: Settings) -> None:
+    if len(photos) >= settings.max_photos:
+        raise _too_large(f"At most {settings.max_photos} photos per article.")
+
+
+def _discard(photos: dict[str, Photo]) -> None:
+    for photo in photos.values():
+        photo.temp.unlink(missing_ok=True)
+
+
 # --- the desk's HTML form: the same streaming, for a form's file fields --------------------------
 
 
@@ -257,8 +257,7 @@ class Form:
         return {p.photo.part: p.photo for p in self.parts if p.photo is not None}
 
     def discard(self) -> None:
-        for photo in self.photos().values():
-            photo.temp.unlink(missing_ok=True)
+        _discard(self.photos())
 
 
 async def read_form(
@@ -295,8 +294,7 @@ async def read_form(
             if not guarded:
                 guard(form)
                 guarded = True
-            if len(form.photos()) >= settings.max_photos:
-                raise _too_large(f"At most {settings.max_photos} photos per article.")
+            _room_for_photo(form.photos(), settings)
             try:
                 entry.photo = await _stream_photo(
                     part, f"anh-{n}", settings, store, settings.max_request_bytes - total

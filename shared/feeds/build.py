@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
@@ -41,22 +41,17 @@ class RetiredScope(UnknownScope):
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
+    """A feed document as it is stored (its fields are the stored hash's, keys.feed)."""
+
     body: bytes
     gzip: bytes
-    brotli: bytes
+    br: bytes
     etag: str
     last_modified: str
     content_type: str
 
     def mapping(self) -> dict[str, bytes | str]:
-        return {
-            "body": self.body,
-            "gzip": self.gzip,
-            "br": self.brotli,
-            "etag": self.etag,
-            "last_modified": self.last_modified,
-            "content_type": self.content_type,
-        }
+        return asdict(self)
 
 
 async def load(
@@ -117,7 +112,7 @@ def render(
     return Rendered(
         body=body,
         gzip=gzip.compress(body, compresslevel=9, mtime=0),
-        brotli=brotli.compress(body, quality=11),
+        br=brotli.compress(body, quality=11),
         etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
         last_modified=http_date(updated),
         content_type=CONTENT_TYPES[fmt],

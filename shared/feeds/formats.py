@@ -32,7 +32,7 @@ import re
 import threading
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from urllib.parse import urlsplit
@@ -230,65 +230,24 @@ def _byline(author: str, unit: str) -> str:
     return " - ".join(part for part in (scrub(author).strip(), scrub(unit).strip()) if part)
 
 
-@dataclass(frozen=True, slots=True)
-class _Image:
-    url: str
-    mime: str
-    width: int
-    height: int
-    length: int | None
+def _paging_links(channel: FeedMeta) -> list[tuple[str, str]]:
+    """(rel, href) for WebSub and RFC 5005, in a stable order."""
+    links = [
+        # WebSub section 4: the hub is advertised with rel="hub".
+        ("hub", channel.hub_url),
+        # RFC 5005 section 3 (paged feeds): "first", "previous", "next".
+        ("first", channel.first_url),
+        ("previous", channel.prev_url),
+        ("next", channel.next_url),
+    ]
+    return [(rel, href) for rel, href in links if href]
 
 
-@dataclass(frozen=True, slots=True)
-class _Item:
-    """A ``FeedEntry`` after scrubbing, validation and time zone conversion."""
-
-    id: str
-    url: str
-    title: str
-    summary: str
-    content_html: str
-    published: datetime
-    updated: datetime
-    byline: str
-    category: str | None
-    image: _Image | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Channel:
-    """A ``FeedMeta`` after scrubbing, validation and time zone conversion."""
-
-    title: str
-    description: str
-    home_url: str
-    self_url: str
-    feed_id: str
-    updated: datetime
-    language: str
-    hub_url: str | None
-    next_url: str | None
-    prev_url: str | None
-    first_url: str | None
-    icon_url: str | None
-
-    def paging_links(self) -> list[tuple[str, str]]:
-        """(rel, href) for WebSub and RFC 5005, in a stable order."""
-        links = [
-            # WebSub section 4: the hub is advertised with rel="hub".
-            ("hub", self.hub_url),
-            # RFC 5005 section 3 (paged feeds): "first", "previous", "next".
-            ("first", self.first_url),
-            ("previous", self.prev_url),
-            ("next", self.next_url),
-        ]
-        return [(rel, href) for rel, href in links if href]
-
-
-def _prepare_channel(meta: FeedMeta, zone: tzinfo) -> _Channel:
-    title = _required_text(meta.title, "FeedMeta.title")
-    return _Channel(
-        title=title,
+def _prepare_channel(meta: FeedMeta, zone: tzinfo) -> FeedMeta:
+    """``meta`` after scrubbing, validation and time zone conversion."""
+    return replace(
+        meta,
+        title=_required_text(meta.title, "FeedMeta.title"),
         description=scrub(meta.description).strip(),
         home_url=_absolute_url(meta.home_url, "FeedMeta.home_url"),
         self_url=_absolute_url(meta.self_url, "FeedMeta.self_url"),
@@ -303,14 +262,16 @@ def _prepare_channel(meta: FeedMeta, zone: tzinfo) -> _Channel:
     )
 
 
-def _prepare_item(entry: FeedEntry, index: int, zone: tzinfo) -> _Item:
+def _prepare_item(entry: FeedEntry, index: int, zone: tzinfo) -> FeedEntry:
+    """``entry`` after scrubbing, validation and time zone conversion; its ``author`` is the
+    byline, the unit folded in."""
     where = f"entries[{index}]"
     image = None
     if entry.image is not None:
         img = entry.image
         if img.length is not None and img.length < 0:
             raise ValueError(f"{where}.image.length: must not be negative")
-        image = _Image(
+        image = FeedImage(
             url=_absolute_url(img.url, f"{where}.image.url"),
             mime=_required_text(img.mime, f"{where}.image.mime"),
             width=int(img.width),
@@ -318,7 +279,8 @@ def _prepare_item(entry: FeedEntry, index: int, zone: tzinfo) -> _Item:
             length=img.length,
         )
     category = scrub(entry.category).strip() if entry.category is not None else ""
-    return _Item(
+    return replace(
+        entry,
         id=_required_text(entry.id, f"{where}.id"),
         url=_absolute_url(entry.url, f"{where}.url"),
         # An untitled item is blank in every reader's list; refuse it loudly
@@ -328,7 +290,8 @@ def _prepare_item(entry: FeedEntry, index: int, zone: tzinfo) -> _Item:
         content_html=scrub(entry.content_html),
         published=_site_time(entry.published, zone, f"{where}.published"),
         updated=_site_time(entry.updated, zone, f"{where}.updated"),
-        byline=_byline(entry.author, entry.unit),
+        author=_byline(entry.author, entry.unit),
+        unit="",
         category=category or None,
         image=image,
     )
@@ -392,7 +355,7 @@ _FEEDGEN_LOCALE_LOCK = threading.Lock()
 # --------------------------------------------------------------------------
 
 
-def _render_rss(channel: _Channel, items: Sequence[_Item]) -> bytes:
+def _render_rss(channel: FeedMeta, items: Sequence[FeedEntry]) -> bytes:
     """RSS 2.0 (https://www.rssboard.org/rss-specification) via feedgen."""
     fg = FeedGenerator()
     # RSS 2.0 "Extending RSS": namespaced elements.  dc:creator because RSS
@@ -417,7 +380,7 @@ def _render_rss(channel: _Channel, items: Sequence[_Item]) -> bytes:
     if channel.icon_url:
         # RSS 2.0 <image>: url + title + link (feedgen fills the latter two).
         fg.image(url=channel.icon_url)
-    fg.bantin.rss_links = channel.paging_links()
+    fg.bantin.rss_links = _paging_links(channel)
 
     for item in items:
         fe = fg.add_entry(order="append")  # caller's order is the feed's order
@@ -443,8 +406,8 @@ def _render_rss(channel: _Channel, items: Sequence[_Item]) -> bytes:
         fe.pubDate(item.published)
         if item.category:
             fe.category(term=item.category)  # RSS 2.0 <category>
-        if item.byline:
-            fe.dc.dc_creator(item.byline)  # Dublin Core dc:creator
+        if item.author:
+            fe.dc.dc_creator(item.author)  # Dublin Core dc:creator
         if item.image is not None:
             img = item.image
             # RSS 2.0 <enclosure url length type>: all three are required, so
@@ -474,7 +437,7 @@ def _render_rss(channel: _Channel, items: Sequence[_Item]) -> bytes:
 # --------------------------------------------------------------------------
 
 
-def _render_atom(channel: _Channel, items: Sequence[_Item]) -> bytes:
+def _render_atom(channel: FeedMeta, items: Sequence[FeedEntry]) -> bytes:
     """Atom 1.0 (RFC 4287) via feedgen, entry links via ``_BantinEntryExt``."""
     fg = FeedGenerator()
     fg.register_extension("bantin", _BantinFeedExt, _BantinEntryExt, atom=True, rss=False)
@@ -488,13 +451,13 @@ def _render_atom(channel: _Channel, items: Sequence[_Item]) -> bytes:
     # RFC 4287 4.2.7: alternate (the HTML page) and self (this document).
     fg.link(href=channel.home_url, rel="alternate", type="text/html")
     fg.link(href=channel.self_url, rel="self", type="application/atom+xml")
-    for rel, href in channel.paging_links():
+    for rel, href in _paging_links(channel):
         # WebSub 4 rel="hub"; RFC 5005 3 rel="first"/"previous"/"next".
         fg.link(href=href, rel=rel)
     fg.generator(GENERATOR)  # RFC 4287 4.2.4 atom:generator
     if channel.icon_url:
         fg.icon(channel.icon_url)  # RFC 4287 4.2.5 atom:icon
-    if any(not item.byline for item in items):
+    if any(not item.author for item in items):
         # RFC 4287 4.1.2: an entry without atom:author inherits the feed's;
         # with neither the document is invalid, so the site is the author.
         fg.author(name=channel.title)
@@ -505,8 +468,8 @@ def _render_atom(channel: _Channel, items: Sequence[_Item]) -> bytes:
         fe.title(item.title)  # RFC 4287 4.2.14, type="text"
         fe.updated(item.updated)  # RFC 4287 4.2.15
         fe.published(item.published)  # RFC 4287 4.2.9
-        if item.byline:
-            fe.author(name=item.byline)  # RFC 4287 4.2.1 / 3.2.1
+        if item.author:
+            fe.author(name=item.author)  # RFC 4287 4.2.1 / 3.2.1
         if item.summary:
             fe.summary(item.summary)  # RFC 4287 4.2.13, type="text"
         # RFC 4287 4.1.3: type="html" means escaped HTML in the element text.
@@ -534,7 +497,7 @@ def _render_atom(channel: _Channel, items: Sequence[_Item]) -> bytes:
 # --------------------------------------------------------------------------
 
 
-def _render_json(channel: _Channel, items: Sequence[_Item]) -> bytes:
+def _render_json(channel: FeedMeta, items: Sequence[FeedEntry]) -> bytes:
     """JSON Feed 1.1 (https://jsonfeed.org/version/1.1) with the json module."""
     feed: dict[str, Any] = {
         "version": JSONFEED_VERSION,  # required
@@ -558,7 +521,7 @@ def _render_json(channel: _Channel, items: Sequence[_Item]) -> bytes:
     return text.encode("utf-8")
 
 
-def _json_item(item: _Item, language: str) -> Mapping[str, Any]:
+def _json_item(item: FeedEntry, language: str) -> Mapping[str, Any]:
     out: dict[str, Any] = {
         "id": item.id,  # required, string
         "url": item.url,
@@ -572,8 +535,8 @@ def _json_item(item: _Item, language: str) -> Mapping[str, Any]:
     # date_published / date_modified: RFC 3339.
     out["date_published"] = item.published.isoformat()
     out["date_modified"] = item.updated.isoformat()
-    if item.byline:
-        out["authors"] = [{"name": item.byline}]  # 1.1 "authors" array
+    if item.author:
+        out["authors"] = [{"name": item.author}]  # 1.1 "authors" array
     out["language"] = language
     if item.category:
         out["tags"] = [item.category]

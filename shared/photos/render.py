@@ -84,21 +84,15 @@ AVIF_OPTIONS: tuple[tuple[int, dict[str, Any]], ...] = (
 )
 SAVERS = {"jpeg": "jpegsave_buffer", "png": "pngsave_buffer", "webp": "webpsave_buffer"}
 
-# The libvips loader classes each accepted format may be read by (their subclasses follow).
+# The libvips loader each accepted format may be read by: its class, VipsForeignLoad<class>
+# (its subclasses follow), and the name it gives itself in an image's "vips-loader" field,
+# <name>load_source.
 LOADERS = {
-    "jpeg": "VipsForeignLoadJpeg",
-    "png": "VipsForeignLoadPng",
-    "webp": "VipsForeignLoadWebp",
-    "gif": "VipsForeignLoadNsgif",
-    "avif": "VipsForeignLoadHeif",
-}
-# ... and the name each of them gives itself in an image's "vips-loader" field.
-LOADER_NAMES = {
-    "jpeg": ("jpegload_source",),
-    "png": ("pngload_source",),
-    "webp": ("webpload_source",),
-    "gif": ("gifload_source",),
-    "avif": ("heifload_source",),
+    "jpeg": ("Jpeg", "jpeg"),
+    "png": ("Png", "png"),
+    "webp": ("Webp", "webp"),
+    "gif": ("Nsgif", "gif"),
+    "avif": ("Heif", "heif"),
 }
 _M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
 # The words libvips' loaders use when the data ends too early (libpng: "read error").
@@ -277,7 +271,7 @@ def _vips() -> Any:
     pyvips.block_untrusted_set(True)
     pyvips.operation_block_set("VipsForeignLoad", True)
     for fmt in ALLOWED:
-        pyvips.operation_block_set(LOADERS[fmt], False)
+        pyvips.operation_block_set(f"VipsForeignLoad{LOADERS[fmt][0]}", False)
     return pyvips
 
 
@@ -301,7 +295,7 @@ def _inspect(vips: Any, original: Path, info: Probe) -> _Photo:
     name = NAMES[info.format]
     head = _load(vips, original, info.format)
     loader = head.get("vips-loader")
-    if loader not in LOADER_NAMES[info.format]:
+    if loader != f"{LOADERS[info.format][1]}load_source":
         raise Undecodable(f"not a valid {name} file: it reads as {loader}")
     size, stored = (head.width, head.height), (info.width, info.height)
     orient, screen = info.orientation, None

@@ -20,7 +20,11 @@ ACCOUNT_ERRORS = {
 
 
 async def _accounts_page(
-    request: web.Request, *, status: int = 200, error: str = "", notice: str = "", **kept: str
+    request: web.Request,
+    *,
+    refused: accounts.AccountError | None = None,
+    notice: str = "",
+    **kept: str,
 ) -> web.Response:
     desk = await require(request, roles=("admin",))
     async with request.app[pool_key].connection() as conn:
@@ -28,12 +32,12 @@ async def _accounts_page(
     return render(
         request,
         "accounts.html",
-        status=status,
+        status=422 if refused else 200,
         desk=desk,
         people=people,
         roles=ACCOUNT_ROLES,
         labels=labels,
-        error=error,
+        error=ACCOUNT_ERRORS.get(refused.code, str(refused)) if refused else "",
         notice=notice,
         kept=kept,
     )
@@ -56,8 +60,7 @@ async def create_account(request: web.Request) -> web.StreamResponse:
     except accounts.AccountError as err:
         return await _accounts_page(
             request,
-            status=422,
-            error=ACCOUNT_ERRORS.get(err.code, str(err)),
+            refused=err,
             username=username,
             name=data.get("name", ""),
             role=data.get("role", ""),
@@ -86,9 +89,7 @@ async def reset_password(request: web.Request) -> web.StreamResponse:
         async with request.app[pool_key].connection() as conn:
             await accounts.set_password(conn, username, data.get("password", ""))
     except accounts.AccountError as err:
-        return await _accounts_page(
-            request, status=422, error=ACCOUNT_ERRORS.get(err.code, str(err))
-        )
+        return await _accounts_page(request, refused=err)
     return await _accounts_page(request, notice=f"Đã đặt mật khẩu mới cho {username}.")
 
 

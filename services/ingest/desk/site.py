@@ -5,13 +5,14 @@ the same rules; their refusals come back here as Vietnamese messages beside the 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from services.ingest.desk import labels, queries
-from services.ingest.desk.web import form, page, render, require
+from services.ingest.desk.web import page, posted, render, require
 from services.ingest.views import categories as api
 from services.ingest.views.site import save_site
 from shared import articles, site
@@ -108,105 +109,101 @@ def _message(problem: Problem) -> tuple[str, str]:
     return "form", problem.detail or problem.title
 
 
-async def _category_form(
-    request: web.Request, fields: tuple[str, ...]
-) -> tuple[dict[str, str], str, dict[str, Any]]:
-    """The posted form (after its CSRF check), its category's slug, and the API's JSON of the
-    change: the named fields that were filled in."""
-    desk = await require(request, roles=ADMIN)
-    data = await form(request, desk)
-    given = {name: data[name].strip() for name in fields if data.get(name, "").strip()}
-    return data, data.get("slug", ""), given
-
-
-async def _refused(
-    request: web.Request, problem: Problem, slug: str, data: dict[str, str]
+async def _category_change(
+    request: web.Request,
+    fields: tuple[str, ...],
+    change: Callable[[str, dict[str, Any], dict[str, str]], Awaitable[str]],
+    *,
+    new: bool = False,
 ) -> web.Response:
-    """The page again, the refused form filled with what was typed, the message beside its
-    field (`slug`: the category's, "" for the new-category form)."""
-    field, message = _message(problem)
-    return await _page(request, status=problem.status, failed=Failed(slug, field, message, data))
+    """A posted category form (CSRF checked) made into `change(slug, given, data)`: `given` is
+    the named fields that were filled in, the API's JSON of the change. The page again with the
+    notice it returns, or the refused form filled with what was typed, the message beside its
+    field (the category's form, or the new-category form if `new`)."""
+    _, data = await posted(request, roles=ADMIN)
+    slug = data.get("slug", "")
+    given = {name: data[name].strip() for name in fields if data.get(name, "").strip()}
+    try:
+        notice = await change(slug, given, data)
+    except Problem as problem:
+        field, message = _message(problem)
+        failed = Failed("" if new else slug, field, message, data)
+        return await _page(request, status=problem.status, failed=failed)
+    return await _page(request, notice=notice)
 
 
 @page
 async def create_category(request: web.Request) -> web.StreamResponse:
-    data, _, given = await _category_form(request, ("name", "slug"))
-    given.setdefault("name", "")
-    try:
-        category = await api.create(request.app, given)
-    except Problem as problem:
-        return await _refused(request, problem, "", data)
-    return await _page(request, notice=f"Đã tạo chuyên mục “{category.name}”.")
+    async def create(slug: str, given: dict[str, Any], data: dict[str, str]) -> str:
+        category = await api.create(request.app, {"name": "", **given})
+        return f"Đã tạo chuyên mục “{category.name}”."
+
+    return await _category_change(request, ("name", "slug"), create, new=True)
 
 
 @page
 async def rename_category(request: web.Request) -> web.StreamResponse:
-    data, slug, given = await _category_form(request, ("name",))
-    try:
+    async def rename(slug: str, given: dict[str, Any], data: dict[str, str]) -> str:
         category = await api.change(request.app, slug, {"name": given.get("name", "")})
-    except Problem as problem:
-        return await _refused(request, problem, slug, data)
-    return await _page(request, notice=f"Đã đổi tên thành “{category.name}”.")
+        return f"Đã đổi tên thành “{category.name}”."
+
+    return await _category_change(request, ("name",), rename)
 
 
 @page
 async def move_category(request: web.Request) -> web.StreamResponse:
     """One place up or down the menu: the API's `position`, from where it is now."""
-    data, slug, _ = await _category_form(request, ())
-    async with request.app[pool_key].connection() as conn:
-        order = [c.slug for c in await articles.list_categories(conn)]
-    if slug in order:
-        to = order.index(slug) + (0 if data.get("to") == "up" else 2)
-        try:
+
+    async def move(slug: str, given: dict[str, Any], data: dict[str, str]) -> str:
+        async with request.app[pool_key].connection() as conn:
+            order = [c.slug for c in await articles.list_categories(conn)]
+        if slug in order:
+            to = order.index(slug) + (0 if data.get("to") == "up" else 2)
             await api.change(request.app, slug, {"position": max(1, to)})
-        except Problem as problem:
-            return await _refused(request, problem, slug, data)
-    raise web.HTTPSeeOther("/desk/trang-web/")
+        raise web.HTTPSeeOther("/desk/trang-web/")
+
+    return await _category_change(request, (), move)
 
 
 @page
 async def retire_category(request: web.Request) -> web.StreamResponse:
-    data, slug, given = await _category_form(request, ("redirect_to",))
-    try:
+    async def retire(slug: str, given: dict[str, Any], data: dict[str, str]) -> str:
         category = await api.change(request.app, slug, {"retired": True, **given})
-    except Problem as problem:
-        return await _refused(request, problem, slug, data)
-    where = " Trang chuyên mục báo đã ngừng."
-    if category.redirect_to:
-        async with request.app[pool_key].connection() as conn:
-            target = await articles.category_by_slug(conn, category.redirect_to)
-        where = f" Người đọc được chuyển tới chuyên mục “{target.name}”."
-    return await _page(request, notice=f"Đã ngừng chuyên mục “{category.name}”.{where}")
+        where = " Trang chuyên mục báo đã ngừng."
+        if category.redirect_to:
+            async with request.app[pool_key].connection() as conn:
+                target = await articles.category_by_slug(conn, category.redirect_to)
+            where = f" Người đọc được chuyển tới chuyên mục “{target.name}”."
+        return f"Đã ngừng chuyên mục “{category.name}”.{where}"
+
+    return await _category_change(request, ("redirect_to",), retire)
 
 
 @page
 async def restore_category(request: web.Request) -> web.StreamResponse:
-    data, slug, _ = await _category_form(request, ())
-    try:
+    async def restore(slug: str, given: dict[str, Any], data: dict[str, str]) -> str:
         category = await api.change(request.app, slug, {"retired": False})
-    except Problem as problem:
-        return await _refused(request, problem, slug, data)
-    return await _page(request, notice=f"Đã dùng lại chuyên mục “{category.name}”.")
+        return f"Đã dùng lại chuyên mục “{category.name}”."
+
+    return await _category_change(request, (), restore)
 
 
 @page
 async def delete_category(request: web.Request) -> web.StreamResponse:
-    data, slug, _ = await _category_form(request, ())
-    try:
+    async def delete(slug: str, given: dict[str, Any], data: dict[str, str]) -> str:
         await api.delete(request.app, slug)
-    except Problem as problem:
-        return await _refused(request, problem, slug, data)
-    return await _page(request, notice=f"Đã xóa chuyên mục “{slug}”.")
+        return f"Đã xóa chuyên mục “{slug}”."
+
+    return await _category_change(request, (), delete)
 
 
 @page
 async def save_links(request: web.Request) -> web.StreamResponse:
     """Blocks as the form sends them: a title, then one link a line, "Title | URL"."""
-    desk = await require(request, roles=ADMIN)
-    await form(request, desk)  # the CSRF check
-    posted = await request.post()
-    titles = [v for v in posted.getall("block_title", []) if isinstance(v, str)]
-    texts = [v for v in posted.getall("block_links", []) if isinstance(v, str)]
+    desk, _ = await posted(request, roles=ADMIN)
+    sent = await request.post()
+    titles = [v for v in sent.getall("block_title", []) if isinstance(v, str)]
+    texts = [v for v in sent.getall("block_links", []) if isinstance(v, str)]
     kept = list(zip(titles, texts, strict=False))
     blocks: list[dict[str, Any]] = []
     for title, text in kept:
@@ -226,7 +223,7 @@ async def save_links(request: web.Request) -> web.StreamResponse:
                 )
             links.append({"title": label.strip(), "url": url.strip()})
         blocks.append({"title": title.strip(), "links": links})
-    version = str(posted.get("version", ""))
+    version = str(sent.get("version", ""))
     try:
         await save_site(
             request,

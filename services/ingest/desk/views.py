@@ -7,7 +7,8 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, NoReturn
 
 from aiohttp import web
 
@@ -477,11 +478,7 @@ async def unpublish(request: web.Request) -> web.StreamResponse:
 async def approve(request: web.Request) -> web.StreamResponse:
     desk, _ = await posted(request, roles=EDITORS)
     article = await _load(request, desk)
-    try:
-        await review.approve(request, desk.token, article.id)
-    except Problem as err:
-        raise DeskError(409, "Bài này không còn chờ duyệt.") from err
-    raise web.HTTPSeeOther(f"/desk/bai-viet/{article.id}")
+    await _reviewed(article, review.approve(request, desk.token, article.id))
 
 
 @page
@@ -491,8 +488,13 @@ async def send_back(request: web.Request) -> web.StreamResponse:
     note = data.get("note", "")
     if not note.strip():
         raise DeskError(422, "Hãy ghi rõ cần sửa gì trước khi trả lại bài.")
+    await _reviewed(article, review.send_back(request, desk.token, article.id, note))
+
+
+async def _reviewed(article: Article, decision: Awaitable[Article]) -> NoReturn:
+    """The article's page again once `decision` is made; a 409 if no longer pending."""
     try:
-        await review.send_back(request, desk.token, article.id, note)
+        await decision
     except Problem as err:
         raise DeskError(409, "Bài này không còn chờ duyệt.") from err
     raise web.HTTPSeeOther(f"/desk/bai-viet/{article.id}")

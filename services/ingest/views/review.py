@@ -64,14 +64,8 @@ async def on_unpublish(conn: Conn, token: Token, article_id: int) -> None:
 
 async def approve(request: web.Request, token: Token, article_id: int) -> Article:
     """The article goes to the workers: it publishes, or is scheduled for its time."""
-    async with request.app[pool_key].connection() as conn:
-        article = await _reviewable(conn, token, article_id)
-        async with conn.transaction():
-            if not await articles.mark(conn, article.id, "processing", expect=("pending",)):
-                raise _not_pending(article.id)
-            await history.record(conn, article.id, token.id, "approved")
-        updated = await articles.get_article(conn, article.id)
-    await enqueue(request.app, PROCESS_ARTICLE, article.id)
+    updated = await _decide(request, token, article_id, "processing", "approved")
+    await enqueue(request.app, PROCESS_ARTICLE, updated.id)
     return updated
 
 
@@ -81,12 +75,19 @@ async def send_back(request: web.Request, token: Token, article_id: int, note: A
         raise invalid([field_error("note", "is required: say what the submitter should change")])
     if len(note) > NOTE_LIMIT:
         raise invalid([field_error("note", f"is too long (at most {NOTE_LIMIT} characters)")])
+    return await _decide(request, token, article_id, "returned", "returned", note.strip())
+
+
+async def _decide(
+    request: web.Request, token: Token, article_id: int, status: str, action: str, note: str = ""
+) -> Article:
+    """A pending article reviewed: its new `status` and its history's `action`, at once."""
     async with request.app[pool_key].connection() as conn:
         article = await _reviewable(conn, token, article_id)
         async with conn.transaction():
-            if not await articles.mark(conn, article.id, "returned", expect=("pending",)):
+            if not await articles.mark(conn, article.id, status, expect=("pending",)):
                 raise _not_pending(article.id)
-            await history.record(conn, article.id, token.id, "returned", note.strip())
+            await history.record(conn, article.id, token.id, action, note)
         return await articles.get_article(conn, article.id)
 
 
