@@ -292,12 +292,26 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def _database_answers(pool: AsyncConnectionPool) -> None:
+    async with pool.connection(timeout=2) as conn:
+        await conn.execute("SELECT 1")
+
+
 async def readyz(request: web.Request) -> web.Response:
-    """Ready: PostgreSQL and Redis both answer."""
+    """Ready: PostgreSQL and Redis both answer.
+
+    After PostgreSQL restarted, each pooled connection it cut fails once (and leaves the pool):
+    asked one by one, a health check would fail as many times in a row, and a container
+    healthy again be marked unhealthy. So a failure first checks every idle connection of the
+    pool (dropping the cut ones), then asks once more."""
     problems = {}
+    pool = request.app[pool_key]
     try:
-        async with request.app[pool_key].connection(timeout=2) as conn:
-            await conn.execute("SELECT 1")
+        try:
+            await _database_answers(pool)
+        except psycopg.OperationalError:
+            await asyncio.wait_for(pool.check(), 2)
+            await _database_answers(pool)
     except Exception as err:
         problems["postgresql"] = type(err).__name__
     try:

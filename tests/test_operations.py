@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import yaml
 from aiohttp import web
@@ -152,6 +153,30 @@ async def test_redis_away_is_503_with_retry_after(
     assert (await response.json())["title"] == "Service unavailable"
     ready = await api.get("/readyz")
     assert ready.status == 503 and "redis" in await ready.json()
+
+
+async def test_ready_again_at_once_after_postgresql_cut_every_pooled_connection(
+    aiohttp_client: Any, clean: Settings
+) -> None:
+    """After a PostgreSQL restart, the connections it cut do not fail /readyz one after the
+    other (three failed health checks in a row mark a container unhealthy): the first failure
+    checks the whole pool, and the answer is 200 while the server answers."""
+    from shared.web import pool_key
+    from tests.conftest import publisher
+
+    site = await publisher(aiohttp_client, clean)
+    # Several connections in the pool: readiness asked many times at once.
+    answers = await asyncio.gather(*(site.get("/readyz") for _ in range(6)))
+    assert {a.status for a in answers} == {200}
+    # This pool's idle connections only (not the suite's worker's): their server processes.
+    pids = [conn.info.backend_pid for conn in site.server.app[pool_key]._pool]
+    assert len(pids) >= 2, pids
+    with psycopg.connect(clean.require_backends()[0], autocommit=True) as conn:
+        for pid in pids:
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    for _ in range(4):
+        ready = await site.get("/readyz")
+        assert ready.status == 200, await ready.text()
 
 
 async def test_the_site_serves_what_it_holds_while_redis_is_away(
