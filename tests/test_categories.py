@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from services.publisher import cache as cache_module
+from shared.feeds import stored as stored_feeds
 from shared.settings import Settings
 from tests.conftest import PUBLIC_URL, reset
 from tests.desk_helpers import article_form, hidden_fields, make_account, sign_in
@@ -253,6 +254,7 @@ async def test_readers_never_see_a_retired_category(
     api: Client, site: Client, admin: str, clean: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(cache_module, "LIVE_SECONDS", 0.0)  # a new site version seen at once
+    monkeypatch.setattr(stored_feeds, "FRESH_SECONDS", 0.0)  # a dropped feed too
     await make_categories(api, admin)
     kept = await publish(api, admin, short("Tin giữ lại", "Nội dung.", category="van-ban"))
     old = await publish(api, admin, short("Tin chuyên mục cũ", "Nội dung.", category="tin-cu"))

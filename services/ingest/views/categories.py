@@ -11,6 +11,7 @@ from aiohttp import web
 from services.ingest.auth import authenticate
 from services.ingest.views.common import answer, enqueue, read_json
 from shared import articles, keys, shapes
+from shared.feeds.formats import FORMATS
 from shared.models import Category
 from shared.problems import Problem, field_error, invalid
 from shared.shapes import check_category, check_category_patch
@@ -32,11 +33,17 @@ def category_json(category: Category) -> shapes.Category:
     return found
 
 
-async def changed(app: web.Application, slugs: list[str]) -> None:
+async def changed(app: web.Application, slugs: list[str], gone: bool = False) -> None:
     """Note a change of categories. Every page's menu lists them, so every cached page goes
-    stale now; the worker's SITE_CHANGED rebuilds the feeds of `slugs` (a retired one's stored
-    feeds are dropped there, and its address answers 410 or its redirect)."""
-    await app[redis_key].incr(keys.SITE_VERSION)
+    stale now; the worker's SITE_CHANGED rebuilds the feeds of `slugs`. When they are `gone`
+    (retired or deleted), their stored feeds are dropped here before the answer, so publishers
+    stop serving them within a second (feeds.stored.FRESH_SECONDS) whether a worker runs or not;
+    their addresses then answer 410 or their redirect."""
+    pipe = app[redis_key].pipeline(transaction=True)
+    pipe.incr(keys.SITE_VERSION)
+    if gone:
+        pipe.delete(*(keys.feed(slug, fmt) for slug in slugs for fmt in FORMATS))
+    await pipe.execute()
     await enqueue(app, SITE_CHANGED, slugs)
 
 
@@ -76,7 +83,7 @@ async def change(app: web.Application, slug: str, data: Any) -> Category:
             raise _not_found(slug) from err
         except articles.Refused as err:
             raise invalid([field_error(err.field, err.message)], "category") from err
-    await changed(app, [category.slug])
+    await changed(app, [category.slug], gone=category.retired_at is not None)
     return category
 
 
@@ -107,7 +114,7 @@ async def delete(app: web.Application, slug: str) -> None:
                 kind="category-is-redirect-target",
                 targeted_by=list(err.targeted_by),
             ) from err
-    await changed(app, [slug])
+    await changed(app, [slug], gone=True)
 
 
 async def _known(conn: articles.Conn, slug: str) -> None:
