@@ -1,4 +1,5 @@
-"""The bulk write path: many checked articles in one transaction, for imports and restores.
+"""The bulk write path: many checked articles in one transaction, for imports, restores and
+the API's batch submissions (POST /api/v1/articles/batch).
 
 Ingest writes one article per transaction (a submitter waits for its answer); an import of an
 old portal's archive would spend its time in round trips and commits that way. Here a batch of
@@ -69,10 +70,10 @@ class BulkArticle:
 
     draft: ArticleDraft
     category_slug: str
-    source: str
-    item: str
+    source: str = ""  # where an import found it ("" for the API's batches: nothing recorded)
+    item: str = ""
     status: str = "published"  # published, scheduled, processing (photos to render), ...
-    uuid: uuid.UUID | None = None  # default: item_uuid(source, item)
+    uuid: uuid.UUID | None = None  # default: item_uuid(source, item), or a random one
     id: int | None = None  # kept when free (a restore keeps its links), else a new one
     old_paths: tuple[str, ...] = ()  # answered with 301 to the article
     problems: tuple[str, ...] = ()  # what could not come along (a photo that answered 404)
@@ -121,7 +122,7 @@ async def write_batch(conn: Conn, batch: Sequence[BulkArticle]) -> Written:
                 await copy.write_row(
                     (
                         a.id,
-                        a.uuid or item_uuid(a.source, a.item),
+                        a.uuid or (item_uuid(a.source, a.item) if a.source else uuid.uuid4()),
                         *text_values(a.draft),
                         a.status,
                         a.error,
@@ -158,24 +159,28 @@ async def write_batch(conn: Conn, batch: Sequence[BulkArticle]) -> Written:
                     "SELECT id FROM images WHERE article_id = ANY(%s) ORDER BY id", (keep_status,)
                 )
                 written.images_to_render = [row["id"] for row in await cur.fetchall()]
-        await conn.execute(
-            "INSERT INTO import_items (source, item, article_id, problems)"
-            " SELECT s, i, a, CASE WHEN p = '' THEN '{}'::text[] ELSE string_to_array(p, E'\\n')"
-            " END FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[]) AS t(s, i, a, p)"
-            # An item whose article was deleted since, and is restored now.
-            " ON CONFLICT (source, item) DO UPDATE SET article_id = EXCLUDED.article_id,"
-            " problems = EXCLUDED.problems, imported_at = now()",
-            (
-                [a.source for a in batch],
-                [a.item for a in batch],
-                [a.id for a in batch],
-                ["\n".join(p.replace("\n", " ") for p in a.problems) for a in batch],
-            ),
-        )
-        old = [(path, a.id) for a in batch for path in a.old_paths if path != a.path]
+        imported = [a for a in batch if a.source]
+        if imported:
+            await conn.execute(
+                "INSERT INTO import_items (source, item, article_id, problems)"
+                " SELECT s, i, a, CASE WHEN p = '' THEN '{}'::text[]"
+                " ELSE string_to_array(p, E'\\n') END"
+                " FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[]) AS t(s, i, a, p)"
+                # An item whose article was deleted since, and is restored now.
+                " ON CONFLICT (source, item) DO UPDATE SET article_id = EXCLUDED.article_id,"
+                " problems = EXCLUDED.problems, imported_at = now()",
+                (
+                    [a.source for a in imported],
+                    [a.item for a in imported],
+                    [a.id for a in imported],
+                    ["\n".join(p.replace("\n", " ") for p in a.problems) for a in imported],
+                ),
+            )
+        old = sorted({(path, a.id) for a in batch for path in a.old_paths if path != a.path})
         if old:
             # A path already taken (loaded from a CSV, or two posts sharing a guid) keeps its
-            # first target.
+            # first target. In order: two batches written at once that share a path then wait
+            # for each other instead of deadlocking.
             await conn.execute(
                 "INSERT INTO redirects (old_path, article_id)"
                 " SELECT * FROM unnest(%s::text[], %s::bigint[]) ON CONFLICT DO NOTHING",

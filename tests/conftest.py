@@ -224,6 +224,29 @@ async def api(aiohttp_client: Any, clean: Settings) -> AsyncIterator[Any]:
     yield await aiohttp_client(create_app(clean))
 
 
+QUIET_DB = 15  # a Redis database no worker listens to
+
+
+@pytest.fixture
+async def quiet_ingest(aiohttp_client: Any, clean: Settings) -> Any:
+    """The ingest service (API and desk) of a site whose tasks no worker takes: its Redis is
+    another database than the one the session's worker (started by other tests) listens to.
+    A submission then stays as ingest wrote it for as long as the test looks, the tasks it
+    sent wait in that database's queues, and the test plays the worker itself where it needs
+    one."""
+    import dataclasses
+
+    from yarl import URL
+
+    from services.ingest.app import create_app
+
+    redis_url = str(URL(clean.redis_url or "").with_path(f"/{QUIET_DB}"))
+    client = redis_lib.Redis.from_url(redis_url)
+    client.flushdb()  # this database is the quiet site's alone
+    client.close()
+    return await aiohttp_client(create_app(dataclasses.replace(clean, redis_url=redis_url)))
+
+
 async def publisher(serve: Any, settings: Settings) -> Any:
     """The publisher as `bantin publisher` runs it: its app served by aiohttp's test client or
     server (`serve`: aiohttp_client or aiohttp_server), with the front door installed on the

@@ -14,6 +14,7 @@ import pytest
 
 from bantin.bootstrap import demo_seed, text_only
 from shared.settings import Settings
+from tests.conftest import QUIET_DB
 from tests.fixtures.moving import query
 
 PROBLEM = "application/problem+json"
@@ -544,8 +545,8 @@ async def test_batch_writes_the_valid_articles_and_answers_each_in_order(
 async def test_batch_over_several_statements_keeps_each_article_with_its_answer(
     api: Any, admin: str, clean: Settings
 ) -> None:
-    """A batch is written INSERT_ROWS articles a statement: every answer's id is its own
-    article's, across the statements, and each article's history says it was submitted."""
+    """Every answer's id is its own article's, across more articles than one INSERT takes,
+    and each article's history says it was submitted."""
     from shared.articles import INSERT_ROWS
 
     await create_category(api, admin)
@@ -566,6 +567,44 @@ async def test_batch_over_several_statements_keeps_each_article_with_its_answer(
     events = query(clean, "SELECT article_id, action FROM article_events ORDER BY article_id")
     accepted = [r["id"] for r in results if "id" in r]
     assert events == [{"article_id": i, "action": "submitted"} for i in sorted(accepted)]
+
+
+async def test_batch_publishes_due_articles_itself_and_makes_the_site_stale_once(
+    quiet_ingest: Any, clean: Settings, admin: str
+) -> None:
+    """The batch takes the importer's bulk path: an article that is due is published by the
+    batch's own transaction (no worker runs here), the whole batch sends one `site_changed`
+    (pages and feeds stale once, not once per article), and only the article dated in the
+    future goes to the workers, which schedule it for its time."""
+    import redis as redis_lib
+    from yarl import URL
+
+    from shared.tasks import PROCESS_ARTICLE, SITE_CHANGED
+
+    api = quiet_ingest
+    await create_category(api, admin)
+    client = redis_lib.Redis.from_url(str(URL(clean.redis_url or "").with_path(f"/{QUIET_DB}")))
+    client.delete("default")  # what the new category sent
+    good = text_only(SEED["article"])
+    items = [{**good, "title": f"Bài số {i}"} for i in range(5)]
+    items.append({**good, "title": "Bài hẹn giờ", "published_at": "2099-01-01T00:00:00+07:00"})
+    response = await api.post(
+        "/api/v1/articles/batch", json={"articles": items}, headers=bearer(admin)
+    )
+    assert response.status == 200, await response.text()
+    results = (await response.json())["results"]
+    assert [r["status"] for r in results] == ["published"] * 5 + ["processing"]
+    for r in results:
+        got = await (await api.get(f"/api/v1/articles/{r['id']}", headers=bearer(admin))).json()
+        assert got["status"] == r["status"]
+    sent = [json.loads(m)["headers"] for m in client.lrange("default", 0, -1)]
+    client.close()
+    assert sorted((h["task"], h["argsrepr"]) for h in sent) == sorted(
+        [
+            (SITE_CHANGED, repr([[SEED["category"]["slug"]]])),
+            (PROCESS_ARTICLE, repr([results[-1]["id"]])),
+        ]
+    )
 
 
 async def test_batch_sent_again_with_its_key_is_answered_again(api: Any, admin: str) -> None:

@@ -4,7 +4,6 @@ was typed, edit collisions, unpublishing, roles, review, accounts and tokens."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import subprocess
@@ -12,8 +11,6 @@ import sys
 from typing import Any
 
 import pytest
-import redis as redis_lib
-from yarl import URL
 
 from bantin.bootstrap import demo_seed
 from shared import keys
@@ -32,7 +29,6 @@ from tests.photos import jpeg
 from tests.test_api import bearer, create_category
 
 SEED = demo_seed()
-QUIET_DB = 15  # a Redis database no worker listens to
 CATEGORY = SEED["category"]["slug"]
 FIELDS = {
     "title": "Hội nghị triển khai công tác năm 2026",
@@ -50,21 +46,6 @@ async def desk(aiohttp_client: Any, clean: Settings) -> Any:
     from services.ingest.app import create_app
 
     return await aiohttp_client(create_app(clean))
-
-
-@pytest.fixture
-async def quiet_desk(aiohttp_client: Any, clean: Settings) -> Any:
-    """The desk of a site whose tasks no worker takes: its Redis is another database than the
-    one the session's worker (started by other tests) listens to. A submission then stays as
-    ingest wrote it (`processing`) for as long as the test looks, and the test plays the
-    worker itself where it needs one."""
-    from services.ingest.app import create_app
-
-    redis_url = str(URL(clean.redis_url or "").with_path(f"/{QUIET_DB}"))
-    client = redis_lib.Redis.from_url(redis_url)
-    client.flushdb()  # this database is the quiet desk's alone
-    client.close()
-    return await aiohttp_client(create_app(dataclasses.replace(clean, redis_url=redis_url)))
 
 
 async def article_of(desk: Any, admin: str, article_id: int) -> dict[str, Any]:
@@ -183,8 +164,10 @@ async def test_throttled_sign_in(desk: Any, clean: Settings) -> None:
 # --- writing -------------------------------------------------------------------------------------
 
 
-async def test_new_article_without_javascript(quiet_desk: Any, clean: Settings, admin: str) -> None:
-    desk = quiet_desk  # what ingest wrote, before any worker: status `processing`
+async def test_new_article_without_javascript(
+    quiet_ingest: Any, clean: Settings, admin: str
+) -> None:
+    desk = quiet_ingest  # what ingest wrote, before any worker: status `processing`
     await create_category(desk, admin)
     await make_account(clean, "vanphong", "submitter")
     csrf = await sign_in(desk, "vanphong")
@@ -296,14 +279,14 @@ async def test_edit_collision_shows_both(desk: Any, clean: Settings, admin: str)
 
 
 async def test_status_changes_are_no_collision(
-    quiet_desk: Any, clean: Settings, admin: str
+    quiet_ingest: Any, clean: Settings, admin: str
 ) -> None:
     """A worker publishing the article while its writer edits it changes the version, not the
     text: the edit is saved, and the publication time the worker set is kept. The test is the
     worker, between the form's reading and its post (no real one takes this desk's tasks)."""
     import psycopg
 
-    desk = quiet_desk
+    desk = quiet_ingest
 
     await create_category(desk, admin)
     await make_account(clean, "vanphong", "submitter")

@@ -10,7 +10,8 @@ anything the submitter must fix, and sends the tasks after its transaction has c
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -18,7 +19,7 @@ from aiohttp import web
 from services.ingest import idempotency, uploads
 from services.ingest.views import review
 from services.ingest.views.common import enqueue, links, load_for, tasks_key
-from shared import articles
+from shared import articles, bulk, history
 from shared.articles import ArticleDraft, Conn, ImageDraft
 from shared.models import Article, Category
 from shared.problems import Problem, field_error, invalid
@@ -222,19 +223,23 @@ def _match_photos(submission: Submission, photos: dict[str, uploads.Photo]) -> l
 async def submit_batch(
     request: web.Request, token: Token, key: str | None, items: list[Any], fingerprint: str
 ) -> Accepted:
-    """Check every article, write the acceptable ones in one transaction (one commit for the
-    batch: the commit, a disk flush, is what bounds single submissions), then send their tasks.
+    """Check every article, write the acceptable ones in one transaction by the bulk path the
+    importer uses (shared/bulk.py: COPY, one commit for the batch), then send what follows.
     Answers one result per item, in order: the 202 body, or the problem's body. With an
-    Idempotency-Key, the same batch sent again gets the first answer back."""
+    Idempotency-Key, the same batch sent again gets the first answer back.
+
+    A batch carries no photos, so an article that is due publishes in the transaction itself
+    and the whole batch makes pages and feeds stale once (one `site_changed`), not once per
+    article; one dated in the future goes to the workers, which schedule it for its time."""
     settings = request.app[settings_key]
     # Sanitizing hundreds of bodies takes a while: off the event loop.
     checked = await asyncio.to_thread(
         lambda: [check_article(item, max_photos=settings.max_photos) for item in items]
     )
     results: list[Any] = [None] * len(items)
-    drafts: list[tuple[int, Submission, Category]] = []
-    ids: list[int] = []
-    held = False
+    held = review.holds(settings, token)
+    now = datetime.now(UTC)
+    rows: list[tuple[int, bulk.BulkArticle]] = []
     async with request.app[pool_key].connection() as conn:
         categories = {c.slug: c for c in await articles.list_categories(conn, retired=True)}
         for n, (submission, errors) in enumerate(checked):
@@ -245,25 +250,28 @@ async def submit_batch(
             if submission is None or errors:
                 results[n] = invalid(errors).body()
                 continue
-            drafts.append((n, submission, categories[submission.category]))
+            draft = _draft(submission, categories[submission.category].id, {})
+            due = draft.published_at is None or draft.published_at <= now
+            status = "pending" if held else "published" if due else "processing"
+            if status == "published":
+                draft = replace(draft, published_at=draft.published_at or now)
+            row = bulk.BulkArticle(draft, submission.category, status=status, submitted_by=token.id)
+            rows.append((n, row))
         if key is not None:
             replay = await idempotency.claim(conn, token.id, key, fingerprint)
             if replay is not None:
                 return Accepted(replay.status, replay.response, replayed=True)
         try:
             async with conn.transaction():
-                if drafts:
-                    ids = await articles.insert_articles(
-                        conn, [_draft(s, c.id, {}) for _, s, c in drafts], token.id
-                    )
-                # The same review as a single submission: held ones wait for an editor.
-                held = bool(ids) and await review.on_submit_many(conn, settings, token, ids)
-                for (n, submission, category), article_id in zip(drafts, ids, strict=True):
-                    path = f"/{category.slug}/{submission.slug}-{article_id}"
+                written = await bulk.write_batch(conn, [row for _, row in rows])
+                ids = [row.id for _, row in rows if row.id is not None]
+                await history.record_many(conn, ids, token.id, "submitted")
+                for n, row in rows:
+                    assert row.id is not None
                     results[n] = {
-                        "id": article_id,
-                        "status": "pending" if held else "processing",
-                        "links": links(request, article_id, path),
+                        "id": row.id,
+                        "status": row.status,
+                        "links": links(request, row.id, row.path),
                     }
                 body = {"accepted": len(ids), "refused": len(items) - len(ids), "results": results}
                 if key is not None:
@@ -272,9 +280,10 @@ async def submit_batch(
             if key is not None:
                 await idempotency.release(conn, token.id, key)
             raise
-    # Committed: the workers never look for rows that are not there yet.
-    if ids and not held:
-        await request.app[tasks_key].send_many(PROCESS_ARTICLE, [(i,) for i in ids])
+    # Committed: the workers never look for rows that are not there yet. Held ones are sent
+    # when an editor approves them.
+    if not held:
+        await bulk.after_batch(request.app[tasks_key], written)
     return Accepted(200, body)
 
 

@@ -5,7 +5,6 @@ publish directly. The hooks here are what submit.py calls; the views are the API
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -24,25 +23,19 @@ from shared.web import pool_key, redis_key
 NOTE_LIMIT = 2000
 
 
-def _held(settings: Settings, token: Token) -> bool:
+def holds(settings: Settings, token: Token) -> bool:
+    """Whether this sender's new articles wait for an editor."""
     return settings.review and token.role not in EDITORS
 
 
 async def on_submit(conn: Conn, settings: Settings, token: Token, article_id: int) -> bool:
     """In the submission's transaction: record it, and hold it for review when it must wait.
-    True when held (nothing to send to the workers yet)."""
-    return await on_submit_many(conn, settings, token, [article_id])
-
-
-async def on_submit_many(
-    conn: Conn, settings: Settings, token: Token, article_ids: Sequence[int]
-) -> bool:
-    """`on_submit` for a batch's articles (one sender, so held all or none), one statement
-    each for the history and the hold."""
-    await history.record_many(conn, article_ids, token.id, "submitted")
-    if not _held(settings, token):
+    True when held (nothing to send to the workers yet). A batch decides the same with
+    `holds` (shared/bulk.py writes its statuses directly)."""
+    await history.record(conn, article_id, token.id, "submitted")
+    if not holds(settings, token):
         return False
-    await articles.mark_all(conn, article_ids, "pending", expect=("processing",))
+    await articles.mark(conn, article_id, "pending", expect=("processing",))
     return True
 
 
@@ -53,7 +46,7 @@ async def on_edit(conn: Conn, settings: Settings, token: Token, article: Article
         await history.record(conn, article.id, token.id, "edited")
         return False
     await history.record(conn, article.id, token.id, "resubmitted")
-    held = _held(settings, token)
+    held = holds(settings, token)
     await articles.mark(conn, article.id, "pending" if held else "processing", expect=("returned",))
     return not held
 
