@@ -32,6 +32,7 @@ from shared.tasks import TaskSender
 from shared.text import clean_text, slugify
 
 BATCH = 500
+WRITERS = 2  # batches written at once
 DEFAULT_CATEGORY = ("chua-phan-loai", "Chưa phân loại")  # WordPress's "Uncategorized"
 
 _IMG = re.compile(r"<img\b[^>]*>", re.IGNORECASE)
@@ -107,25 +108,29 @@ class Importer:
 
     async def run(self, items: Iterator[Item]) -> None:
         """Two stages run side by side: the next batch is read, its photos fetched and its
-        articles checked (in the pool) while PostgreSQL writes the one before."""
+        articles checked (in the pool) while PostgreSQL writes the ones before, WRITERS
+        batches at a time (each in its own transaction, on its own connection: generating an
+        article's search vector and indexing it is PostgreSQL's own work, one core per
+        connection)."""
         database_url, redis_url = self.settings.require_backends()
         sender = TaskSender(redis_url)
         pool = checking.process_pool(self.jobs)
-        ready: asyncio.Queue[list[_Checked] | None] = asyncio.Queue(maxsize=1)
+        ready: asyncio.Queue[list[_Checked] | None] = asyncio.Queue(maxsize=WRITERS)
 
         async def read() -> None:
-            async with await _connect(database_url) as conn:
-                while chunk := await asyncio.to_thread(lambda: list(islice(items, self.batch))):
-                    await ready.put(await self._checked(conn, pool, chunk))
-            await ready.put(None)
-
-        async def write() -> None:
             async with await _connect(database_url) as conn:
                 for c in await articles.list_categories(conn, retired=True):
                     if c.retired_at is None:
                         self._categories[c.slug] = c.id
                     else:
                         self._retired[c.slug] = c.redirect_to
+                while chunk := await asyncio.to_thread(lambda: list(islice(items, self.batch))):
+                    await ready.put(await self._checked(conn, pool, chunk))
+            for _ in range(WRITERS):
+                await ready.put(None)
+
+        async def write() -> None:
+            async with await _connect(database_url) as conn:
                 while (batch := await ready.get()) is not None:
                     await self._write(conn, sender, batch)
                     self.report.tick()
@@ -133,7 +138,8 @@ class Importer:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(read())
-                group.create_task(write())
+                for _ in range(WRITERS):
+                    group.create_task(write())
         except BaseExceptionGroup as group_error:
             # One stage's failure stops the other; the caller sees the first cause.
             raise group_error.exceptions[0] from None
