@@ -263,7 +263,7 @@ def _token_revoke(settings: Settings, args: argparse.Namespace) -> int:
 def _counters_set_total(settings: Settings, args: argparse.Namespace) -> int:
     from redis import Redis
 
-    from shared.counting.persist import set_total
+    from shared.counting.count import set_total
 
     if args.total < 0:
         print("bantin: the total is a whole number >= 0", file=sys.stderr)

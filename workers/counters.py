@@ -10,28 +10,25 @@ from typing import Any
 from celery.signals import worker_ready, worker_shutdown
 from redis import Redis
 
-from shared.counting import count, persist
+from shared.counting import count
 from workers.app import DRAIN_HITS, PERSIST_COUNTERS, RETRY, app, redis, settings
 
 log = logging.getLogger(__name__)
 
 
-class _QuietDrains(logging.Filter):
+def _not_a_drain(record: logging.LogRecord) -> bool:
     """Celery logs every task received and succeeded at INFO: for a drain every second that is
     two lines a second of nothing. Failures (logged at ERROR) still show."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        return not (
-            record.levelno <= logging.INFO
-            and isinstance(args, dict)
-            and args.get("name") == DRAIN_HITS
-        )
+    args = record.args
+    return (
+        record.levelno > logging.INFO
+        or not isinstance(args, dict)
+        or args.get("name") != DRAIN_HITS
+    )
 
 
 for _name in ("celery.app.trace", "celery.worker.strategy"):
-    if not any(isinstance(f, _QuietDrains) for f in logging.getLogger(_name).filters):
-        logging.getLogger(_name).addFilter(_QuietDrains())
+    logging.getLogger(_name).addFilter(_not_a_drain)  # added once: addFilter skips a known one
 
 
 @app.task(name=DRAIN_HITS, ignore_result=True)
@@ -44,7 +41,7 @@ def drain_hits(budget: float = count.DRAIN_BUDGET) -> dict[str, int]:
 @app.task(name=PERSIST_COUNTERS, ignore_result=True, **{**RETRY, "max_retries": 3})
 def persist_counters() -> dict[str, int]:
     s = settings()
-    return persist.persist(redis(), s.require_backends()[0], s.zone)
+    return count.persist(redis(), s.require_backends()[0], s.zone)
 
 
 def _with_redis(what: str, work: Any) -> None:
@@ -63,7 +60,7 @@ def _with_redis(what: str, work: Any) -> None:
 def _restore_at_start(**kwargs: Any) -> None:
     """A worker starting after Redis lost its data refills it before the first drain (the drain
     would too; this makes the page's counters right without waiting for a view)."""
-    _with_redis("restored at start", persist.restore)
+    _with_redis("restored at start", count.restore)
 
 
 @worker_shutdown.connect
@@ -72,4 +69,4 @@ def _copy_before_stop(sender: Any = None, **kwargs: Any) -> None:
     copy to PostgreSQL, so that a Redis emptied after the stop loses no view. Celery sends this
     in the main process once the pool has finished its tasks."""
     if sender is not None and "counters" in sender.app.amqp.queues.consume_from:
-        _with_redis("copied before the stop", persist.before_stop)
+        _with_redis("copied before the stop", count.before_stop)

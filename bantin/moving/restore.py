@@ -117,7 +117,7 @@ async def _total(redis: Redis, redis_url: str, database_url: str, exported: int)
     if exported > current:
         from redis import Redis as SyncRedis
 
-        from shared.counting.persist import set_total
+        from shared.counting.count import set_total
 
         def write() -> None:
             with SyncRedis.from_url(redis_url, socket_timeout=10) as r:

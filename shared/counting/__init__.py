@@ -1,8 +1,7 @@
 """Page views, counted exactly once. The modules follow a view's trip: record (the publisher
-sees a page answered and names its reader), buffer (the publisher's batches), stream (the Redis
-stream and its one format), count (the counters worker's drain, one atomic Lua script a batch,
-and the figures the site shows), persist (the copy in PostgreSQL, and the refill of an emptied
-Redis). The Lua scripts are the *.lua files beside them, loaded with `register_script`."""
+names the reader of a page it answered), buffer (the publisher's batches), stream (the Redis
+stream and its one format), count (the counters worker's drain, the figures the site shows and
+their copy in PostgreSQL). The Lua scripts are the *.lua files beside them."""
 
 from __future__ import annotations
 

@@ -19,10 +19,9 @@ import re
 import secrets
 import time
 from datetime import datetime
-from typing import Any
 
 from aiohttp import hdrs, web
-from multidict import istr
+from multidict import CIMultiDictProxy, istr
 from redis.asyncio import Redis
 
 from shared.counting.buffer import Buffer
@@ -75,11 +74,6 @@ def find_cookie(header: str) -> tuple[str, str, str] | None:
             return found[1], found[2], found[3]
         found = _COOKIE_IN_HEADER.search(header, found.start() + 1)
     return None
-
-
-def is_bot(user_agent: str) -> bool:
-    """An empty User-Agent is a script too: every browser sends one."""
-    return not user_agent or BOT_AGENTS.search(user_agent) is not None
 
 
 class Recorder(Buffer):
@@ -158,7 +152,8 @@ class Recorder(Buffer):
         if bot is None:
             if len(self._bots) > MEMO_SIZE:
                 self._bots.clear()
-            bot = self._bots[agent] = is_bot(agent)
+            # an empty User-Agent is a script too: every browser sends one
+            bot = self._bots[agent] = not agent or BOT_AGENTS.search(agent) is not None
         # Found in the raw header: request.cookies' Morsels cost more than all the rest.
         if (found := find_cookie(header)) is not None:
             random_part, day, first = found
@@ -183,6 +178,6 @@ class Recorder(Buffer):
         return Reader(agent, "h" + digest, bot)
 
 
-def _prefetch(headers: Any) -> bool:
-    purpose = headers.get("Sec-Purpose") or headers.get("Purpose") or ""
+def _prefetch(headers: CIMultiDictProxy[str]) -> bool:
+    purpose = headers.get(_SEC_PURPOSE) or headers.get(_PURPOSE) or ""
     return "prefetch" in purpose.lower()

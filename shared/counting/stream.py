@@ -1,12 +1,11 @@
-"""The Redis stream between the publishers and the counters worker, its one format and scripts.
+"""The Redis stream between the publishers and the counters worker, and its one format.
 
 An entry is one publisher's batch, two fields: `n`, its number of views, and `b`, its lines
 joined by newlines, one a different view (View.line()): "<unix seconds> <bot 0|1> <article id
 or nothing> <visitor> <path>"; identical views of one second are one line with their number
 first, "*<views> <seconds> ...". The visitor holds no space, the path no newline (sent as %0A).
-An append (append.lua) claims the batch's token first, so a batch sent again after a lost answer
-is a no-op. The views waiting (the lag) are counted beside the stream, `keys.HITS_WAITING`:
-raised by the append, lowered by the drain, and the stream's bound (STREAM_MAXLEN views).
+The views waiting (the lag) are counted beside the stream, `keys.HITS_WAITING`: raised by the
+append, lowered by the drain, and the stream's bound (STREAM_MAXLEN views).
 """
 
 from __future__ import annotations
@@ -51,18 +50,13 @@ def script(r: Redis | AsyncRedis, name: str) -> Any:
 
 
 async def append(redis: AsyncRedis, batch: Batch) -> None:
+    """Append the batch once (append.lua), whatever becomes of the answer."""
     # a path's newline goes as %0A; bytes not UTF-8 in it as they came
-    body = "\n".join(line.replace("\n", "%0A") for line in batch.lines)
-    await script(redis, "append")(
-        keys=[keys.HITS_STREAM, keys.hits_batch(batch.token), keys.HITS_WAITING],
-        args=[
-            STREAM_MAXLEN,
-            BATCH_TOKEN_TTL,
-            batch.views,
-            body.encode(errors="surrogateescape"),
-            TRIM_STEP,
-        ],
-    )
+    text = "\n".join(line.replace("\n", "%0A") for line in batch.lines)
+    body = text.encode(errors="surrogateescape")
+    args = [STREAM_MAXLEN, TRIM_STEP, BATCH_TOKEN_TTL, batch.views, body]
+    batch_keys = [keys.HITS_STREAM, keys.hits_batch(batch.token), keys.HITS_WAITING]
+    await script(redis, "append")(keys=batch_keys, args=args)
 
 
 def ensure_group(r: Redis) -> None:
