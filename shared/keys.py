@@ -33,6 +33,12 @@ def feed_page(version: int | str, scope: str, fmt: str, page: int) -> str:
 # Held by the one beat that sends periodic tasks (workers/beat.py).
 BEAT_LOCK = PREFIX + "beat:lock"
 
+
+def rest_lock(image_id: int) -> str:
+    """Held while a worker renders a photo's other renditions (workers/photos.py render_rest)."""
+    return f"{PREFIX}render-rest:{image_id}"
+
+
 # Task statistics, written by every worker (workers/app.py), read by /metrics: a hash with
 # "<task>:succeeded", "<task>:failed", "<task>:retried" and "<task>:seconds".
 TASK_STATS = PREFIX + "tasks:stats"

@@ -98,18 +98,23 @@ async def stats(site: Any) -> dict[str, int]:
     return body
 
 
+def news_category(conn: psycopg.Connection[Any]) -> int:
+    """The id of the category 'tin-tuc', written straight to the database (made if missing)."""
+    category = conn.execute(
+        "INSERT INTO categories (slug, name) VALUES ('tin-tuc', 'Tin tức')"
+        " ON CONFLICT (slug) DO UPDATE SET name = EXCLUDED.name RETURNING id"
+    ).fetchone()
+    assert category is not None
+    return int(category[0])
+
+
 def article(settings: Settings) -> tuple[int, str]:
     """A published article, written straight to the database (the pipeline has its own tests)."""
     with psycopg.connect(settings.require_backends()[0], autocommit=True) as conn:
-        category = conn.execute(
-            "INSERT INTO categories (slug, name) VALUES ('tin-tuc', 'Tin tức')"
-            " ON CONFLICT (slug) DO UPDATE SET name = EXCLUDED.name RETURNING id"
-        ).fetchone()
-        assert category is not None
         row = conn.execute(
             "INSERT INTO articles (uuid, slug, category_id, title, status, published_at)"
             " VALUES (%s, 'bai-viet', %s, 'Bài viết', 'published', now()) RETURNING id",
-            (uuid.uuid4(), category[0]),
+            (uuid.uuid4(), news_category(conn)),
         ).fetchone()
         assert row is not None
     return row[0], f"/tin-tuc/bai-viet-{row[0]}"

@@ -11,6 +11,13 @@ needed, and every step is safe to run twice: a photo has `rendered_at` after its
 and `completed_at` after the rest, renditions are content-addressed files, and publishing is
 guarded by the article's status.
 
+`render_rest` is seconds of CPU on a queue of its own, which may be long: it is sent once per
+photo (`rest_queued_at` is when it was last sent or started; beat's sweep sends it again only
+once that is older than a render can last, see `resend_rest`), and a photo's rest is rendered
+by one worker at a time (a Redis lock per photo; another copy of the task finds it taken).
+A rest that runs out of time is tried once more, later; if it is too slow again, the photo is
+completed with what its first stage made and the reason in `rest_error`.
+
 A photo that cannot be rendered (a truncated or corrupt file) is marked with the reason and
 not retried (a broken file stays broken); its article publishes without it, as with every
 photo that has no rendition: one photo never costs a whole article.
@@ -18,13 +25,17 @@ photo that has no rendition: one photo never costs a whole article.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
+from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from redis.exceptions import LockError
 
+from shared import keys
 from shared.photos.probe import ImageRefused
-from shared.photos.render import Rendered, RenditionOut, Stage, render
+from shared.photos.render import Rendered, RenditionOut, Stage, TooSlow, render
 from shared.photos.store import media_store
 from workers.app import (
     PROCESS_ARTICLE,
@@ -33,6 +44,7 @@ from workers.app import (
     RETRY,
     app,
     pool,
+    redis,
     run,
     settings,
 )
@@ -42,6 +54,18 @@ log = logging.getLogger(__name__)
 
 SOFT_LIMIT = 120  # seconds per photo; the hard limit kills a stuck process
 HARD_LIMIT = 150
+# A photo's rest is locked for longer than its render can last (the hard limit kills it), and
+# no longer: the lock of a killed render frees itself.
+REST_LOCK = HARD_LIMIT + 10
+# A photo whose rest was sent or started this long ago and is still not complete has lost its
+# message: by then its render has ended or been killed, and its lock has expired. Until then
+# it is waiting in the queue (behind others, perhaps for long) or rendering, and sending it
+# again would only pile copies up in the queue.
+REST_RESEND_AFTER = 300
+# A rest that ran out of time is tried this many times more, this much later (the machine may
+# be less busy then), before the photo is completed without it.
+SLOW_RETRIES = 1
+SLOW_RETRY_AFTER = 60
 
 
 async def pending_images(article_id: int) -> list[int]:
@@ -99,7 +123,7 @@ def render_image(image_id: int) -> str:
             run(_record_error(image_id, reason))
             outcome = "failed"
         else:
-            run(_record(image_id, rendered))
+            run(_record(image_id, rendered))  # marks its rest as sent, too
             log.info("rendered photo %s (%d renditions)", image_id, len(rendered.renditions))
             app.send_task(RENDER_REST, args=[image_id])
             outcome = "rendered"
@@ -110,25 +134,86 @@ def render_image(image_id: int) -> str:
     return outcome
 
 
-@app.task(name=RENDER_REST, **RENDERING)
-def render_rest(image_id: int) -> str:
+@app.task(name=RENDER_REST, bind=True, **RENDERING)
+def render_rest(self: Task, image_id: int, slow: int = 0) -> str:
     """The renditions a first page view does without (AVIF, the other widths); then the
-    article's pages and feeds anew, if it is published, so that they offer them."""
+    article's pages and feeds anew, if it is published, so that they offer them. `slow`: how
+    many times it ran out of time before."""
+    lock = redis().lock(keys.rest_lock(image_id), timeout=REST_LOCK)
+    if not lock.acquire(blocking=False):
+        return "already rendering"  # by another worker, or this message's earlier copy
+    try:
+        outcome = _render_rest(image_id, last_chance=slow >= SLOW_RETRIES)
+    finally:
+        with contextlib.suppress(LockError):  # expired (the render outlived it): not ours now
+            lock.release()
+    if outcome == "too slow":
+        # Counted apart from the outage retries, whose budget it leaves whole.
+        raise self.retry(
+            kwargs={"slow": slow + 1},
+            countdown=SLOW_RETRY_AFTER,
+            max_retries=self.request.retries + 1,
+        )
+    return outcome
+
+
+def _render_rest(image_id: int, *, last_chance: bool) -> str:
     row = run(_image(image_id))
     if row is None or row["rendered_at"] is None or row["completed_at"] is not None:
         return "nothing to do"
-    rendered: Rendered | None
+    run(_mark_queued(image_id))  # started: the sweep leaves it alone while it may be running
+    rendered: Rendered | None = None
+    reason = None
     try:
         rendered = _render(row, "rest", row["transparent"])
-    except (ImageRefused, SoftTimeLimitExceeded) as err:
+    except (TooSlow, SoftTimeLimitExceeded) as err:
+        reason = str(err) or "rendering took too long"
+        if not last_chance:
+            log.warning(
+                "photo %s: the other renditions ran out of time (%s); trying again in %d s",
+                image_id,
+                reason,
+                SLOW_RETRY_AFTER,
+            )
+            run(_mark_queued(image_id))
+            return "too slow"
+    except ImageRefused as err:
+        reason = str(err)
+    if reason is not None:
         # The photo shows with what its first stage made; nothing more will come of it.
-        log.warning("photo %s: the other renditions failed: %s", image_id, str(err) or "slow")
-        rendered = None
-    status, category = run(_record_rest(image_id, rendered))
+        log.warning("photo %s: completed without the other renditions: %s", image_id, reason)
+    status, category = run(_record_rest(image_id, rendered, reason))
     # (Read once they are stored: an article published meanwhile was drawn without them.)
     if status == "published":
         site_changed(["all", category])
-    return "completed"
+    return "completed" if reason is None else "completed without the rest"
+
+
+def resend_rest() -> int:
+    """Called by beat's sweep: sends `render_rest` again for the photos whose message was lost
+    (see REST_RESEND_AFTER), marking each as sent in the same statement, so that the next sweep
+    leaves it alone; returns how many."""
+    lost = run(_lost_rest())
+    for image_id in lost:
+        app.send_task(RENDER_REST, args=[image_id])
+    return len(lost)
+
+
+async def _lost_rest() -> list[int]:
+    async with pool().connection() as conn:
+        cur = await conn.execute(
+            "UPDATE images SET rest_queued_at = now() WHERE id IN ("
+            " SELECT id FROM images WHERE completed_at IS NULL AND error IS NULL"
+            " AND coalesce(rest_queued_at, rendered_at) < now() - make_interval(secs => %s)"
+            " ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED) RETURNING id",
+            (REST_RESEND_AFTER,),
+        )
+        return sorted(r["id"] for r in await cur.fetchall())
+
+
+async def _mark_queued(image_id: int) -> None:
+    async with pool().connection() as conn:
+        await conn.execute("UPDATE images SET rest_queued_at = now() WHERE id = %s", (image_id,))
 
 
 async def _image(image_id: int) -> dict[str, Any] | None:
@@ -144,12 +229,18 @@ async def _image(image_id: int) -> dict[str, Any] | None:
         return await cur.fetchone()
 
 
-async def _record_rest(image_id: int, rendered: Rendered | None) -> tuple[str, str]:
-    """Store the rest; returns its article's status and category slug once they are stored."""
+async def _record_rest(
+    image_id: int, rendered: Rendered | None, reason: str | None
+) -> tuple[str, str]:
+    """Store the rest (or why there is none); returns its article's status and category slug
+    once they are stored."""
     async with pool().connection() as conn:
         async with conn.transaction():
             await _insert_renditions(conn, image_id, rendered.renditions if rendered else [])
-            await conn.execute("UPDATE images SET completed_at = now() WHERE id = %s", (image_id,))
+            await conn.execute(
+                "UPDATE images SET completed_at = now(), rest_error = %s WHERE id = %s",
+                (reason[:500] if reason else None, image_id),
+            )
         cur = await conn.execute(
             "SELECT a.status, c.slug FROM images i JOIN articles a ON a.id = i.article_id"
             " JOIN categories c ON c.id = a.category_id WHERE i.id = %s",
@@ -174,8 +265,8 @@ async def _record(image_id: int, rendered: Rendered) -> None:
     async with pool().connection() as conn, conn.transaction():
         await _insert_renditions(conn, image_id, rendered.renditions)
         await conn.execute(
-            "UPDATE images SET width = %s, height = %s, placeholder = %s, rendered_at = now()"
-            " WHERE id = %s",
+            "UPDATE images SET width = %s, height = %s, placeholder = %s, rendered_at = now(),"
+            " rest_queued_at = now() WHERE id = %s",
             (rendered.width, rendered.height, rendered.placeholder, image_id),
         )
 

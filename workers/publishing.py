@@ -15,7 +15,6 @@ from workers.app import (
     ARTICLE_CHANGED,
     PROCESS_ARTICLE,
     PUBLISH_ARTICLE,
-    RENDER_REST,
     RETRY,
     SITE_CHANGED,
     SWEEP,
@@ -99,18 +98,23 @@ def _ahead(when: datetime | None) -> bool:
 @app.task(name=SWEEP, **RETRY)
 def sweep() -> dict[str, int]:
     """Re-enqueue what would otherwise wait forever after a restart or a lost message."""
-    stuck, due, unfinished = run(_pending())
+    stuck, due = run(_pending())
     for article_id in stuck:
         app.send_task(PROCESS_ARTICLE, args=[article_id])
-    for image_id in unfinished:
-        app.send_task(RENDER_REST, args=[image_id])
+    # Photos whose first stage is long done and whose other renditions' message was lost.
+    renditions = photos.resend_rest()
     for article_id, eta in due:
         app.send_task(PUBLISH_ARTICLE, args=[article_id], eta=eta)
     feeds.ensure_present()
     run(_expire_keys())
-    if stuck or due:
-        log.info("sweep re-enqueued %d processing and %d scheduled articles", len(stuck), len(due))
-    return {"processing": len(stuck), "scheduled": len(due)}
+    if stuck or due or renditions:
+        log.info(
+            "sweep re-enqueued %d processing and %d scheduled articles, %d photos' renditions",
+            len(stuck),
+            len(due),
+            renditions,
+        )
+    return {"processing": len(stuck), "scheduled": len(due), "renditions": renditions}
 
 
 async def _expire_keys() -> None:
@@ -120,7 +124,7 @@ async def _expire_keys() -> None:
         )
 
 
-async def _pending() -> tuple[list[int], list[tuple[int, datetime]], list[int]]:
+async def _pending() -> tuple[list[int], list[tuple[int, datetime]]]:
     async with pool().connection() as conn:
         cur = await conn.execute(
             "SELECT id FROM articles WHERE status = 'processing'"
@@ -134,14 +138,7 @@ async def _pending() -> tuple[list[int], list[tuple[int, datetime]], list[int]]:
             (datetime.now(UTC) + ETA_WINDOW,),
         )
         due = [(row["id"], row["published_at"]) for row in await cur.fetchall()]
-        # Photos whose first stage is long done and whose other renditions never came.
-        cur = await conn.execute(
-            "SELECT id FROM images WHERE completed_at IS NULL AND error IS NULL"
-            " AND rendered_at < now() - make_interval(secs => %s) ORDER BY id LIMIT 1000",
-            (STUCK_AFTER,),
-        )
-        unfinished = [row["id"] for row in await cur.fetchall()]
-    return stuck, due, unfinished
+    return stuck, due
 
 
 async def _publish(article_id: int, *, from_statuses: tuple[str, ...]) -> str:

@@ -443,7 +443,7 @@ def test_killed_worker_and_publisher_come_back_and_nothing_is_lost(stack: Stack)
 
     stack.all_published(timeout=600)
     # Every photo gets all its renditions, the one whose render was cut off too: its task was
-    # never acknowledged, and the sweep sends it again (within STUCK_AFTER and a sweep).
+    # never acknowledged, and the sweep sends it again (within REST_RESEND_AFTER and a sweep).
     started = time.monotonic()
     until(
         lambda: all(complete(stack, article_id, KILL_PHOTO[0]) for article_id in sent),
