@@ -5,13 +5,14 @@ Ingest writes one article per transaction (a submitter waits for its answer); an
 old portal's archive would spend its time in round trips and commits that way. Here a batch of
 articles goes in with PostgreSQL's COPY (articles, their photos) and one statement per other
 table, all in one transaction, together with the import's record of what it brought in: a
-batch is either wholly written or not at all, so an interrupted import resumes at the first
-batch it had not committed.
+batch is either wholly written or not at all, and an interrupted import, run again, skips
+the items of every batch that was committed (the importer writes two at once).
 
-After the commit, the work that follows is sent in bulk: `process_article` for each article
-whose photos must be rendered before it publishes (the workers' usual path), `render_image` for
-photos of articles that keep their status (a restored unpublished one), and one `site_changed`
-for the whole batch, so caches and feeds go stale once per batch, not once per article.
+After an import's commit, the work that follows is sent in bulk (`after_batch`):
+`process_article` for each article whose photos must be rendered before it publishes (the
+workers' usual path), `render_image` for photos of articles that keep their status (a restored
+unpublished one), and one `site_changed` for the whole batch, so caches and feeds go stale once
+per batch, not once per article. The API's batches send their own (services/ingest/submit.py).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class BulkArticle:
     category_slug: str
     source: str = ""  # where an import found it ("" for the API's batches: nothing recorded)
     item: str = ""
-    status: str = "published"  # published, scheduled, processing (photos to render), ...
+    status: str = "published"  # published, scheduled, processing (for the workers), ...
     uuid: uuid.UUID | None = None  # default: item_uuid(source, item), or a random one
     id: int | None = None  # kept when free (a restore keeps its links), else a new one
     old_paths: tuple[str, ...] = ()  # answered with 301 to the article

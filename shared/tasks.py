@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 PROCESS_ARTICLE = "bantin.process_article"
 PUBLISH_ARTICLE = "bantin.publish_article"
+PUBLISH_MANY = "bantin.publish_many"
 SWEEP = "bantin.sweep"
 REBUILD_FEEDS = "bantin.rebuild_feeds"
 ARTICLE_CHANGED = "bantin.article_changed"
@@ -44,6 +45,7 @@ QUEUES = ("default", "images", RENDITIONS, "feeds", "counters")
 ROUTES = {
     PROCESS_ARTICLE: "default",
     PUBLISH_ARTICLE: "default",
+    PUBLISH_MANY: "default",
     SWEEP: "default",
     ARTICLE_CHANGED: "default",
     SITE_CHANGED: "default",
@@ -131,13 +133,18 @@ class TaskSender:
 
         def send_all() -> int:
             sent = 0
-            with self._celery.producer_or_acquire() as producer:
-                for args in todo:
-                    try:
-                        self._celery.send_task(name, args=args, headers=headers, producer=producer)
-                        sent += 1
-                    except Exception:
-                        log.warning("could not send %s%s; the sweep will retry", name, args)
+            try:
+                with self._celery.producer_or_acquire() as producer:
+                    for args in todo:
+                        try:
+                            self._celery.send_task(
+                                name, args=args, headers=headers, producer=producer
+                            )
+                            sent += 1
+                        except Exception:
+                            log.warning("could not send %s%s; the sweep will retry", name, args)
+            except Exception:  # no connection to the broker at all
+                log.warning("could not send %d %s; the sweep will retry", len(todo) - sent, name)
             return sent
 
         return await asyncio.to_thread(send_all) if todo else 0

@@ -148,7 +148,8 @@ def render_rest(self: Task, image_id: int, slow: int = 0) -> str:
         with contextlib.suppress(LockError):  # expired (the render outlived it): not ours now
             lock.release()
     if outcome == "too slow":
-        # Counted apart from the outage retries, whose budget it leaves whole.
+        # Allowed whatever outage retries came before (`slow` bounds these); it does count as
+        # one of the task's retries, so one fewer is left for an outage after it.
         raise self.retry(
             kwargs={"slow": slow + 1},
             countdown=SLOW_RETRY_AFTER,

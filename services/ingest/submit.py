@@ -10,7 +10,7 @@ anything the submitter must fix, and sends the tasks after its transaction has c
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +25,7 @@ from shared.models import Article, Category
 from shared.problems import Problem, field_error, invalid
 from shared.settings import Settings
 from shared.shapes import Submission, check_article, check_patch
-from shared.tasks import ARTICLE_CHANGED, PROCESS_ARTICLE
+from shared.tasks import ARTICLE_CHANGED, PROCESS_ARTICLE, PUBLISH_MANY
 from shared.tokens import Token
 from shared.web import media_key, pool_key, settings_key
 
@@ -228,9 +228,12 @@ async def submit_batch(
     Answers one result per item, in order: the 202 body, or the problem's body. With an
     Idempotency-Key, the same batch sent again gets the first answer back.
 
-    A batch carries no photos, so an article that is due publishes in the transaction itself
-    and the whole batch makes pages and feeds stale once (one `site_changed`), not once per
-    article; one dated in the future goes to the workers, which schedule it for its time."""
+    A batch carries no photos, so the workers have nothing to render: the articles that are
+    due go to them in one `publish_many`, which publishes them in one statement and makes
+    pages and feeds stale once for the whole batch (one process_article each, before, cost
+    the workers a task, a publication and a site change per article); one dated in the future
+    goes by `process_article`, which schedules it for its time. Until published they are
+    `processing`, so a lost message is found by the sweep, as for one article."""
     settings = request.app[settings_key]
     # Sanitizing hundreds of bodies takes a while: off the event loop.
     checked = await asyncio.to_thread(
@@ -251,10 +254,7 @@ async def submit_batch(
                 results[n] = invalid(errors).body()
                 continue
             draft = _draft(submission, categories[submission.category].id, {})
-            due = draft.published_at is None or draft.published_at <= now
-            status = "pending" if held else "published" if due else "processing"
-            if status == "published":
-                draft = replace(draft, published_at=draft.published_at or now)
+            status = "pending" if held else "processing"
             row = bulk.BulkArticle(draft, submission.category, status=status, submitted_by=token.id)
             rows.append((n, row))
         if key is not None:
@@ -263,7 +263,7 @@ async def submit_batch(
                 return Accepted(replay.status, replay.response, replayed=True)
         try:
             async with conn.transaction():
-                written = await bulk.write_batch(conn, [row for _, row in rows])
+                await bulk.write_batch(conn, [row for _, row in rows])
                 ids = [row.id for _, row in rows if row.id is not None]
                 await history.record_many(conn, ids, token.id, "submitted")
                 for n, row in rows:
@@ -282,8 +282,18 @@ async def submit_batch(
             raise
     # Committed: the workers never look for rows that are not there yet. Held ones are sent
     # when an editor approves them.
-    if not held:
-        await bulk.after_batch(request.app[tasks_key], written)
+    if not held and ids:
+        due: list[int | None] = []
+        ahead: list[tuple[int | None]] = []
+        for _, row in rows:
+            when = row.draft.published_at
+            if when is None or when <= now:
+                due.append(row.id)
+            else:
+                ahead.append((row.id,))
+        if due:
+            await request.app[tasks_key].send(PUBLISH_MANY, due)
+        await request.app[tasks_key].send_many(PROCESS_ARTICLE, ahead)
     return Accepted(200, body)
 
 
