@@ -59,7 +59,7 @@ def add_photo(settings: Settings, data: bytes, *, rendered: str, queued: str | N
 def photo_row(settings: Settings, image_id: int) -> dict[str, Any]:
     with psycopg.connect(settings.require_backends()[0]) as conn:
         cur = conn.execute(
-            "SELECT completed_at, rest_queued_at, rest_error, error,"
+            "SELECT completed_at, rest_queued_at, rest_error, rest_tries, error,"
             " (SELECT count(*) FROM renditions r WHERE r.image_id = i.id) AS renditions"
             " FROM images i WHERE i.id = %s",
             (image_id,),
@@ -159,10 +159,40 @@ def test_the_sweep_sends_a_photos_rest_once_not_every_sweep(
                 "UPDATE images SET rest_queued_at = now() - interval '10 minutes' WHERE id = %s",
                 (lost,),
             )
+        # Sent again only once the queue is empty: a waiting message is not a lost one.
+        assert ask(proc, "sweep()")["renditions"] == 0
+        client.delete(RENDITIONS)  # as a renditions worker takes them
         assert ask(proc, "sweep()")["renditions"] == 1
-        assert queued_rest(client) == sorted([lost, lost, before])
+        assert queued_rest(client) == [lost]
     finally:
         stop(proc)
+
+
+def test_a_rest_stopped_again_and_again_is_given_up(
+    clean: Settings, quiet_redis: tuple[dict[str, str], redis_lib.Redis]
+) -> None:
+    """A photo whose rest was started REST_TRIES times and never completed (killed at the
+    hard time limit each time, or with its worker) is not sent again forever: the sweep
+    completes it with what its first stage made and the reason; readers see it as before."""
+    from workers.photos import REST_TRIES
+
+    env, client = quiet_redis
+    old = "now() - interval '10 minutes'"
+    stopped = add_photo(clean, jpeg(64, 48), rendered=old, queued=old)
+    once = add_photo(clean, jpeg(64, 48, colour=(0, 90, 0)), rendered=old, queued=old)
+    with psycopg.connect(clean.require_backends()[0], autocommit=True) as conn:
+        conn.execute("UPDATE images SET rest_tries = %s WHERE id = %s", (REST_TRIES, stopped))
+        conn.execute("UPDATE images SET rest_tries = 1 WHERE id = %s", (once,))
+    proc = runner(env)
+    try:
+        assert ask(proc, "sweep()")["renditions"] == 1
+        assert queued_rest(client) == [once]
+    finally:
+        stop(proc)
+    row = photo_row(clean, stopped)
+    assert row["completed_at"] is not None and row["error"] is None
+    assert f"stopped {REST_TRIES} times" in row["rest_error"]
+    assert photo_row(clean, once)["completed_at"] is None
 
 
 def test_two_workers_given_the_same_photo_render_it_once(
@@ -182,6 +212,7 @@ def test_two_workers_given_the_same_photo_render_it_once(
         row = photo_row(clean, image_id)
         assert row["completed_at"] is not None and row["rest_error"] is None
         assert row["renditions"] > 0
+        assert row["rest_tries"] == 1  # the copy that found it rendering did not count
         assert ask(procs[0], f"render_rest({image_id})") == "nothing to do"
         redis = redis_lib.Redis.from_url(clean.redis_url or "")
         assert not redis.exists(keys.rest_lock(image_id))  # released by the one that rendered

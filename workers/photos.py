@@ -37,6 +37,7 @@ from shared import keys
 from shared.photos.probe import ImageRefused
 from shared.photos.render import Rendered, RenditionOut, Stage, TooSlow, render
 from shared.photos.store import media_store
+from shared.tasks import RENDITIONS
 from workers.app import (
     PROCESS_ARTICLE,
     RENDER_IMAGE,
@@ -66,6 +67,9 @@ REST_RESEND_AFTER = 300
 # be less busy then), before the photo is completed without it.
 SLOW_RETRIES = 1
 SLOW_RETRY_AFTER = 60
+# A rest started this many times and never completed (killed at the hard limit each time, or
+# with its worker) is given up: the photo is completed with what its first stage made.
+REST_TRIES = 3
 
 
 async def pending_images(article_id: int) -> list[int]:
@@ -162,7 +166,7 @@ def _render_rest(image_id: int, *, last_chance: bool) -> str:
     row = run(_image(image_id))
     if row is None or row["rendered_at"] is None or row["completed_at"] is not None:
         return "nothing to do"
-    run(_mark_queued(image_id))  # started: the sweep leaves it alone while it may be running
+    run(_mark_queued(image_id, started=True))  # the sweep leaves it alone while it may run
     rendered: Rendered | None = None
     reason = None
     try:
@@ -193,7 +197,13 @@ def _render_rest(image_id: int, *, last_chance: bool) -> str:
 def resend_rest() -> int:
     """Called by beat's sweep: sends `render_rest` again for the photos whose message was lost
     (see REST_RESEND_AFTER), marking each as sent in the same statement, so that the next sweep
-    leaves it alone; returns how many."""
+    leaves it alone; returns how many. Nothing is sent while render_rest messages wait in their
+    queue: those are not lost, only not taken yet (a long import's photos, or no renditions
+    worker running), and their photos would only be sent twice; a lost one is sent once the
+    queue is empty. A photo whose rest was started REST_TRIES times without completing is
+    completed without it, with the reason."""
+    if redis().llen(RENDITIONS):
+        return 0
     lost = run(_lost_rest())
     for image_id in lost:
         app.send_task(RENDER_REST, args=[image_id])
@@ -201,20 +211,38 @@ def resend_rest() -> int:
 
 
 async def _lost_rest() -> list[int]:
+    stale = (
+        "completed_at IS NULL AND error IS NULL"
+        " AND coalesce(rest_queued_at, rendered_at) < now() - make_interval(secs => %s)"
+    )
     async with pool().connection() as conn:
         cur = await conn.execute(
+            f"UPDATE images SET completed_at = now(), rest_error = %s WHERE {stale}"
+            " AND rest_tries >= %s RETURNING id",
+            (
+                f"stopped {REST_TRIES} times before the end (the time limit, or its worker died)",
+                REST_RESEND_AFTER,
+                REST_TRIES,
+            ),
+        )
+        for row in await cur.fetchall():
+            log.warning("photo %s: completed without the other renditions", row["id"])
+        cur = await conn.execute(
             "UPDATE images SET rest_queued_at = now() WHERE id IN ("
-            " SELECT id FROM images WHERE completed_at IS NULL AND error IS NULL"
-            " AND coalesce(rest_queued_at, rendered_at) < now() - make_interval(secs => %s)"
+            f" SELECT id FROM images WHERE {stale}"
             " ORDER BY id LIMIT 1000 FOR UPDATE SKIP LOCKED) RETURNING id",
             (REST_RESEND_AFTER,),
         )
         return sorted(r["id"] for r in await cur.fetchall())
 
 
-async def _mark_queued(image_id: int) -> None:
+async def _mark_queued(image_id: int, *, started: bool = False) -> None:
+    """The rest is sent (or, `started`, begins once more): the sweep leaves it alone."""
+    tries = ", rest_tries = rest_tries + 1" if started else ""
     async with pool().connection() as conn:
-        await conn.execute("UPDATE images SET rest_queued_at = now() WHERE id = %s", (image_id,))
+        await conn.execute(
+            f"UPDATE images SET rest_queued_at = now(){tries} WHERE id = %s", (image_id,)
+        )
 
 
 async def _image(image_id: int) -> dict[str, Any] | None:
