@@ -9,6 +9,7 @@ batch is written in one transaction (shared/bulk.py) and the work that follows i
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import re
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import unquote, urljoin
 
 import psycopg
 from psycopg.rows import dict_row
@@ -305,10 +306,11 @@ class Importer:
         )
 
 
+@functools.lru_cache(maxsize=1024)
 def category_slug(nicename: str, name: str) -> tuple[str, str]:
     """A category's slug and name on bantin, from the old site's (a WordPress nicename may be
-    percent-encoded Vietnamese); a slug the site keeps for itself gets a suffix."""
-    from urllib.parse import unquote
+    percent-encoded Vietnamese); a slug the site keeps for itself gets a suffix. Remembered:
+    every post of a category asks the same."""
 
     name = clean_text(name) or nicename
     slug = slugify(unquote(nicename)) or slugify(name)
