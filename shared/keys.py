@@ -18,6 +18,10 @@ FEEDS_DIRTY = PREFIX + "feeds:dirty"  # set of scopes ("all", category slugs) to
 FEEDS_SCHEDULED = PREFIX + "feeds:scheduled"  # present while a rebuild is already queued
 FEEDS_LOCK = PREFIX + "feeds:lock"
 FEEDS_STATS = PREFIX + "feeds:stats"  # hash: rebuilds (scopes rebuilt, for metrics and tests)
+# Hash: scope -> the database clock when its feeds last read the articles (ISO 8601).
+FEEDS_READ_AT = PREFIX + "feeds:read-at"
+# The database clock up to which the sweep has compared article changes with FEEDS_READ_AT.
+FEEDS_CHECKED = PREFIX + "feeds:checked"
 
 
 def feed(scope: str, fmt: str) -> str:

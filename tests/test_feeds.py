@@ -155,6 +155,43 @@ async def test_burst_of_publications_is_coalesced(
 
 
 @pytest.mark.usefixtures("worker")
+async def test_the_sweep_refreshes_feeds_a_lost_message_left_stale(
+    api: Client, site: Client, admin: str, clean: Settings
+) -> None:
+    """An article published while its `site_changed` was lost (Redis away just after the
+    commit, a worker killed between the two) reaches the feeds and pages at the next sweep."""
+    from workers.app import SWEEP, app
+
+    await create_category(api, admin)
+    await wait_status(api, admin, (await publish(api, admin, title="Tin cũ"))["id"], "published")
+    await feed_until(site, "/feeds/all.json", 1)
+    r = redis_lib.Redis.from_url(clean.redis_url or "")
+    for _ in range(200):
+        if r.hexists(keys.FEEDS_READ_AT, "all"):  # stored just after the feeds
+            break
+        await asyncio.sleep(0.05)
+    version = int(r.get(keys.SITE_VERSION) or 0)
+    # The feeds last read the articles ten minutes ago; a minute ago an article was published
+    # and nothing said so.
+    long_ago = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
+    scopes = ("all", SEED["category"]["slug"])
+    r.hset(keys.FEEDS_READ_AT, mapping=dict.fromkeys(scopes, long_ago))
+    r.set(keys.FEEDS_CHECKED, long_ago)
+    with psycopg.connect(clean.require_backends()[0], autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO articles (uuid, slug, category_id, title, body_html, status,"
+            " published_at, updated_at, search_text) SELECT gen_random_uuid(), 'tin-moi', id,"
+            " 'Tin mới', '<p>Tin mới.</p>', 'published', now() - interval '1 minute',"
+            " now() - interval '1 minute', 'tin moi' FROM categories LIMIT 1"
+        )
+    app.send_task(SWEEP)
+    _, body = await feed_until(site, "/feeds/all.json", 2)
+    assert {item["title"] for item in json.loads(body)["items"]} == {"Tin cũ", "Tin mới"}
+    assert int(r.get(keys.SITE_VERSION) or 0) > version  # cached pages went stale too
+    r.close()
+
+
+@pytest.mark.usefixtures("worker")
 async def test_websub_hub_is_pinged(api: Client, admin: str, hub: Hub) -> None:
     await create_category(api, admin)
     await wait_status(api, admin, (await publish(api, admin))["id"], "published")

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 COALESCE_SECONDS = 1.0
 LOCK_SECONDS = 30  # the rebuild lock's lease, renewed after each scope
 HUB_TIMEOUT = 10
+STALE_AFTER = 15  # seconds: refresh_stale looks at changes older than this
 
 
 def site_changed(scopes: list[str]) -> None:
@@ -127,10 +128,16 @@ async def _rebuild(scope: str) -> list[str]:
     s = settings()
     r = redis()
     async with pool().connection() as conn:
+        # The database's clock as the articles are read: a change stamped later is not in
+        # these feeds (refresh_stale compares).
+        cur = await conn.execute("SELECT clock_timestamp() AS read_at")
+        row = await cur.fetchone()
+        assert row is not None
         try:
             category, latest, more = await feeds.load(conn, s, scope)
         except feeds.UnknownScope:
             r.delete(*(keys.feed(scope, fmt) for fmt in FORMATS))
+            r.hdel(keys.FEEDS_READ_AT, scope)
             return []
     changed = []
     # Counted before the new feed is visible, so whoever sees it sees the count too.
@@ -144,4 +151,55 @@ async def _rebuild(scope: str) -> list[str]:
             mapping = {**rendered.mapping(), "last_modified": http_date(datetime.now(UTC))}
             r.hset(key, mapping=mapping)  # type: ignore[arg-type]
             changed.append(f"{s.site_url()}/feeds/{scope}.{fmt}")
+    r.hset(keys.FEEDS_READ_AT, scope, row["read_at"].isoformat())
     return changed
+
+
+def refresh_stale() -> list[str]:
+    """Scopes whose articles changed after their feeds last read them, made stale again (pages
+    too): what a lost `site_changed` left behind (Redis away just after a commit, a worker
+    killed between its commit and the message). Each sweep looks at the changes since the
+    previous one, older than STALE_AFTER (the usual path has refreshed those within seconds)."""
+    r = redis()
+    read_at = {
+        _text(scope): datetime.fromisoformat(_text(when))
+        for scope, when in r.hgetall(keys.FEEDS_READ_AT).items()
+    }
+    checked = r.get(keys.FEEDS_CHECKED)
+    if checked is not None:
+        since = datetime.fromisoformat(_text(checked))
+    elif read_at:
+        since = min(read_at.values())
+    else:
+        return []  # no feed built yet: ensure_present asks for them all
+    upto, changes = run(_changes(since))
+    never = datetime.min.replace(tzinfo=UTC)
+    stale = sorted(slug for slug, last in changes.items() if last > read_at.get(slug, never))
+    if any(last > read_at.get("all", never) for last in changes.values()):
+        stale.insert(0, "all")
+    if stale:
+        log.warning("feeds and pages of %s were stale (a lost message); refreshed", stale)
+        site_changed(stale)
+    r.set(keys.FEEDS_CHECKED, upto.isoformat())
+    return stale
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def _changes(since: datetime) -> tuple[datetime, dict[str, datetime]]:
+    """(up to when, each live category's latest article change in (since, up to])."""
+    async with pool().connection() as conn:
+        cur = await conn.execute("SELECT now() - make_interval(secs => %s) AS upto", (STALE_AFTER,))
+        row = await cur.fetchone()
+        assert row is not None
+        upto = max(row["upto"], since)
+        cur = await conn.execute(
+            "SELECT c.slug, max(a.updated_at) AS last FROM articles a"
+            " JOIN categories c ON c.id = a.category_id"
+            " WHERE a.updated_at > %s AND a.updated_at <= %s AND c.retired_at IS NULL"
+            " GROUP BY c.slug",
+            (since, upto),
+        )
+        return upto, {r["slug"]: r["last"] for r in await cur.fetchall()}

@@ -125,7 +125,8 @@ def _ahead(when: datetime | None) -> bool:
 
 @app.task(name=SWEEP, **RETRY)
 def sweep() -> dict[str, int]:
-    """Re-enqueue what would otherwise wait forever after a restart or a lost message."""
+    """Re-enqueue what would otherwise wait forever after a restart or a lost message, and
+    refresh the feeds and pages a lost message left stale."""
     stuck, due = run(_pending())
     for article_id in stuck:
         app.send_task(PROCESS_ARTICLE, args=[article_id])
@@ -134,6 +135,7 @@ def sweep() -> dict[str, int]:
     for article_id, eta in due:
         app.send_task(PUBLISH_ARTICLE, args=[article_id], eta=eta)
     feeds.ensure_present()
+    stale = feeds.refresh_stale()
     run(_expire_keys())
     if stuck or due or renditions:
         log.info(
@@ -142,7 +144,12 @@ def sweep() -> dict[str, int]:
             len(due),
             renditions,
         )
-    return {"processing": len(stuck), "scheduled": len(due), "renditions": renditions}
+    return {
+        "processing": len(stuck),
+        "scheduled": len(due),
+        "renditions": renditions,
+        "stale_scopes": len(stale),
+    }
 
 
 async def _expire_keys() -> None:
