@@ -290,6 +290,30 @@ async def test_search_finds_the_same_articles_whatever_the_spelling(
 
 
 @pytest.mark.usefixtures("worker")
+async def test_search_follows_an_edited_body(api: Client, site: Client, admin: str) -> None:
+    """The words search finds are kept in step with the text (articles.search_vector): an
+    edited article is found by the words it now has, never by those it lost."""
+    await create_category(api, admin)
+    article = await publish(api, admin, short("Tin địa phương", "Lễ hội đua thuyền rồng."))
+    assert (await search_ids(site, "thuyền rồng"))[0] == [article["id"]]
+    url = f"/api/v1/articles/{article['id']}"
+    etag = (await api.get(url, headers=bearer(admin))).headers["ETag"]
+    edited = await api.patch(
+        url,
+        json={"body": "<p>Hội thi thả diều sáo.</p>"},
+        headers={**bearer(admin), "If-Match": etag},
+    )
+    assert edited.status == 200, await edited.text()
+
+    async def found_by_new_words() -> bool:
+        return (await search_ids(site, "thả diều"))[0] == [article["id"]]
+
+    await eventually(found_by_new_words, "the edited article was not found by its new words")
+    assert (await search_ids(site, "thuyền rồng"))[0] == []
+    assert (await search_ids(site, "địa phương"))[0] == [article["id"]]  # the title kept
+
+
+@pytest.mark.usefixtures("worker")
 async def test_search_ranks_highlights_escapes_and_pages(
     api: Client, site_with: Callable[..., Awaitable[Client]], admin: str
 ) -> None:
