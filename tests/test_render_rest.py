@@ -8,6 +8,7 @@ task run in processes of the test's own (real Celery tasks, real Redis and Postg
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -26,7 +27,7 @@ from yarl import URL
 from shared import keys
 from shared.photos.store import media_store
 from shared.settings import Settings
-from shared.tasks import RENDITIONS
+from shared.tasks import RENDER_REST, RENDITIONS, TaskSender
 from tests.conftest import QUIET_DB, ROOT
 from tests.photos import jpeg
 from tests.test_counters import news_category
@@ -205,7 +206,8 @@ def test_two_workers_given_the_same_photo_render_it_once(
     try:
         for proc in procs:  # both at once: rendering takes seconds, starting a few ms
             assert proc.stdin is not None
-            proc.stdin.write(f"render_rest({image_id})\n")
+            # As a worker runs it (apply: a retry it asks for is run at once, in this process).
+            proc.stdin.write(f"render_rest.apply(args=[{image_id}]).get()\n")
             proc.stdin.flush()
         outcomes = sorted(json.loads(proc.stdout.readline()) for proc in procs if proc.stdout)
         assert outcomes == ["already rendering", "completed"]
@@ -269,3 +271,29 @@ def test_a_photo_another_worker_is_rendering_is_left_to_it(clean: Settings) -> N
     finally:
         redis.close()
         close()
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_photo_locked_by_a_killed_render_is_rendered_when_the_lock_expires(
+    clean: Settings,
+) -> None:
+    """A renditions worker killed mid-render leaves its lock (until it expires) and its message
+    comes back to another worker (acks_late), which finds the photo locked: it looks again when
+    the lock has expired instead of dropping it (the sweep would send it again only minutes
+    later). The killed worker's lock is set here, with a short life."""
+    image_id = add_photo(clean, jpeg(800, 600), rendered="now()", queued="now()")
+    redis = redis_lib.Redis.from_url(clean.redis_url or "")
+    assert redis.set(keys.rest_lock(image_id), "a dead worker's token", px=2000)
+    sender = TaskSender(clean.redis_url or "")
+    try:
+        await sender.send(RENDER_REST, image_id)
+        for _ in range(300):
+            if photo_row(clean, image_id)["completed_at"] is not None:
+                break
+            await asyncio.sleep(0.1)
+        row = photo_row(clean, image_id)
+        assert row["completed_at"] is not None and row["rest_error"] is None, row
+        assert row["renditions"] > 0
+    finally:
+        sender.close()
+        redis.close()

@@ -139,13 +139,24 @@ def render_image(image_id: int) -> str:
 
 
 @app.task(name=RENDER_REST, bind=True, **RENDERING)
-def render_rest(self: Task, image_id: int, slow: int = 0) -> str:
+def render_rest(self: Task, image_id: int, slow: int = 0, waited: bool = False) -> str:
     """The renditions a first page view does without (AVIF, the other widths); then the
     article's pages and feeds anew, if it is published, so that they offer them. `slow`: how
-    many times it ran out of time before."""
+    many times it ran out of time before; `waited`: it found the photo locked once already."""
     lock = redis().lock(keys.rest_lock(image_id), timeout=REST_LOCK)
     if not lock.acquire(blocking=False):
-        return "already rendering"  # by another worker, or this message's earlier copy
+        # Another worker renders it, or one was killed rendering it and this is its message
+        # back (acks_late): look once more when the lock has expired, rather than leave the
+        # photo to the sweep's resend minutes later. A render still running by then has
+        # outlived its hard limit: it was killed.
+        left = redis().pttl(keys.rest_lock(image_id))
+        if waited or left < 0:
+            return "already rendering"
+        raise self.retry(
+            kwargs={"slow": slow, "waited": True},
+            countdown=left / 1000 + 1,
+            max_retries=self.request.retries + 1,
+        )
     try:
         outcome = _render_rest(image_id, last_chance=slow >= SLOW_RETRIES)
     finally:
@@ -155,7 +166,7 @@ def render_rest(self: Task, image_id: int, slow: int = 0) -> str:
         # Allowed whatever outage retries came before (`slow` bounds these); it does count as
         # one of the task's retries, so one fewer is left for an outage after it.
         raise self.retry(
-            kwargs={"slow": slow + 1},
+            kwargs={"slow": slow + 1, "waited": waited},
             countdown=SLOW_RETRY_AFTER,
             max_retries=self.request.retries + 1,
         )
