@@ -12,7 +12,8 @@ After an import's commit, the work that follows is sent in bulk (`after_batch`):
 `process_article` for each article whose photos must be rendered before it publishes (the
 workers' usual path), `render_image` for photos of articles that keep their status (a restored
 unpublished one), and one `site_changed` for the whole batch, so caches and feeds go stale once
-per batch, not once per article. The API's batches send their own (services/ingest/submit.py).
+per batch, not once per article. The API's batches (services/ingest/submit.py) take the same
+path and the same `after_batch`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from shared.articles import TEXT_COLUMNS, ArticleDraft, Conn, text_values
@@ -59,6 +60,22 @@ _IMAGE_COLUMNS = (
     "width",
     "height",
 )
+
+
+def arriving(draft: ArticleDraft, now: datetime) -> tuple[str, ArticleDraft]:
+    """The status a checked article enters with by this path, and its draft dated: with
+    photos `processing` (the workers render them, then publish it), dated ahead `scheduled`
+    (beat's sweep publishes it when it is due), else `published` at once (dated now when it
+    came without a date). Pages and feeds learn of it from `after_batch`'s one site_changed,
+    or, were that message lost, from the sweep (workers/feeds.py refresh_stale)."""
+    when = draft.published_at or now
+    if draft.images:
+        status = "processing"
+    elif when > now:
+        status = "scheduled"
+    else:
+        status = "published"
+    return status, replace(draft, published_at=when)
 
 
 def item_uuid(source: str, item: str) -> uuid.UUID:

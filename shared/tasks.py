@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 
 PROCESS_ARTICLE = "bantin.process_article"
 PUBLISH_ARTICLE = "bantin.publish_article"
-PUBLISH_MANY = "bantin.publish_many"
 SWEEP = "bantin.sweep"
 REBUILD_FEEDS = "bantin.rebuild_feeds"
 ARTICLE_CHANGED = "bantin.article_changed"
@@ -45,7 +44,6 @@ QUEUES = ("default", "images", RENDITIONS, "feeds", "counters")
 ROUTES = {
     PROCESS_ARTICLE: "default",
     PUBLISH_ARTICLE: "default",
-    PUBLISH_MANY: "default",
     SWEEP: "default",
     ARTICLE_CHANGED: "default",
     SITE_CHANGED: "default",

@@ -569,17 +569,17 @@ async def test_batch_over_several_statements_keeps_each_article_with_its_answer(
     assert events == [{"article_id": i, "action": "submitted"} for i in sorted(accepted)]
 
 
-async def test_batch_sends_its_due_articles_to_the_workers_in_one_task(
+async def test_batch_publishes_its_due_articles_and_tells_the_workers_once(
     quiet_ingest: Any, clean: Settings, admin: str
 ) -> None:
-    """A batch's due articles go to the workers in one `publish_many` (one publication and
-    one site change for the batch, not one of each per article), and only the article dated in
-    the future goes by `process_article`, which schedules it for its time. Until then they are
-    `processing`, as one article is, so that the sweep finds them if the message is lost."""
+    """A batch's due articles are published by its own transaction and the one dated in the
+    future is scheduled (beat's sweep publishes it on time); the workers get ONE message for
+    the whole batch, site_changed with its category (pages and feeds stale once), not a
+    task, a publication and a site change per article."""
     import redis as redis_lib
     from yarl import URL
 
-    from shared.tasks import PROCESS_ARTICLE, PUBLISH_MANY
+    from shared.tasks import SITE_CHANGED
 
     api = quiet_ingest
     await create_category(api, admin)
@@ -593,15 +593,13 @@ async def test_batch_sends_its_due_articles_to_the_workers_in_one_task(
     )
     assert response.status == 200, await response.text()
     results = (await response.json())["results"]
-    assert [r["status"] for r in results] == ["processing"] * 6
+    assert [r["status"] for r in results] == ["published"] * 5 + ["scheduled"]
     sent = [json.loads(m)["headers"] for m in client.lrange("default", 0, -1)]
     client.close()
-    assert sorted((h["task"], h["argsrepr"]) for h in sent) == sorted(
-        [
-            (PUBLISH_MANY, repr([[r["id"] for r in results[:5]]])),
-            (PROCESS_ARTICLE, repr([results[-1]["id"]])),
-        ]
-    )
+    slug = SEED["category"]["slug"]
+    assert [(h["task"], h["argsrepr"]) for h in sent] == [(SITE_CHANGED, repr([[slug]]))]
+    rows = query(clean, "SELECT status, count(*) AS n FROM articles GROUP BY status")
+    assert sorted((r["status"], r["n"]) for r in rows) == [("published", 5), ("scheduled", 1)]
 
 
 async def test_batch_sent_again_with_its_key_is_answered_again(api: Any, admin: str) -> None:

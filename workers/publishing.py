@@ -15,7 +15,6 @@ from workers.app import (
     ARTICLE_CHANGED,
     PROCESS_ARTICLE,
     PUBLISH_ARTICLE,
-    PUBLISH_MANY,
     RETRY,
     SITE_CHANGED,
     SWEEP,
@@ -55,33 +54,6 @@ async def _status(article_id: int) -> str | None:
 def publish_article(article_id: int) -> str:
     """The ETA task of a scheduled article; also safe to run early or twice."""
     return run(_publish(article_id, from_statuses=("scheduled",)))
-
-
-@app.task(name=PUBLISH_MANY, acks_late=True, **RETRY)
-def publish_many(article_ids: list[int]) -> int:
-    """A batch's text articles that are due (POST /api/v1/articles/batch): published in one
-    statement, the site stale once for all of them. An article no longer `processing` (a
-    message delivered twice) or dated ahead since is left to its own path; one whose message
-    is lost is found by the sweep, as any article left `processing`. Returns how many."""
-    scopes = run(_publish_many(article_ids))
-    if scopes:
-        log.info("published %d articles of a batch", len(scopes))
-        site_changed(["all", *sorted(set(scopes))])
-    return len(scopes)
-
-
-async def _publish_many(article_ids: list[int]) -> list[str]:
-    async with pool().connection() as conn:
-        cur = await conn.execute(
-            "UPDATE articles a SET status = 'published', updated_at = now(),"
-            " published_at = coalesce(a.published_at, now()), version = a.version + 1"
-            " FROM categories c WHERE a.id = ANY(%s) AND a.status = 'processing'"
-            " AND c.id = a.category_id"
-            " AND (a.published_at IS NULL OR a.published_at <= now() + interval '1 second')"
-            " RETURNING c.slug",
-            (article_ids,),
-        )
-        return [row["slug"] for row in await cur.fetchall()]
 
 
 @app.task(name=ARTICLE_CHANGED, acks_late=True, **RETRY)

@@ -14,7 +14,7 @@ import html
 import re
 from collections.abc import Iterator
 from concurrent.futures import Executor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
@@ -286,15 +286,9 @@ class Importer:
                     height=got.height,
                 )
             )
-        now = datetime.now(UTC)
-        when = submission.published_at or now
-        if images:
-            status = "processing"  # the workers render the photos, then publish it
-        elif when > now:
-            status = "scheduled"  # the sweep publishes it when it is due
-        else:
-            status = "published"
-        draft = replace(checking.draft(submission, category_id, images), published_at=when)
+        status, draft = bulk.arriving(
+            checking.draft(submission, category_id, images), datetime.now(UTC)
+        )
         return bulk.BulkArticle(
             draft=draft,
             category_slug=submission.category,

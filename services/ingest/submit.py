@@ -25,7 +25,7 @@ from shared.models import Article, Category
 from shared.problems import Problem, field_error, invalid
 from shared.settings import Settings
 from shared.shapes import Submission, check_article, check_patch
-from shared.tasks import ARTICLE_CHANGED, PROCESS_ARTICLE, PUBLISH_MANY
+from shared.tasks import ARTICLE_CHANGED, PROCESS_ARTICLE
 from shared.tokens import Token
 from shared.web import media_key, pool_key, settings_key
 
@@ -228,12 +228,11 @@ async def submit_batch(
     Answers one result per item, in order: the 202 body, or the problem's body. With an
     Idempotency-Key, the same batch sent again gets the first answer back.
 
-    A batch carries no photos, so the workers have nothing to render: the articles that are
-    due go to them in one `publish_many`, which publishes them in one statement and makes
-    pages and feeds stale once for the whole batch (one process_article each, before, cost
-    the workers a task, a publication and a site change per article); one dated in the future
-    goes by `process_article`, which schedules it for its time. Until published they are
-    `processing`, so a lost message is found by the sweep, as for one article."""
+    A batch carries no photos, so nothing waits for the workers: an article that is due is
+    `published` by the batch's own transaction, one dated ahead `scheduled` (the sweep
+    publishes it on time), and pages and feeds go stale once for the batch (`after_batch`'s
+    one site_changed; the sweep catches up if that message is lost). A sender held for
+    review gets `pending`, as for one article."""
     settings = request.app[settings_key]
     # Sanitizing hundreds of bodies takes a while: off the event loop.
     checked = await asyncio.to_thread(
@@ -254,7 +253,7 @@ async def submit_batch(
                 results[n] = invalid(errors).body()
                 continue
             draft = _draft(submission, categories[submission.category].id, {})
-            status = "pending" if held else "processing"
+            status, draft = ("pending", draft) if held else bulk.arriving(draft, now)
             row = bulk.BulkArticle(draft, submission.category, status=status, submitted_by=token.id)
             rows.append((n, row))
         if key is not None:
@@ -263,7 +262,7 @@ async def submit_batch(
                 return Accepted(replay.status, replay.response, replayed=True)
         try:
             async with conn.transaction():
-                await bulk.write_batch(conn, [row for _, row in rows])
+                written = await bulk.write_batch(conn, [row for _, row in rows])
                 ids = [row.id for _, row in rows if row.id is not None]
                 await history.record_many(conn, ids, token.id, "submitted")
                 for n, row in rows:
@@ -280,20 +279,8 @@ async def submit_batch(
             if key is not None:
                 await idempotency.release(conn, token.id, key)
             raise
-    # Committed: the workers never look for rows that are not there yet. Held ones are sent
-    # when an editor approves them.
-    if not held and ids:
-        due: list[int | None] = []
-        ahead: list[tuple[int | None]] = []
-        for _, row in rows:
-            when = row.draft.published_at
-            if when is None or when <= now:
-                due.append(row.id)
-            else:
-                ahead.append((row.id,))
-        if due:
-            await request.app[tasks_key].send(PUBLISH_MANY, due)
-        await request.app[tasks_key].send_many(PROCESS_ARTICLE, ahead)
+    # Committed: the workers never look for rows that are not there yet.
+    await bulk.after_batch(request.app[tasks_key], written)
     return Accepted(200, body)
 
 
