@@ -2,7 +2,3 @@
 names the reader of a page it answered), buffer (the publisher's batches), stream (the Redis
 stream and its one format), count (the counters worker's drain, the figures the site shows and
 their copy in PostgreSQL). The Lua scripts are the *.lua files beside them."""
-
-from __future__ import annotations
-
-ONLINE_WINDOW = 300  # seconds: "online" means seen in the last five minutes
