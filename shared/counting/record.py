@@ -32,7 +32,7 @@ from collections import deque
 from datetime import datetime
 
 from aiohttp import hdrs, web
-from multidict import CIMultiDictProxy, istr
+from multidict import istr
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -133,8 +133,10 @@ class Recorder:
         if not self.enabled or request.method != "GET":
             return
         headers = request.headers
-        if (_SEC_PURPOSE in headers or _PURPOSE in headers) and _prefetch(headers):
-            return
+        if _SEC_PURPOSE in headers or _PURPOSE in headers:
+            purpose = headers.get(_SEC_PURPOSE) or headers.get(_PURPOSE) or ""
+            if "prefetch" in purpose.lower():
+                return
         agent = headers.get(hdrs.USER_AGENT, "")
         header = headers.get(hdrs.COOKIE, "")
         now = _now()
@@ -290,8 +292,3 @@ class Recorder:
                 log.warning("final flush of page views failed (%s), attempt %d", err, attempt + 1)
                 await asyncio.sleep(0.5)
         log.error("shutting down with %d page views not sent", self.waiting)
-
-
-def _prefetch(headers: CIMultiDictProxy[str]) -> bool:
-    purpose = headers.get(_SEC_PURPOSE) or headers.get(_PURPOSE) or ""
-    return "prefetch" in purpose.lower()
