@@ -11,6 +11,7 @@ from celery.signals import worker_ready, worker_shutdown
 from redis import Redis
 
 from shared.counting import count
+from shared.tasks import ROUTES
 from workers.app import DRAIN_HITS, PERSIST_COUNTERS, RETRY, app, redis, settings
 
 log = logging.getLogger(__name__)
@@ -68,5 +69,5 @@ def _copy_before_stop(sender: Any = None, **kwargs: Any) -> None:
     """A graceful stop of a worker of the counters queue: drain what the publishers sent, then
     copy to PostgreSQL, so that a Redis emptied after the stop loses no view. Celery sends this
     in the main process once the pool has finished its tasks."""
-    if sender is not None and "counters" in sender.app.amqp.queues.consume_from:
+    if sender is not None and ROUTES[PERSIST_COUNTERS] in sender.app.amqp.queues.consume_from:
         _with_redis("copied before the stop", count.before_stop)

@@ -45,8 +45,8 @@ CONNECTIONS = 4
 PUBLISHER = """
 import sys
 import services.publisher.cache as cache
-import shared.counting.buffer as buffer
-buffer.FLUSH_INTERVAL = 10.0**6
+import shared.counting.record as record
+record.FLUSH_INTERVAL = 10.0**6
 cache.LIVE_SECONDS = 10.0**6
 from bantin.cli import main
 sys.exit(main(sys.argv[1:]))

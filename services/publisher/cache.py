@@ -22,11 +22,9 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from shared import keys
-from shared.counting import ONLINE_WINDOW
+from shared.counting.count import ask_shown
 from shared.prepared import Head, fixed_head
 from shared.web import DEPENDENCY_ERRORS
-
-log = logging.getLogger(__name__)
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +109,8 @@ class PageCache:
         and `_refreshed` marks Redis away, to be asked again a second later."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(keys.SITE_VERSION)
-        pipe.get(keys.TOTAL)
-        pipe.zcount(keys.ONLINE, time.time() - ONLINE_WINDOW, "+inf")
-        version, total, online = await pipe.execute()
+        ask_shown(pipe)
+        version, online, total = await pipe.execute()
         self._live = Live(int(version or 0), int(online or 0), int(total or 0))
         self._live_at = time.monotonic()
         return self._live

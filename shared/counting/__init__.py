@@ -1,8 +1,4 @@
 """Page views, counted exactly once. The modules follow a view's trip: record (the publisher
-names the reader of a page it answered), buffer (the publisher's batches), stream (the Redis
+names the reader of a page it answered and sends its views in batches), stream (the Redis
 stream and its one format), count (the counters worker's drain, the figures the site shows and
 their copy in PostgreSQL). The Lua scripts are the *.lua files beside them."""
-
-from __future__ import annotations
-
-ONLINE_WINDOW = 300  # seconds: "online" means seen in the last five minutes

@@ -26,15 +26,16 @@ from zoneinfo import ZoneInfo
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from shared import db, keys
-from shared.counting import ONLINE_WINDOW
 from shared.counting.stream import ensure_group, script
 
 log = logging.getLogger(__name__)
 
 BATCH = 1000  # views a script reads at least, when the stream holds them
+ONLINE_WINDOW = 300  # seconds: "online" means seen in the last five minutes
 DRAIN_BUDGET = 0.8  # seconds one drain may run: beat sends the next one a second later
 DAY_TTL = 40 * 24 * 3600  # per-day keys in Redis; PostgreSQL keeps the history
 STOP_SETTLE = 1.0  # seconds without a new view that end the drain before a stop
@@ -141,12 +142,17 @@ def zone_offsets(zone: ZoneInfo, hour: int) -> tuple[int, ...]:
     return tuple(out)
 
 
+def ask_shown(pipe: Pipeline) -> None:
+    """Queue on `pipe` what every page shows: the visitors online, then the total."""
+    pipe.zcount(keys.ONLINE, time.time() - ONLINE_WINDOW, "+inf")
+    pipe.get(keys.TOTAL)
+
+
 async def figures(redis: AsyncRedis, zone: ZoneInfo) -> dict[str, int]:
     """What the site shows: visitors online, the total, and today's views and visitors."""
     day = datetime.now(zone).date().isoformat()
     pipe = redis.pipeline(transaction=False)
-    pipe.zcount(keys.ONLINE, time.time() - ONLINE_WINDOW, "+inf")
-    pipe.get(keys.TOTAL)
+    ask_shown(pipe)
     pipe.get(keys.day_views(day))
     pipe.pfcount(keys.day_visitors(day))
     online, total, views, visitors = await pipe.execute()

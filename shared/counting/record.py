@@ -8,25 +8,39 @@ A reader is its first-party cookie `bantin_vid`. A request without it is a keyed
 that day it counts under the hash (a new reader's first view and the next are one visitor),
 from the next day on under the cookie's random part (readers behind one NAT with the same phone
 are not merged for ever). Clients that keep no cookies stay one visitor per (IP, User-Agent).
+
+A view then costs a dictionary update: the recorder maps the stream's lines to their number of
+views. Its flusher sends them every FLUSH_INTERVAL, or once FLUSH_AT different views wait, in
+batches of at most FLUSH_AT lines, each appended once whatever becomes of the answer
+(stream.append). One entry a batch, not one a view: a XADD, a delivery and a deletion a view
+were most of what counting cost Redis. While Redis is away the batches wait (at most MAX_HELD
+lines); the app's shutdown flushes what is left.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
+import logging
 import random
 import re
 import secrets
 import time
+from collections import deque
 from datetime import datetime
 
 from aiohttp import hdrs, web
-from multidict import CIMultiDictProxy, istr
+from multidict import istr
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from shared.counting.buffer import Buffer
+from shared.counting.stream import Batch, View, append
 from shared.settings import Settings
 from shared.web import client_address
+
+log = logging.getLogger(__name__)
 
 COOKIE = "bantin_vid"
 COOKIE_MAX_AGE = 365 * 24 * 3600
@@ -34,6 +48,10 @@ MEMO_SIZE = 10_000  # User-Agents and Cookie headers remembered; beyond, forgott
 MEMO_HEADER = 512  # longer Cookie headers or User-Agents are not remembered (the client's say)
 _SEC_PURPOSE, _PURPOSE = istr("Sec-Purpose"), istr("Purpose")
 _now = time.time  # the views' clock (tests set it)
+FLUSH_INTERVAL = 0.1  # seconds: the longest a view waits in the process
+FLUSH_AT = 2000  # different views that wake the flusher, and the largest batch
+MAX_HELD = 200_000  # lines held while Redis is unreachable; beyond, the oldest are dropped
+CLOSE_WAIT = 10.0  # seconds the flusher has to stop on shutdown
 
 # Crawlers, previewers, monitors, and HTTP tools no browser is (curl, wget, python-requests:
 # uptime checks and scripts). aiohttp is not one: the test suite reads pages as a reader would.
@@ -76,11 +94,19 @@ def find_cookie(header: str) -> tuple[str, str, str] | None:
     return None
 
 
-class Recorder(Buffer):
-    """The buffer's request side: page_view() is all a served page pays, kept to lookups."""
+class Recorder:
+    """A publisher's views: page_view() is all a served page pays, kept to lookups; the flusher
+    (start(), close()) sends them to the stream."""
 
     def __init__(self, redis: Redis, settings: Settings, key: bytes = b"") -> None:
-        super().__init__(redis)
+        self.redis = redis
+        self.interval, self.flush_at, self.dropped = FLUSH_INTERVAL, FLUSH_AT, 0
+        self.lines: dict[str, int] = {}  # the stream's lines -> their number of views
+        self._batches: deque[Batch] = deque()  # not known to be in Redis yet, oldest first
+        self._held = 0  # lines in _batches
+        self._wake, self._lock = asyncio.Event(), asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self.key = key  # the site's secret: no one can reverse a hash by trying every IPv4
         self.zone = settings.zone
         self.https = settings.public_url.startswith("https://")
@@ -107,8 +133,10 @@ class Recorder(Buffer):
         if not self.enabled or request.method != "GET":
             return
         headers = request.headers
-        if (_SEC_PURPOSE in headers or _PURPOSE in headers) and _prefetch(headers):
-            return
+        if _SEC_PURPOSE in headers or _PURPOSE in headers:
+            purpose = headers.get(_SEC_PURPOSE) or headers.get(_PURPOSE) or ""
+            if "prefetch" in purpose.lower():
+                return
         agent = headers.get(hdrs.USER_AGENT, "")
         header = headers.get(hdrs.COOKIE, "")
         now = _now()
@@ -177,7 +205,90 @@ class Recorder(Buffer):
             )
         return Reader(agent, "h" + digest, bot)
 
+    def add(self, view: View) -> None:
+        line = view.line()
+        self.lines[line] = self.lines.get(line, 0) + 1
+        if len(self.lines) >= self.flush_at:
+            self._wake.set()
 
-def _prefetch(headers: CIMultiDictProxy[str]) -> bool:
-    purpose = headers.get(_SEC_PURPOSE) or headers.get(_PURPOSE) or ""
-    return "prefetch" in purpose.lower()
+    def buffered(self) -> list[tuple[int, str]]:
+        """The views not sent yet, as (how many, their line), oldest first."""
+        return [(n, line) for line, n in self.lines.items()]
+
+    @property
+    def waiting(self) -> int:
+        """Views in this process not known to be in the stream yet."""
+        return sum(self.lines.values()) + sum(batch.views for batch in self._batches)
+
+    async def flush(self) -> int:
+        """Send every waiting view; returns how many went. Raises on a Redis error, keeping what
+        was not sent (with its token) for the next attempt."""
+        async with self._lock:
+            items, self.lines = list(self.lines.items()), {}
+            for i in range(0, len(items), self.flush_at):
+                part = items[i : i + self.flush_at]
+                lines = [line if n == 1 else f"*{n} {line}" for line, n in part]
+                self._batches.append(Batch(secrets.token_hex(12), sum(n for _, n in part), lines))
+            self._held += len(items)
+            while self._held > MAX_HELD and len(self._batches) > 1:
+                lost = self._batches.popleft()
+                self._held -= len(lost.lines)
+                self.dropped += lost.views
+                log.error("Redis unreachable: dropped %d page views (%d)", lost.views, self.dropped)
+            sent = 0
+            while self._batches:
+                await append(self.redis, self._batches[0])
+                batch = self._batches.popleft()
+                self._held -= len(batch.lines)
+                sent += batch.views
+            return sent
+
+    async def run(self) -> None:
+        failing = False
+        while not self._closing:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # that arrives as the event is set (CPython gh-86296).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.flush()
+            except (RedisError, OSError) as err:
+                if not failing:
+                    log.warning("cannot send page views to Redis (%s); holding them", err)
+                failing = True
+                await asyncio.sleep(1)  # do not spin on a dead Redis
+            else:
+                if failing:
+                    log.info("page views reach Redis again")
+                failing = False
+
+    def start(self) -> None:
+        self._closing = False
+        self._task = asyncio.create_task(self.run(), name="bantin-hits-flusher")
+
+    async def close(self) -> None:
+        """Stop the flusher, then send everything left (a few attempts: Redis may blink). The
+        flusher is asked to stop, not cancelled: the Redis client's error handling, or
+        asyncio.timeout on 3.11, can swallow a cancellation, and it would be awaited for ever.
+        It is cancelled only if it has not stopped after CLOSE_WAIT seconds."""
+        if self._task is not None:
+            self._closing = True
+            self._wake.set()
+            done, _ = await asyncio.wait({self._task}, timeout=CLOSE_WAIT)
+            if not done:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            elif not self._task.cancelled() and self._task.exception() is not None:
+                log.error("the page-view flusher had stopped", exc_info=self._task.exception())
+            self._task = None
+        for attempt in range(3):
+            try:
+                await self.flush()
+                return
+            except (RedisError, OSError) as err:
+                log.warning("final flush of page views failed (%s), attempt %d", err, attempt + 1)
+                await asyncio.sleep(0.5)
+        log.error("shutting down with %d page views not sent", self.waiting)
