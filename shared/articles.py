@@ -10,7 +10,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection, errors
@@ -404,6 +404,25 @@ async def latest_published(
     return await with_images(conn, await cur.fetchall())
 
 
+# --- publication ------------------------------------------------------------------------------
+
+# An article dated less than this ahead is due now. Ingest, the workers and PostgreSQL each read
+# their own clock (and a moment apart): an article dated "now" must be published by every one
+# of them, never published by one and scheduled by another.
+CLOCK_ALLOWANCE = timedelta(seconds=1)
+# `is_due` in SQL, for the article `a`, on the database's clock.
+DUE = (
+    "(a.published_at IS NULL"
+    f" OR a.published_at <= now() + make_interval(secs => {CLOCK_ALLOWANCE.total_seconds()}))"
+)
+
+
+def is_due(when: datetime | None, now: datetime | None = None) -> bool:
+    """Whether an article dated `when` (None: no date, as soon as it can) is published now
+    rather than scheduled for its date (see CLOCK_ALLOWANCE)."""
+    return when is None or when <= (now or datetime.now(UTC)) + CLOCK_ALLOWANCE
+
+
 async def mark(
     conn: Conn,
     article_id: int,
@@ -420,7 +439,7 @@ async def mark(
     changed = await mark_all(
         conn, [article_id], status, published_at=published_at, error=error, expect=expect
     )
-    return changed == 1
+    return len(changed) == 1
 
 
 async def mark_all(
@@ -431,19 +450,25 @@ async def mark_all(
     published_at: datetime | None = None,
     error: str | None = None,
     expect: Sequence[str] = (),
-) -> int:
-    """`mark` for many articles in one statement (a batch's); how many rows changed."""
+    due_only: bool = False,
+) -> list[str]:
+    """`mark` for many articles in one statement (a batch's); with `due_only`, only those whose
+    date has come (`DUE`). An article published without a date is dated now. Returns the
+    category slug of each article changed (what its site change names)."""
+    dated = "now()" if status == "published" else "NULL"
     sql = (
-        "UPDATE articles SET status = %s, error = %s, updated_at = now(),"
-        " published_at = coalesce(%s, published_at), version = version + 1"
-        " WHERE id = ANY(%s)"
+        "UPDATE articles a SET status = %s, error = %s, updated_at = now(),"
+        f" published_at = coalesce(%s, a.published_at, {dated}), version = a.version + 1"
+        " FROM categories c WHERE c.id = a.category_id AND a.id = ANY(%s)"
     )
     params: list[Any] = [status, error, published_at, list(article_ids)]
     if expect:
-        sql += " AND status = ANY(%s)"
+        sql += " AND a.status = ANY(%s)"
         params.append(list(expect))
-    cur = await conn.execute(sql, params)
-    return cur.rowcount
+    if due_only:
+        sql += f" AND {DUE}"
+    cur = await conn.execute(sql + " RETURNING c.slug", params)
+    return [row["slug"] for row in await cur.fetchall()]
 
 
 async def with_images(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[Article]:

@@ -604,6 +604,74 @@ async def test_batch_sends_its_due_articles_to_the_workers_in_one_task(
     )
 
 
+async def test_batch_article_dated_within_the_clock_allowance_is_due_for_ingest_and_worker(
+    quiet_ingest: Any, clean: Settings, admin: str
+) -> None:
+    """An article dated half a second ahead is due on every side (shared.articles.is_due, one
+    rule with its SQL): ingest sends it with the due ones in the batch's `publish_many`, and
+    that task publishes it, with its own date. (Ingest used to call it ahead and send it by
+    `process_article`, while the worker called it due.) The worker is played here, in a thread
+    of this process, from the message ingest sent."""
+    from datetime import UTC, datetime, timedelta
+
+    import redis as redis_lib
+    from yarl import URL
+
+    from shared.tasks import PUBLISH_MANY
+    from workers.app import close, configure
+    from workers.publishing import publish_many
+
+    api = quiet_ingest
+    await create_category(api, admin)
+    client = redis_lib.Redis.from_url(str(URL(clean.redis_url or "").with_path(f"/{QUIET_DB}")))
+    client.delete("default")
+    good = text_only(SEED["article"])
+    when = datetime.now(UTC) + timedelta(seconds=0.5)
+    items = [{**good, "title": "Bài ngay"}, {**good, "title": "Bài sát giờ"}]
+    items[1]["published_at"] = when.isoformat()
+    response = await api.post(
+        "/api/v1/articles/batch", json={"articles": items}, headers=bearer(admin)
+    )
+    assert response.status == 200, await response.text()
+    ids = [r["id"] for r in (await response.json())["results"]]
+    sent = [json.loads(m)["headers"] for m in client.lrange("default", 0, -1)]
+    client.close()
+    assert [(h["task"], h["argsrepr"]) for h in sent] == [(PUBLISH_MANY, repr([ids]))]
+
+    def work() -> int:
+        configure(clean)
+        try:
+            return int(publish_many.apply(args=[ids]).get())
+        finally:
+            close()
+
+    assert await asyncio.to_thread(work) == 2
+    got = [
+        await (await api.get(f"/api/v1/articles/{i}", headers=bearer(admin))).json() for i in ids
+    ]
+    assert [a["status"] for a in got] == ["published", "published"]
+    assert datetime.fromisoformat(got[1]["published_at"]) == when
+
+
+def test_due_is_one_rule_in_python_and_in_sql(clean: Settings) -> None:
+    """`is_due` and its SQL `DUE` agree at the edges of the clock allowance (at the same
+    instant: PostgreSQL's now() of one statement)."""
+    from datetime import timedelta
+
+    from shared.articles import CLOCK_ALLOWANCE, DUE, is_due
+
+    tick = timedelta(microseconds=1)
+    for ahead in (None, -timedelta(days=1), tick, CLOCK_ALLOWANCE, CLOCK_ALLOWANCE + tick):
+        [row] = query(
+            clean,
+            f"SELECT now() AS now, a.published_at, {DUE} AS due"
+            " FROM (SELECT now() + %s::interval AS published_at) a",
+            ahead,
+        )
+        assert row["due"] is is_due(row["published_at"], row["now"]), ahead
+        assert row["due"] is (ahead is None or ahead <= CLOCK_ALLOWANCE), ahead
+
+
 async def test_batch_sent_again_with_its_key_is_answered_again(api: Any, admin: str) -> None:
     await create_category(api, admin)
     batch = {"articles": [text_only(SEED["article"]), {"title": "x"}]}

@@ -72,16 +72,9 @@ def publish_many(article_ids: list[int]) -> int:
 
 async def _publish_many(article_ids: list[int]) -> list[str]:
     async with pool().connection() as conn:
-        cur = await conn.execute(
-            "UPDATE articles a SET status = 'published', updated_at = now(),"
-            " published_at = coalesce(a.published_at, now()), version = a.version + 1"
-            " FROM categories c WHERE a.id = ANY(%s) AND a.status = 'processing'"
-            " AND c.id = a.category_id"
-            " AND (a.published_at IS NULL OR a.published_at <= now() + interval '1 second')"
-            " RETURNING c.slug",
-            (article_ids,),
+        return await articles.mark_all(
+            conn, article_ids, "published", expect=("processing",), due_only=True
         )
-        return [row["slug"] for row in await cur.fetchall()]
 
 
 @app.task(name=ARTICLE_CHANGED, acks_late=True, **RETRY)
@@ -109,18 +102,13 @@ async def _changed(article_id: int) -> str:
     if article.status == "scheduled":
         # The new date may be due now (or nearer than the sweep's window).
         return await _publish(article_id, from_statuses=("scheduled",))
-    if article.status == "published" and _ahead(article.published_at):
+    if article.status == "published" and not articles.is_due(article.published_at):
         # Moved into the future: a future date means scheduled, everywhere (listings, feeds,
         # its page), and it publishes again when the date comes.
         if await _publish(article_id, from_statuses=("published",)) == "scheduled":
             return "withdrawn until due"
         return "published"
     return article.status
-
-
-def _ahead(when: datetime | None) -> bool:
-    """A publication date still to come (beyond a second of clock difference)."""
-    return when is not None and when > datetime.now(UTC) + timedelta(seconds=1)
 
 
 @app.task(name=SWEEP, **RETRY)
@@ -180,7 +168,7 @@ async def _publish(article_id: int, *, from_statuses: tuple[str, ...]) -> str:
             return f"already {article.status}"
         now = datetime.now(UTC)
         when = article.published_at
-        if when is not None and _ahead(when):
+        if when is not None and not articles.is_due(when, now):
             if await articles.mark(conn, article_id, "scheduled", expect=from_statuses):
                 if when - now <= ETA_WINDOW:
                     app.send_task(PUBLISH_ARTICLE, args=[article_id], eta=when)

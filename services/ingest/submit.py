@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -241,7 +240,6 @@ async def submit_batch(
     )
     results: list[Any] = [None] * len(items)
     held = review.holds(settings, token)
-    now = datetime.now(UTC)
     rows: list[tuple[int, bulk.BulkArticle]] = []
     async with request.app[pool_key].connection() as conn:
         categories = {c.slug: c for c in await articles.list_categories(conn, retired=True)}
@@ -286,8 +284,7 @@ async def submit_batch(
         due: list[int | None] = []
         ahead: list[tuple[int | None]] = []
         for _, row in rows:
-            when = row.draft.published_at
-            if when is None or when <= now:
+            if articles.is_due(row.draft.published_at):
                 due.append(row.id)
             else:
                 ahead.append((row.id,))
