@@ -10,7 +10,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection, errors
@@ -404,6 +404,20 @@ async def latest_published(
     return await with_images(conn, await cur.fetchall())
 
 
+# --- publication ------------------------------------------------------------------------------
+
+# An article dated less than this ahead is due now. Ingest, the workers and PostgreSQL each read
+# their own clock (and a moment apart): an article dated "now" must be published by every one
+# of them, never published by one and scheduled by another.
+CLOCK_ALLOWANCE = timedelta(seconds=1)
+
+
+def is_due(when: datetime | None, now: datetime | None = None) -> bool:
+    """Whether an article dated `when` (None: no date, as soon as it can) is published now
+    rather than scheduled for its date (see CLOCK_ALLOWANCE)."""
+    return when is None or when <= (now or datetime.now(UTC)) + CLOCK_ALLOWANCE
+
+
 async def mark(
     conn: Conn,
     article_id: int,
@@ -417,33 +431,17 @@ async def mark(
 
     Returns whether a row changed, so that a task run twice does its work once.
     """
-    changed = await mark_all(
-        conn, [article_id], status, published_at=published_at, error=error, expect=expect
-    )
-    return changed == 1
-
-
-async def mark_all(
-    conn: Conn,
-    article_ids: Sequence[int],
-    status: str,
-    *,
-    published_at: datetime | None = None,
-    error: str | None = None,
-    expect: Sequence[str] = (),
-) -> int:
-    """`mark` for many articles in one statement (a batch's); how many rows changed."""
     sql = (
         "UPDATE articles SET status = %s, error = %s, updated_at = now(),"
         " published_at = coalesce(%s, published_at), version = version + 1"
-        " WHERE id = ANY(%s)"
+        " WHERE id = %s"
     )
-    params: list[Any] = [status, error, published_at, list(article_ids)]
+    params: list[Any] = [status, error, published_at, article_id]
     if expect:
         sql += " AND status = ANY(%s)"
         params.append(list(expect))
     cur = await conn.execute(sql, params)
-    return cur.rowcount
+    return cur.rowcount == 1
 
 
 async def with_images(conn: Conn, rows: Sequence[dict[str, Any]]) -> list[Article]:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from shared.articles import TEXT_COLUMNS, ArticleDraft, Conn, text_values
+from shared.articles import TEXT_COLUMNS, ArticleDraft, Conn, is_due, text_values
 from shared.history import Past
 from shared.history import restore as restore_history
 from shared.tasks import PROCESS_ARTICLE, RENDER_IMAGE, SITE_CHANGED, TaskSender
@@ -71,7 +71,7 @@ def arriving(draft: ArticleDraft, now: datetime) -> tuple[str, ArticleDraft]:
     when = draft.published_at or now
     if draft.images:
         status = "processing"
-    elif when > now:
+    elif not is_due(when, now):
         status = "scheduled"
     else:
         status = "published"

@@ -602,6 +602,42 @@ async def test_batch_publishes_its_due_articles_and_tells_the_workers_once(
     assert sorted((r["status"], r["n"]) for r in rows) == [("published", 5), ("scheduled", 1)]
 
 
+async def test_batch_article_dated_within_the_clock_allowance_is_published_at_once(
+    api: Any, admin: str
+) -> None:
+    """An article dated half a second ahead is due (shared.articles.is_due, the one rule the
+    batch, the import and the workers share): published by the batch with its own date, not
+    scheduled for a sweep to publish a moment later."""
+    from datetime import UTC, datetime, timedelta
+
+    await create_category(api, admin)
+    good = text_only(SEED["article"])
+    when = datetime.now(UTC) + timedelta(seconds=0.5)
+    items = [{**good, "title": "Bài ngay"}, {**good, "title": "Bài sát giờ"}]
+    items[1]["published_at"] = when.isoformat()
+    response = await api.post(
+        "/api/v1/articles/batch", json={"articles": items}, headers=bearer(admin)
+    )
+    assert response.status == 200, await response.text()
+    results = (await response.json())["results"]
+    assert [r["status"] for r in results] == ["published", "published"]
+    got = await (
+        await api.get(f"/api/v1/articles/{results[1]['id']}", headers=bearer(admin))
+    ).json()
+    assert datetime.fromisoformat(got["published_at"]) == when
+
+
+def test_due_is_one_rule_at_the_edges_of_the_clock_allowance() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shared.articles import CLOCK_ALLOWANCE, is_due
+
+    now, tick = datetime.now(UTC), timedelta(microseconds=1)
+    for ahead in (None, -timedelta(days=1), tick, CLOCK_ALLOWANCE, CLOCK_ALLOWANCE + tick):
+        when = None if ahead is None else now + ahead
+        assert is_due(when, now) is (ahead is None or ahead <= CLOCK_ALLOWANCE), ahead
+
+
 async def test_batch_sent_again_with_its_key_is_answered_again(api: Any, admin: str) -> None:
     await create_category(api, admin)
     batch = {"articles": [text_only(SEED["article"]), {"title": "x"}]}

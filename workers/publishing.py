@@ -81,18 +81,13 @@ async def _changed(article_id: int) -> str:
     if article.status == "scheduled":
         # The new date may be due now (or nearer than the sweep's window).
         return await _publish(article_id, from_statuses=("scheduled",))
-    if article.status == "published" and _ahead(article.published_at):
+    if article.status == "published" and not articles.is_due(article.published_at):
         # Moved into the future: a future date means scheduled, everywhere (listings, feeds,
         # its page), and it publishes again when the date comes.
         if await _publish(article_id, from_statuses=("published",)) == "scheduled":
             return "withdrawn until due"
         return "published"
     return article.status
-
-
-def _ahead(when: datetime | None) -> bool:
-    """A publication date still to come (beyond a second of clock difference)."""
-    return when is not None and when > datetime.now(UTC) + timedelta(seconds=1)
 
 
 @app.task(name=SWEEP, **RETRY)
@@ -159,7 +154,7 @@ async def _publish(article_id: int, *, from_statuses: tuple[str, ...]) -> str:
             return f"already {article.status}"
         now = datetime.now(UTC)
         when = article.published_at
-        if when is not None and _ahead(when):
+        if when is not None and not articles.is_due(when, now):
             if await articles.mark(conn, article_id, "scheduled", expect=from_statuses):
                 if when - now <= ETA_WINDOW:
                     app.send_task(PUBLISH_ARTICLE, args=[article_id], eta=when)
