@@ -70,13 +70,44 @@ async def test_a_2gb_file_and_a_giant_item_end_quickly_with_a_message(
     giant = tmp_path / "giant.xml"
     with giant.open("w", encoding="utf-8") as fp:
         fp.write(head)
-        fp.write("<item><title>Khổng lồ</title><content:encoded>")
-        for _ in range(10):
-            fp.write("x" * (1024 * 1024))
-        fp.write("</content:encoded></item></channel></rss>")
+        fp.write("<item><title>Khổng lồ</title>")
+        for _ in range(34):  # comments of 1 MiB each: the item, not one text, is too large
+            fp.write(f"<wp:comment><wp:comment_content>{'x' * 1024 * 1024}")
+            fp.write("</wp:comment_content></wp:comment>")
+        fp.write("</item></channel></rss>")
     ran = await bantin(clean, "import", "wordpress", str(giant), timeout=120)
-    assert ran.code == 2 and "more than 8 MiB without the end of an item" in ran.err, ran.err
+    assert ran.code == 2 and "more than 32 MiB without the end of an item" in ran.err, ran.err
     assert count(clean) == 0
+
+    long = tmp_path / "long.xml"
+    with long.open("w", encoding="utf-8") as fp:
+        fp.write(head)
+        fp.write(f"<item><title>Dài</title><content:encoded>{'x' * 11 * 1024 * 1024}")
+        fp.write("</content:encoded></item></channel></rss>")
+    ran = await bantin(clean, "import", "wordpress", str(long), timeout=120)
+    assert ran.code == 2 and "a text over 10 MB" in ran.err, ran.err
+    assert count(clean) == 0
+
+
+async def test_an_export_with_many_tags_before_its_posts_is_read(
+    clean: Settings, tmp_path: Path
+) -> None:
+    """A news site's export lists its tags (tens of thousands, more MiB than an item may have)
+    before the first post: they are read and let go one by one, not counted as one item."""
+    head, tail = wxr(good_posts(2)).split("<item>", 1)
+    tags = tmp_path / "tags.xml"
+    with tags.open("w", encoding="utf-8") as fp:
+        fp.write(head)
+        for n in range(340_000):  # about 34 MiB
+            fp.write(
+                f"<wp:tag><wp:term_id>{n}</wp:term_id><wp:tag_slug>the-{n}</wp:tag_slug>"
+                f"<wp:tag_name><![CDATA[Thẻ {n}]]></wp:tag_name></wp:tag>\n"
+            )
+        fp.write("<item>" + tail)
+    assert tags.stat().st_size > 32 * 1024 * 1024
+    ran = await bantin(clean, "import", "wordpress", str(tags), timeout=120)
+    assert ran.code == 0, ran.err
+    assert count(clean) == 2
 
 
 async def test_missing_file_says_so(clean: Settings, tmp_path: Path) -> None:

@@ -27,8 +27,9 @@ from bantin.moving.engine import DEFAULT_CATEGORY, Item, Photo, category_slug
 from shared.redirects import key
 
 Element = Any  # an lxml element (lxml ships no type information)
-# One post with its body (WordPress's own are far smaller); libxml2 refuses a text over 10 MB.
-MAX_ITEM_BYTES = 8 * 1024 * 1024
+# One post with its body and comments (WordPress's own are far smaller); one text in it over
+# 10 MB libxml2 refuses by itself.
+MAX_ITEM_BYTES = 32 * 1024 * 1024
 READ = 64 * 1024
 
 SKIPPED_STATUS = {"draft": "draft", "private": "private", "trash": "trash", "pending": "pending",
@@ -83,9 +84,14 @@ def _name(tag: str) -> str:
     return local
 
 
-# The channel's children that scan() and items() read; lxml skips every other element in C
-# (a Python step per element of a 10^5-post export cost more than the rest of the reading).
-_WANTED = ("channel", "item", "link", "{*}base_site_url", "{*}author", "{*}category")
+# The channel's children that scan() and items() read, and those that come by the thousand
+# before the first post (a news site's tags and terms, dropped as they end, so that they are
+# never held, nor counted as one giant item); lxml skips every other element in C (a Python
+# step per element of a 10^5-post export cost more than the rest of the reading).
+_WANTED = (
+    "channel", "item", "link", "{*}base_site_url", "{*}author", "{*}category", "{*}tag",
+    "{*}term",
+)  # fmt: skip
 
 
 def _elements(path: Path) -> Iterator[tuple[str, Element]]:
@@ -115,11 +121,19 @@ def _elements(path: Path) -> Iterator[tuple[str, Element]]:
                     continue
                 if channel is not None and elem.getparent() is channel:
                     yield _name(elem.tag), elem
-                    channel.remove(elem)
+                    # It and the children not asked for before it (the parser may have read
+                    # the next ones already: they stay).
+                    for done in [*elem.itersiblings(preceding=True), elem]:
+                        channel.remove(done)
                     source.mark = source.offset
             if channel is None:
                 raise BadExport("no <channel>: this is not a WordPress export (WXR)")
     except etree.XMLSyntaxError as err:
+        if "huge text node" in err.msg.lower() or "text node too long" in err.msg.lower():
+            raise BadExport(
+                f"a text over 10 MB (line {err.lineno}): a post's body or comment too large to"
+                " read; remove it from the export, or import the site without it"
+            ) from err
         raise BadExport(f"not well-formed XML: {err.msg}") from err
     except OSError as err:
         raise BadExport(f"{path}: {err.strerror or err}") from err
