@@ -22,7 +22,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 from shared.articles import TEXT_COLUMNS, ArticleDraft, Conn, is_due, text_values
 from shared.history import Past
@@ -130,8 +130,13 @@ async def write_batch(conn: Conn, batch: Sequence[BulkArticle]) -> Written:
     written = Written(list(batch))
     if not batch:
         return written
-    now = datetime.now(UTC)
     async with conn.transaction():
+        # The database's clock at the transaction's start (now()), as for any other write:
+        # beat's sweep compares article changes with when the feeds read them by this clock.
+        cur = await conn.execute("SELECT now() AS now")
+        row = await cur.fetchone()
+        assert row is not None
+        now = row["now"]
         await _assign_ids(conn, batch)
         async with conn.cursor().copy(
             f"COPY articles ({', '.join(_ARTICLE_COLUMNS)}) FROM STDIN"

@@ -192,6 +192,43 @@ async def test_the_sweep_refreshes_feeds_a_lost_message_left_stale(
 
 
 @pytest.mark.usefixtures("worker")
+async def test_the_sweep_sees_a_write_committed_after_a_rebuild_read(
+    api: Client, site: Client, admin: str, clean: Settings
+) -> None:
+    """A batch stamps its rows with its transaction's start; a feed rebuild that reads while it
+    is still open does not see them, and its site_changed is then lost: the rebuild's mark is
+    the start of the oldest open transaction, so the sweep still finds the rows newer."""
+    from workers.app import SITE_CHANGED, SWEEP, app
+    from workers.feeds import STALE_AFTER
+
+    await create_category(api, admin)
+    await wait_status(api, admin, (await publish(api, admin, title="Tin cũ"))["id"], "published")
+    await feed_until(site, "/feeds/all.json", 1)
+    r = redis_lib.Redis.from_url(clean.redis_url or "")
+    with psycopg.connect(clean.require_backends()[0]) as conn:  # a transaction left open
+        conn.execute(
+            "INSERT INTO articles (uuid, slug, category_id, title, body_html, status,"
+            " published_at, search_text) SELECT gen_random_uuid(), 'tin-moi', id, 'Tin mới',"
+            " '<p>Tin mới.</p>', 'published', now(), 'tin moi' FROM categories LIMIT 1"
+        )
+        before = r.hget(keys.FEEDS_READ_AT, "all")
+        app.send_task(SITE_CHANGED, args=[[]])  # a rebuild while the insert is not committed
+        for _ in range(200):
+            if r.hget(keys.FEEDS_READ_AT, "all") != before:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the feeds were not rebuilt")
+        conn.commit()  # and no site_changed follows
+    await asyncio.sleep(STALE_AFTER + 1)  # the sweep looks at changes this old
+    _, body = await feed_until(site, "/feeds/all.json", 1)
+    app.send_task(SWEEP)
+    _, body = await feed_until(site, "/feeds/all.json", 2)
+    assert {item["title"] for item in json.loads(body)["items"]} == {"Tin cũ", "Tin mới"}
+    r.close()
+
+
+@pytest.mark.usefixtures("worker")
 async def test_websub_hub_is_pinged(api: Client, admin: str, hub: Hub) -> None:
     await create_category(api, admin)
     await wait_status(api, admin, (await publish(api, admin))["id"], "published")
