@@ -410,6 +410,9 @@ async def latest_published(
 # their own clock (and a moment apart): an article dated "now" must be published by every one
 # of them, never published by one and scheduled by another.
 CLOCK_ALLOWANCE = timedelta(seconds=1)
+# A scheduled article due within this window gets a task with its exact time (an ETA); a later
+# one waits for beat's sweep to come that close.
+ETA_WINDOW = timedelta(seconds=90)
 
 
 def is_due(when: datetime | None, now: datetime | None = None) -> bool:

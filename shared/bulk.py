@@ -22,12 +22,12 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
-from shared.articles import TEXT_COLUMNS, ArticleDraft, Conn, is_due, text_values
+from shared.articles import ETA_WINDOW, TEXT_COLUMNS, ArticleDraft, Conn, is_due, text_values
 from shared.history import Past
 from shared.history import restore as restore_history
-from shared.tasks import PROCESS_ARTICLE, RENDER_IMAGE, SITE_CHANGED, TaskSender
+from shared.tasks import PROCESS_ARTICLE, PUBLISH_ARTICLE, RENDER_IMAGE, SITE_CHANGED, TaskSender
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +254,17 @@ async def after_batch(sender: TaskSender, written: Written) -> None:
         PROCESS_ARTICLE, ([a.id] for a in written.articles if a.status == "processing")
     )
     await sender.send_many(RENDER_IMAGE, ([i] for i in written.images_to_render))
+    # Dated a little ahead: the worker gives it a task for its exact time at once, rather than
+    # when beat's sweep next comes by (every 30 s).
+    soon = datetime.now(UTC) + ETA_WINDOW
+    await sender.send_many(
+        PUBLISH_ARTICLE,
+        (
+            [a.id]
+            for a in written.articles
+            if a.status == "scheduled" and a.draft.published_at and a.draft.published_at <= soon
+        ),
+    )
     scopes = sorted({a.category_slug for a in written.articles if a.status == "published"})
     if scopes:
         # The worker bumps the site's version (every cached page stale at once) and marks the

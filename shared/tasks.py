@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from shared.logs import request_id
@@ -22,8 +23,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SEND_THREADS = 4  # a TaskSender's threads (see TaskSender)
+
 PROCESS_ARTICLE = "bantin.process_article"
 PUBLISH_ARTICLE = "bantin.publish_article"
+# Sent by ingest before 2026-12-04 (a batch's due articles); only received now, by workers
+# taking over a queue an older ingest filled. To remove once no site upgrades from before.
+PUBLISH_MANY = "bantin.publish_many"
 SWEEP = "bantin.sweep"
 REBUILD_FEEDS = "bantin.rebuild_feeds"
 ARTICLE_CHANGED = "bantin.article_changed"
@@ -44,6 +50,7 @@ QUEUES = ("default", "images", RENDITIONS, "feeds", "counters")
 ROUTES = {
     PROCESS_ARTICLE: "default",
     PUBLISH_ARTICLE: "default",
+    PUBLISH_MANY: "default",
     SWEEP: "default",
     ARTICLE_CHANGED: "default",
     SITE_CHANGED: "default",
@@ -92,6 +99,9 @@ class TaskSender:
         self._timeout = timeout  # the client's own retries take far longer than a request may
         self._celery: Celery = Celery("bantin-sender")
         self._celery.conf.update(broker_conf(redis_url))
+        # Threads of its own: sends stuck on a broker that does not answer (each for the
+        # client's retries) must not hold the threads that requests' other work runs in.
+        self._threads = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="bantin-send")
 
     async def send(self, name: str, *args: Any) -> bool:
         """One task; whether it was sent (see `send_many`)."""
@@ -133,17 +143,19 @@ class TaskSender:
                     "could not send %d %s (from %s; the sweep will retry): %s",
                     len(todo) - sent,
                     name,
-                    todo[sent],
+                    todo[min(sent, len(todo) - 1)],
                     err,
                 )
             finally:
                 loop.call_soon_threadsafe(answered.set)
             return sent
 
-        sending = asyncio.ensure_future(asyncio.to_thread(send_all))
+        sending = asyncio.ensure_future(loop.run_in_executor(self._threads, send_all))
         sending.add_done_callback(lambda done: done.cancelled() or done.exception())
-        await started.wait()
         try:
+            # A burst may queue for a thread a while (no sign of the broker being away); all
+            # of them busy for this long is one.
+            await asyncio.wait_for(started.wait(), SEND_THREADS * self._timeout)
             await asyncio.wait_for(answered.wait(), self._timeout)
         except TimeoutError:
             log.warning(
@@ -157,4 +169,5 @@ class TaskSender:
         return await asyncio.shield(sending)
 
     def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
         self._celery.close()

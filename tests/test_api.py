@@ -602,6 +602,25 @@ async def test_batch_publishes_its_due_articles_and_tells_the_workers_once(
     assert sorted((r["status"], r["n"]) for r in rows) == [("published", 5), ("scheduled", 1)]
 
 
+@pytest.mark.usefixtures("worker")
+async def test_batch_article_dated_seconds_ahead_is_published_on_time(api: Any, admin: str) -> None:
+    """A batch's article dated a few seconds ahead is scheduled, and the workers are told at
+    once (a task for its exact time), not when beat's sweep next comes by."""
+    from datetime import UTC, datetime, timedelta
+
+    await create_category(api, admin)
+    when = datetime.now(UTC) + timedelta(seconds=3)
+    item = {**text_only(SEED["article"]), "published_at": when.isoformat()}
+    response = await api.post(
+        "/api/v1/articles/batch", json={"articles": [item]}, headers=bearer(admin)
+    )
+    assert response.status == 200, await response.text()
+    [result] = (await response.json())["results"]
+    assert result["status"] == "scheduled"
+    published = await wait_status(api, admin, result["id"], "published")
+    assert datetime.fromisoformat(published["published_at"]) == when
+
+
 async def test_batch_article_dated_within_the_clock_allowance_is_published_at_once(
     api: Any, admin: str
 ) -> None:

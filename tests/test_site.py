@@ -742,6 +742,29 @@ async def test_the_sweep_publishes_what_was_left_waiting(
     assert (await busy.json())["status"] == "processing"
 
 
+@pytest.mark.usefixtures("worker")
+async def test_a_publish_many_sent_before_the_upgrade_still_publishes(
+    api: Client, admin: str, clean: Settings
+) -> None:
+    """Messages an older ingest queued (`publish_many`, a batch's due articles) are taken by
+    the new workers: the articles are published, not left to the sweep's resend."""
+    from workers.app import PUBLISH_MANY, app
+
+    with psycopg.connect(clean.require_backends()[0], autocommit=True) as conn:
+        conn.execute("INSERT INTO categories (slug, name) VALUES ('tin-tuc', 'Tin tức')")
+        ids = [
+            row[0]
+            for row in conn.execute(
+                "INSERT INTO articles (uuid, slug, category_id, title, status, search_text)"
+                " SELECT gen_random_uuid(), 'bai-' || n, c.id, 'Bài ' || n, 'processing', ''"
+                " FROM categories c, generate_series(1, 3) n RETURNING id"
+            ).fetchall()
+        ]
+    app.send_task(PUBLISH_MANY, args=[ids])
+    for article_id in ids:
+        await wait_status(api, admin, article_id, "published")
+
+
 # --- the admins' link blocks ---------------------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ already done, so a message delivered twice (acks_late, a sweep, an ETA replay) c
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from shared import articles
 from workers import feeds, photos
@@ -15,6 +15,7 @@ from workers.app import (
     ARTICLE_CHANGED,
     PROCESS_ARTICLE,
     PUBLISH_ARTICLE,
+    PUBLISH_MANY,
     RETRY,
     SITE_CHANGED,
     SWEEP,
@@ -28,8 +29,6 @@ log = logging.getLogger(__name__)
 
 # A processing article nobody touched for this long has lost its message: send it again.
 STUCK_AFTER = 120
-# Scheduled articles due within this window get an exact ETA task from the sweep.
-ETA_WINDOW = timedelta(seconds=90)
 
 
 @app.task(name=PROCESS_ARTICLE, acks_late=True, **RETRY)
@@ -54,6 +53,15 @@ async def _status(article_id: int) -> str | None:
 def publish_article(article_id: int) -> str:
     """The ETA task of a scheduled article; also safe to run early or twice."""
     return run(_publish(article_id, from_statuses=("scheduled",)))
+
+
+@app.task(name=PUBLISH_MANY, acks_late=True, **RETRY)
+def publish_many(article_ids: list[int]) -> int:
+    """A batch's due articles, as an ingest from before 2026-12-04 sent them (now a batch
+    publishes its own): each goes by `process_article`, which publishes it."""
+    for article_id in article_ids:
+        app.send_task(PROCESS_ARTICLE, args=[article_id])
+    return len(article_ids)
 
 
 @app.task(name=ARTICLE_CHANGED, acks_late=True, **RETRY)
@@ -137,7 +145,7 @@ async def _pending() -> tuple[list[int], list[tuple[int, datetime]]]:
         cur = await conn.execute(
             "SELECT id, published_at FROM articles WHERE status = 'scheduled'"
             " AND published_at <= %s ORDER BY published_at LIMIT 1000",
-            (datetime.now(UTC) + ETA_WINDOW,),
+            (datetime.now(UTC) + articles.ETA_WINDOW,),
         )
         due = [(row["id"], row["published_at"]) for row in await cur.fetchall()]
     return stuck, due
@@ -156,7 +164,7 @@ async def _publish(article_id: int, *, from_statuses: tuple[str, ...]) -> str:
         when = article.published_at
         if when is not None and not articles.is_due(when, now):
             if await articles.mark(conn, article_id, "scheduled", expect=from_statuses):
-                if when - now <= ETA_WINDOW:
+                if when - now <= articles.ETA_WINDOW:
                     app.send_task(PUBLISH_ARTICLE, args=[article_id], eta=when)
                 log.info("article %s scheduled for %s", article_id, when.isoformat())
             return "scheduled"
