@@ -58,15 +58,15 @@ HARD_LIMIT = 150
 # A photo's rest is locked for longer than its render can last (the hard limit kills it), and
 # no longer: the lock of a killed render frees itself.
 REST_LOCK = HARD_LIMIT + 10
-# A photo whose rest was sent or started this long ago and is still not complete has lost its
-# message: by then its render has ended or been killed, and its lock has expired. Until then
-# it is waiting in the queue (behind others, perhaps for long) or rendering, and sending it
-# again would only pile copies up in the queue.
-REST_RESEND_AFTER = 300
 # A rest that ran out of time is tried this many times more, this much later (the machine may
 # be less busy then), before the photo is completed without it.
 SLOW_RETRIES = 1
 SLOW_RETRY_AFTER = 60
+# A photo whose rest was sent or started this long ago and is still not complete has lost its
+# message: by then its render has ended or been killed, its lock has expired, and a retry after
+# running out of time has started. Until then it is waiting in the queue (behind others,
+# perhaps for long) or rendering, and sending it again would only pile copies up in the queue.
+REST_RESEND_AFTER = SOFT_LIMIT + SLOW_RETRY_AFTER + 30  # 3.5 minutes
 # A rest started this many times and never completed (killed at the hard limit each time, or
 # with its worker) is given up: the photo is completed with what its first stage made.
 REST_TRIES = 3
