@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from shared.logs import request_id
@@ -22,8 +21,6 @@ if TYPE_CHECKING:
 # /metrics) and sends no task, and need not carry Celery for that.
 
 log = logging.getLogger(__name__)
-
-SEND_THREADS = 4  # a TaskSender's threads (see TaskSender)
 
 PROCESS_ARTICLE = "bantin.process_article"
 PUBLISH_ARTICLE = "bantin.publish_article"
@@ -99,75 +96,60 @@ class TaskSender:
         self._timeout = timeout  # the client's own retries take far longer than a request may
         self._celery: Celery = Celery("bantin-sender")
         self._celery.conf.update(broker_conf(redis_url))
-        # Threads of its own: sends stuck on a broker that does not answer (each for the
-        # client's retries) must not hold the threads that requests' other work runs in.
-        self._threads = ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="bantin-send")
 
     async def send(self, name: str, *args: Any) -> bool:
-        """One task; whether it was sent (see `send_many`)."""
-        return await self.send_many(name, [args]) == 1
-
-    async def send_many(self, name: str, calls: Iterable[Sequence[Any]]) -> int:
-        """One task per item of `calls`, all sent from one trip to a worker thread over one
-        broker connection (a batch of articles, an import: a thread hop per message cost as
-        much as the message); returns how many were sent.
-
-        The caller waits for the first message at most the timeout, counted from the thread's
-        start (in a burst a send may first queue for a thread, which is no sign of the broker
-        being away), then for the rest, which go at the broker's pace. A message that fails
-        after the client's own retries means the broker is away: the rest are not tried (each
-        would wait as long). What is not sent is logged and left to the sweep."""
         if name not in ROUTES:
             raise ValueError(f"unknown task {name!r}")
-        todo = [list(args) for args in calls]
-        if not todo:
-            return 0
         current = request_id.get()
         # The request's id travels with the task, so its log lines can be followed.
         headers = {"request_id": current} if current else None
         loop = asyncio.get_running_loop()
-        started, answered = asyncio.Event(), asyncio.Event()
+        started = asyncio.Event()
+
+        def send() -> None:
+            loop.call_soon_threadsafe(started.set)
+            self._celery.send_task(name, args=list(args), headers=headers)
+
+        # The timeout counts from the thread's start: in a burst a send may first queue for a
+        # thread, which is no sign of the broker being away.
+        sending = asyncio.ensure_future(asyncio.to_thread(send))
+        sending.add_done_callback(lambda done: done.cancelled() or done.exception())
+        try:
+            await started.wait()
+            await asyncio.wait_for(asyncio.shield(sending), self._timeout)
+        except Exception:
+            log.warning("could not send %s%s; the sweep will retry", name, args, exc_info=True)
+            return False
+        return True
+
+    async def send_many(self, name: str, calls: Iterable[Sequence[Any]]) -> int:
+        """One task per item of `calls`, all sent from one trip to a worker thread over one
+        broker connection (a batch of articles, an import: a thread hop per message cost as
+        much as the message); returns how many were sent. Those not sent are logged and left
+        to the sweep, as with `send`."""
+        if name not in ROUTES:
+            raise ValueError(f"unknown task {name!r}")
+        todo = [list(args) for args in calls]
+        current = request_id.get()
+        headers = {"request_id": current} if current else None
 
         def send_all() -> int:
-            loop.call_soon_threadsafe(started.set)
             sent = 0
             try:
                 with self._celery.producer_or_acquire() as producer:
                     for args in todo:
-                        self._celery.send_task(name, args=args, headers=headers, producer=producer)
-                        sent += 1
-                        if sent == 1:
-                            loop.call_soon_threadsafe(answered.set)
-            except Exception as err:
-                log.warning(
-                    "could not send %d %s (from %s; the sweep will retry): %s",
-                    len(todo) - sent,
-                    name,
-                    todo[min(sent, len(todo) - 1)],
-                    err,
-                )
-            finally:
-                loop.call_soon_threadsafe(answered.set)
+                        try:
+                            self._celery.send_task(
+                                name, args=args, headers=headers, producer=producer
+                            )
+                            sent += 1
+                        except Exception:
+                            log.warning("could not send %s%s; the sweep will retry", name, args)
+            except Exception:  # no connection to the broker at all
+                log.warning("could not send %d %s; the sweep will retry", len(todo) - sent, name)
             return sent
 
-        sending = asyncio.ensure_future(loop.run_in_executor(self._threads, send_all))
-        sending.add_done_callback(lambda done: done.cancelled() or done.exception())
-        try:
-            # A burst may queue for a thread a while (no sign of the broker being away); all
-            # of them busy for this long is one.
-            await asyncio.wait_for(started.wait(), SEND_THREADS * self._timeout)
-            await asyncio.wait_for(answered.wait(), self._timeout)
-        except TimeoutError:
-            log.warning(
-                "could not send %d %s (from %s) in %s s; the sweep will retry",
-                len(todo),
-                name,
-                todo[0],
-                self._timeout,
-            )
-            return 0
-        return await asyncio.shield(sending)
+        return await asyncio.to_thread(send_all) if todo else 0
 
     def close(self) -> None:
-        self._threads.shutdown(wait=False, cancel_futures=True)
         self._celery.close()
