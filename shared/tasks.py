@@ -93,9 +93,22 @@ class TaskSender:
     def __init__(self, redis_url: str, *, timeout: float = 2.0) -> None:
         from celery import Celery
 
-        self._timeout = timeout  # the client's own retries take far longer than a request may
+        self._timeout = timeout
+        conf = broker_conf(redis_url)
+        # The client's own waits bounded by the timeout, one retry each (which a connection
+        # the broker's restart broke needs). With its defaults, a batch of 20 articles to
+        # schedule was answered after 13 s while the broker refused connections, and after
+        # 105 s while it was silent (paused, a dropped network): now a send gives up after at
+        # most two tries of `timeout`, and a batch's first failed send ends its sending.
+        conf["broker_transport_options"] = {
+            **conf["broker_transport_options"],
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "max_retries": 1,
+        }
+        conf["task_publish_retry_policy"] = {"max_retries": 1, "interval_start": 0}
         self._celery: Celery = Celery("bantin-sender")
-        self._celery.conf.update(broker_conf(redis_url))
+        self._celery.conf.update(conf)
 
     async def send(self, name: str, *args: Any) -> bool:
         if name not in ROUTES:
@@ -118,7 +131,12 @@ class TaskSender:
             await started.wait()
             await asyncio.wait_for(asyncio.shield(sending), self._timeout)
         except Exception:
-            log.warning("could not send %s%s; the sweep will retry", name, args, exc_info=True)
+            log.warning(
+                "could not send 1 %s (from %s; the sweep will retry)",
+                name,
+                list(args),
+                exc_info=True,
+            )
             return False
         return True
 
@@ -138,15 +156,18 @@ class TaskSender:
             try:
                 with self._celery.producer_or_acquire() as producer:
                     for args in todo:
-                        try:
-                            self._celery.send_task(
-                                name, args=args, headers=headers, producer=producer
-                            )
-                            sent += 1
-                        except Exception:
-                            log.warning("could not send %s%s; the sweep will retry", name, args)
-            except Exception:  # no connection to the broker at all
-                log.warning("could not send %d %s; the sweep will retry", len(todo) - sent, name)
+                        self._celery.send_task(name, args=args, headers=headers, producer=producer)
+                        sent += 1
+            except Exception as error:
+                # A message that failed after the client's retry means the broker is away: the
+                # rest are not tried, each would wait as long.
+                log.warning(
+                    "could not send %d %s (from %s; the sweep will retry): %s",
+                    len(todo) - sent,
+                    name,
+                    todo[sent],
+                    error,
+                )
             return sent
 
         return await asyncio.to_thread(send_all) if todo else 0
