@@ -111,7 +111,7 @@ def zone_offsets(zone: ZoneInfo, hour: int) -> tuple[int, ...]:
     """The zone's UTC offsets (seconds) from OFFSETS_BEFORE before the unix hour `hour` to
     OFFSETS_AFTER after it: the first, then (unix second from which, offset) for each change.
     Looked at every six hours (no zone changes twice in six), and a change found to the
-    quarter hour (offsets change at whole quarter hours, as the script assumes too)."""
+    quarter hour (offsets change at whole quarter hours)."""
 
     def offset(at: int) -> int:
         delta = datetime.fromtimestamp(at, zone).utcoffset()

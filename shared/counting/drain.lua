@@ -48,21 +48,12 @@ local function day_of(seen)
   return string.format('%04d-%02d-%02d', y, m, d)
 end
 local days = {} -- day name -> {views, visitors seen (a set)}
-local quarters = {} -- unix quarter hour -> its day (every offset is whole quarter hours)
 local times = {} -- a view's time as it came (a string) -> {unix seconds, its day, the string}
 local function moment(seen)
   local at = tonumber(seen)
-  local quarter = math.floor(at / 900)
-  local day = quarters[quarter]
-  if day == nil then
-    local name = day_of(at)
-    day = days[name]
-    if day == nil then
-      day = {0, {}}
-      days[name] = day
-    end
-    quarters[quarter] = day
-  end
+  local name = day_of(at)
+  local day = days[name] or {0, {}}
+  days[name] = day
   local t = {at, day, seen}
   times[seen] = t
   return t
