@@ -1,6 +1,6 @@
 """The publisher's step: one view per HTML page a reader got (200 or 304), and who the reader
-is. Feeds, media, static files, health checks, the API, error pages, redirects, HEAD requests
-and prefetches are no views (nobody read a page; most never call the recorder). Bots are
+is; its wiring into the app, and the statistics the site shows. No feed, media, static file,
+health check, API call, error page, redirect, HEAD request or prefetch is a view. Bots are
 recorded but flagged: the drain counts them apart.
 
 A reader is its first-party cookie `bantin_vid`. Without it, a keyed hash of (client IP,
@@ -9,11 +9,10 @@ counts under the hash (a new reader's first view and the next are one visitor), 
 day on under the cookie's random part (readers behind one NAT with the same phone are not
 merged for ever). Clients that keep no cookies stay one visitor per (IP, User-Agent).
 
-A view costs a dictionary update (the stream's line -> its views). The flusher sends them every
-FLUSH_INTERVAL, or once FLUSH_AT different views wait, in batches of at most FLUSH_AT lines,
-each appended once whatever becomes of the answer (stream.append): a XADD, a delivery and a
-deletion a view were most of what counting cost Redis. While Redis is away the batches wait
-(at most MAX_HELD lines); the app's shutdown flushes what is left.
+A view costs a dictionary update (its line -> its views); the flusher sends the lines in
+batches, each appended once whatever becomes of the answer (stream.append): a XADD, a delivery
+and a deletion a view were most of what counting cost Redis. While Redis is away the batches
+wait (at most MAX_HELD lines); the app's shutdown flushes what is left.
 """
 
 from __future__ import annotations
@@ -54,7 +53,7 @@ MEMO_HEADER = 512  # longer Cookie headers or User-Agents are not remembered (th
 _SEC_PURPOSE, _PURPOSE = istr("Sec-Purpose"), istr("Purpose")
 _now = time.time  # the views' clock (tests set it)
 FLUSH_INTERVAL = 0.1  # seconds: the longest a view waits in the process
-FLUSH_AT = 2000  # different views that wake the flusher, and the largest batch
+FLUSH_AT = 2000  # different views (lines) that wake the flusher, and the largest batch
 MAX_HELD = 200_000  # lines held while Redis is unreachable; beyond, the oldest are dropped
 CLOSE_WAIT = 10.0  # seconds the flusher has to stop on shutdown
 FIGURES_WAIT = 1.0  # seconds the statistics wait for Redis before the last known ones answer
@@ -75,9 +74,8 @@ _COOKIE_IN_HEADER = re.compile(
 
 
 class Reader:
-    """A reader remembered for its Cookie header, with its last view (second, page, article)
-    and that view's line, updated in place: the same page in the same second (a reload, a
-    script, a load test) reuses the line, a string whose hash Python keeps."""
+    """A reader remembered for its Cookie header, with its last view and that view's line: the
+    same page in the same second (a reload, a script) reuses the string, whose hash is kept."""
 
     __slots__ = ("agent", "article", "bot", "line", "path", "second", "visitor")
     article: int | None
@@ -267,10 +265,9 @@ class Recorder:
                 failing = False
 
     async def close(self) -> None:
-        """Stop the flusher, then send everything left (a few attempts: Redis may blink). The
-        flusher is asked to stop, not cancelled: the Redis client's error handling, or
-        asyncio.timeout on 3.11, can swallow a cancellation, and awaiting it would never end.
-        It is cancelled, not awaited, if it has not stopped after CLOSE_WAIT seconds."""
+        """Stop the flusher, then send everything left (three attempts: Redis may blink). The
+        flusher is asked to stop: the Redis client, or asyncio.timeout on 3.11, can swallow a
+        cancellation, so it is cancelled (never awaited) only after CLOSE_WAIT seconds."""
         if self._task is not None:
             self._closing = True
             self._wake.set()
