@@ -545,18 +545,17 @@ async def test_drain_process_killed_while_draining(
         pipe.xadd(keys.HITS_STREAM, {"n": batch, "b": views})
     pipe.incrby(keys.HITS_WAITING, n)
     pipe.execute()
-    # The drain's own steps, slowed down a little so that the kill lands among them (each is
-    # one atomic script: a kill can only land between two).
+    # The drain one script at a time (budget=0), slowed down a little so that the kill lands
+    # among them (each is one atomic script: a kill can only land between two).
     code = (
         "import sys, time, redis\n"
-        "from collections import Counter\n"
         "from shared.settings import Settings\n"
-        "from shared.counting.count import step\n"
+        "from shared.counting.count import drain\n"
         "s = Settings.from_env()\n"
         "r = redis.Redis.from_url(sys.argv[1])\n"
         "print('ready', flush=True)\n"
         "while True:\n"
-        "    step(r, s.zone, s.require_backends()[0], Counter())\n"
+        "    drain(r, s.zone, s.require_backends()[0], budget=0)\n"
         "    time.sleep(0.01)\n"
     )
     r.set(keys.TOTAL, 0)

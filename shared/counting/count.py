@@ -72,38 +72,35 @@ UPSERT_ARTICLE_VIEWS = (
 def drain(
     r: Redis, zone: ZoneInfo, database_url: str, budget: float = DRAIN_BUDGET
 ) -> dict[str, int]:
-    """Count new entries until the stream holds no more or the budget is spent. Returns the
-    tallies that are not zero: counted, bots, dropped (malformed lines), batches, refused
-    (writes Redis refused)."""
+    """Count new entries, one script (drain.lua) for each BATCH views or so, until the stream
+    holds no more or the budget is spent (after one script at least). Returns the tallies that
+    are not zero: counted, bots, dropped (malformed lines), batches, refused (writes refused)."""
     deadline = time.monotonic() + budget
     tally: Counter[str] = Counter()
-    while step(r, zone, database_url, tally) and time.monotonic() < deadline:
-        pass
+    more = True
+    while more:
+        now = int(time.time())
+        args: list[Any] = [keys.HITS_GROUP, CONSUMER, BATCH, now - ONLINE_WINDOW]
+        args += [DAY_TTL, *KEY_PARTS, *zone_offsets(zone, now // 3600)]
+        reply = script(r, "drain")(keys=SCRIPT_KEYS, args=args)
+        if int(reply[0]) == -1:  # Redis lost its counters (nothing was read): refill, then count
+            restore(r, database_url, zone)
+        else:
+            humans, bots, dropped, read, refused, left = (int(x) for x in reply)
+            tally.update(counted=humans, bots=bots, dropped=dropped, refused=refused)
+            tally.update(batches=int(read > 0))
+            more = left > 0
+        more = more and time.monotonic() < deadline
     if tally["dropped"]:
         log.warning("drain: dropped %d malformed lines", tally["dropped"])
-    return {name: n for name, n in tally.items() if n}
-
-
-def step(r: Redis, zone: ZoneInfo, database_url: str, tally: Counter[str]) -> bool:
-    """One script: read new entries until they hold BATCH views, count them, delete them.
-    Adds to `tally`; returns whether the stream may hold more."""
-    now = int(time.time())
-    args: list[Any] = [keys.HITS_GROUP, CONSUMER, BATCH, now - ONLINE_WINDOW]
-    args += [DAY_TTL, *KEY_PARTS, *zone_offsets(zone, now // 3600)]
-    reply = script(r, "drain")(keys=SCRIPT_KEYS, args=args)
-    if int(reply[0]) == -1:  # Redis lost its counters (nothing was read): refill, then count
-        restore(r, database_url, zone)
-        return True
-    humans, bots, dropped, read, refused, more = (int(x) for x in reply)
-    if refused:
+    if tally["refused"]:
         log.error(
             "Redis refused %d of the writes counting %d page views (a counter key of the"
             " wrong type?); the rest were counted",
-            refused,
-            humans + bots,
+            tally["refused"],
+            tally["counted"] + tally["bots"],
         )
-    tally.update(counted=humans, bots=bots, dropped=dropped, batches=int(read > 0), refused=refused)
-    return bool(more)
+    return {name: n for name, n in tally.items() if n}
 
 
 @lru_cache(maxsize=16)
