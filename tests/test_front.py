@@ -20,9 +20,9 @@ import pytest
 import redis as redis_lib
 
 from bantin.embedded import free_port
-from services.publisher import front, hits, views
+from services.publisher import front, views
 from shared import keys
-from shared.counting.record import COOKIE, Recorder
+from shared.counting.record import COOKIE, Recorder, hits_key
 from shared.feeds import stored
 from shared.settings import Settings
 from tests.conftest import ROOT
@@ -40,14 +40,14 @@ def door_of(site: Client) -> front.FrontDoor:
 
 async def quiet_recorder(site: Client) -> Recorder:
     """The page views stay in the recorder's buffer, to be read by the test."""
-    recorder = site.server.app[hits.hits_key]
+    recorder = site.server.app[hits_key]
     recorder.interval, recorder.flush_at = 3600.0, 10**9
     await asyncio.sleep(0.3)  # the flusher's current short wait ends; the next one is long
     return recorder
 
 
 def viewed(recorder: Recorder, path: str) -> int:
-    return sum(n for n, line in recorder.buffered() if line.split(" ", 4)[4] == path)
+    return sum(n for line, n in recorder.lines.items() if line.split(" ", 4)[4] == path)
 
 
 @pytest.fixture

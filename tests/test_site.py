@@ -20,9 +20,10 @@ from lxml import etree
 
 from bantin.bootstrap import demo_seed, text_only
 from services.publisher import cache as cache_module
-from services.publisher import hits, pages, queries, sitemap
+from services.publisher import pages, queries, sitemap
 from services.publisher.views import cache_key
 from shared import keys
+from shared.counting.record import hits_key
 from shared.settings import Settings
 from shared.web import pool_key
 from tests.conftest import PUBLIC_URL, publisher
@@ -557,7 +558,7 @@ async def test_page_304_counts_a_view_and_etag_follows_the_statistics(
     # Pages share one snapshot of the statistics per second (see cache.LIVE_SECONDS);
     # here every answer must see the change at once.
     monkeypatch.setattr(cache_module, "LIVE_SECONDS", 0.0)
-    recorder = site.server.app[hits.hits_key]
+    recorder = site.server.app[hits_key]
     recorder.interval, recorder.flush_at = 3600.0, 10**9  # the views stay in its buffer
     await asyncio.sleep(0.3)  # the flusher's current short wait ends; the next one is long
     first, html = await page(site, "/")
@@ -567,7 +568,7 @@ async def test_page_304_counts_a_view_and_etag_follows_the_statistics(
     assert again.status == 304 and again.headers["ETag"] == etag
     assert await again.read() == b""
     # the 304 is a page view too (a view's path ends its line, see shared/counting/stream.py)
-    assert sum(n for n, line in recorder.buffered() if line.split(" ", 4)[4] == "/") == 2
+    assert sum(n for line, n in recorder.lines.items() if line.split(" ", 4)[4] == "/") == 2
     # Another query string is the same page; another page has another ETag.
     assert (await site.get("/?utm_source=zalo", headers={"If-None-Match": etag})).status == 304
     other = await site.get("/search", params={"q": "x"}, headers={"If-None-Match": etag})

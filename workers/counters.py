@@ -1,13 +1,13 @@
 """The counters' Celery tasks (shared/counting does the counting): drain the page views every
-second, copy the counters to PostgreSQL every minute, refill an emptied Redis when a worker
-starts, and drain and copy everything when a worker consuming the counters queue stops."""
+second, copy the counters to PostgreSQL every minute, and drain and copy everything when a
+worker consuming the counters queue stops. (An emptied Redis is refilled by the next drain.)"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_shutdown
 from redis import Redis
 
 from shared.counting import count
@@ -45,29 +45,20 @@ def persist_counters() -> dict[str, int]:
     return count.persist(redis(), s.require_backends()[0], s.zone)
 
 
-def _with_redis(what: str, work: Any) -> None:
-    """Run `work(redis, database_url, zone)` with a client of its own (Celery's signals come
-    outside any task); a failure is logged, never raised into the worker's start or stop."""
-    try:
-        s = settings()
-        database_url, redis_url = s.require_backends()
-        with Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5) as r:
-            log.info("counters %s: %s", what, work(r, database_url, s.zone))
-    except Exception:
-        log.exception("counters %s failed", what)
-
-
-@worker_ready.connect
-def _restore_at_start(**kwargs: Any) -> None:
-    """A worker starting after Redis lost its data refills it before the first drain (the drain
-    would too; this makes the page's counters right without waiting for a view)."""
-    _with_redis("restored at start", count.restore)
-
-
 @worker_shutdown.connect
 def _copy_before_stop(sender: Any = None, **kwargs: Any) -> None:
     """A graceful stop of a worker of the counters queue: drain what the publishers sent, then
     copy to PostgreSQL, so that a Redis emptied after the stop loses no view. Celery sends this
-    in the main process once the pool has finished its tasks."""
-    if sender is not None and ROUTES[PERSIST_COUNTERS] in sender.app.amqp.queues.consume_from:
-        _with_redis("copied before the stop", count.before_stop)
+    in the main process once the pool has finished its tasks, outside any task: the client is
+    its own, and a failure is logged, never raised into the stop."""
+    if sender is None or ROUTES[PERSIST_COUNTERS] not in sender.app.amqp.queues.consume_from:
+        return
+    try:
+        s = settings()
+        database_url, redis_url = s.require_backends()
+        with Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5) as r:
+            log.info(
+                "counters copied before the stop: %s", count.before_stop(r, database_url, s.zone)
+            )
+    except Exception:
+        log.exception("counters: the copy before the stop failed")

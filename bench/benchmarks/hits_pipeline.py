@@ -29,7 +29,6 @@ from bench.registry import Context, Results, benchmark
 from bench.stats import ratio
 from bench.support import BROWSER, banner, fmt_ratio, reader_cookie, say, stop
 from shared import keys
-from shared.counting.stream import View
 from shared.settings import Settings
 
 VISITORS = 1000  # distinct readers (cookies) the synthetic views come from
@@ -189,9 +188,10 @@ def _per_task_worker(redis_url: str) -> Iterator[dict[str, Any]]:
 # --- the measurements ---------------------------------------------------------------------------
 
 
-def _hit(i: int, now: int) -> View:
+def _hit(i: int, now: int) -> tuple[str, str, str, str, str]:
+    """A view's (visitor, path, article, unix seconds, bot)."""
     article = i % ARTICLES + 1
-    return View(
+    return (
         f"c{i % VISITORS:015d}",
         f"/tin-hoat-dong/bai-viet-{article}/{i}",  # as _requests(): a page of its own
         str(article),
@@ -204,7 +204,10 @@ def _raw_xadd(redis_url: str, count: int) -> dict[str, Any]:
     """The plain use of a stream: one entry a view (the view's line, packed as in
     Recorder.flush, done before the clock starts), XADDed in pipelines of XADD_BATCH."""
     now = int(time.time())
-    entries = [_hit(i, now).line() for i in range(count)]
+    hits = (_hit(i, now) for i in range(count))
+    entries = [
+        f"{seen} {bot} {article} {visitor} {path}" for visitor, path, article, seen, bot in hits
+    ]
     field = "h"
     with Redis.from_url(redis_url) as r:
         r.delete(SCRATCH_STREAM)

@@ -8,9 +8,10 @@ from pathlib import Path
 import jinja2
 from aiohttp import web
 
-from services.publisher import feeds, front, hits, redirects, views
+from services.publisher import feeds, front, redirects, views
 from services.publisher.cache import PageCache
 from services.publisher.routes import setup_routes
+from shared.counting.record import Statistics, hits_key, recorder_ctx, statistics_key
 from shared.metrics import ServiceMetrics
 from shared.metrics import handler as metrics_handler
 from shared.settings import Settings
@@ -39,7 +40,7 @@ def create_app(settings: Settings) -> web.Application:
     metrics.gauge(
         "bantin_page_views_buffered",
         "Page views waiting to be sent to Redis",
-        lambda: app[hits.hits_key].waiting if hits.hits_key in app else 0,
+        lambda: app[hits_key].waiting if hits_key in app else 0,
     )
     door = app[front.front_key] = front.FrontDoor(metrics.http)
     app[server_hook_key] = door  # bantin's runner installs it (shared.web.run)
@@ -65,8 +66,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(page_cache)
     app.cleanup_ctx.append(feeds.stored_feeds_ctx)
     # After the clients: its exit (the final flush of page views) runs while Redis is open.
-    app.cleanup_ctx.append(hits.recorder_ctx)
-    app[hits.statistics_key] = hits.Statistics()
+    app.cleanup_ctx.append(recorder_ctx)
+    app[statistics_key] = Statistics()
     setup_routes(app, settings)
     return app
 

@@ -18,11 +18,11 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import hdrs, web
 
-from services.publisher import front, hits, pages, queries
+from services.publisher import front, pages, queries
 from services.publisher.cache import Live, PageCache, Ready
 from services.publisher.labels import LABELS
 from shared import articles, site
-from shared.counting.record import Recorder
+from shared.counting.record import Recorder, hits_key, record, statistics_key
 from shared.models import Article
 from shared.prepared import PreparedResponse, accepted_encoding, compressed, not_modified
 from shared.settings import Settings
@@ -193,7 +193,7 @@ async def search(request: web.Request) -> web.StreamResponse:
 
 
 async def stats(request: web.Request) -> web.Response:
-    figures = await request.app[hits.statistics_key].read(request)
+    figures = await request.app[statistics_key].read(request)
     return web.json_response(figures, headers={"Cache-Control": "no-store"})
 
 
@@ -228,7 +228,7 @@ async def serve_page(
                 held = cache.last(key) if store else None
                 if held is None:
                     raise  # answered 503 (shared/web.py)
-                recorder = request.app.get(hits.hits_key)
+                recorder = request.app.get(hits_key)
                 return _ready_answer(request, held, recorder, article_id, request.path)
             if status == 301:
                 raise web.HTTPMovedPermanently(location=body.decode())
@@ -238,12 +238,12 @@ async def serve_page(
                 await cache.put(live.version, key, body)
         if not store:
             response = _html(200, _with_stats(body, live), etag)
-            hits.record(request, response, article_id)
+            record(request, response, article_id)
             return response
         ready = await request.app[packing_key].ready(
             cache, key, live, _with_stats(body, live), etag
         )
-    recorder = request.app.get(hits.hits_key)
+    recorder = request.app.get(hits_key)
     # The request's path, held for the recorder: the same object view after view, whose hash
     # is known (the front door answers this path only).
     path = request.path
@@ -297,7 +297,7 @@ def page_etag(live: Live, key: str) -> str:
 
 def _not_modified(request: web.Request, etag: str, article_id: int | None) -> web.Response:
     response = _304(etag)
-    hits.record(request, response, article_id)  # the reader saw the page: it counts
+    record(request, response, article_id)  # the reader saw the page: it counts
     return response
 
 

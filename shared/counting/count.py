@@ -1,15 +1,11 @@
-"""The counters: the counters worker's drain of the stream into them, exactly once, the figures
-the site shows, their copy in PostgreSQL and the refill of an emptied Redis from it.
-
-One script (drain.lua, whose header says how) per batch reads about BATCH views, counts them
-and deletes them in one atomic step. The counters: the total of human views, each article's
-views, the day's views and unique visitors in the site's time zone (found from the zone's UTC
-offsets, zone_offsets()), the visitors online and the bots' counter.
+"""The counters worker's side: the drain of the stream into the counters, exactly once
+(drain.lua's header says how), what pages show of them, their copy in PostgreSQL and the
+refill of an emptied Redis from it.
 
 Redis is the source of truth while it holds the total. persist() copies, every minute and when
 a counters worker stops (before_stop()), the total, yesterday's and today's views and unique
 visitors (the HyperLogLog's bytes beside its count) and the views of the articles viewed since
-the last copy. The script counts nothing while the total is missing (Redis emptied): restore()
+the last copy. The drain counts nothing while the total is missing (Redis emptied): restore()
 refills it first. Redis lost after a crash loses what it counted since the last copy (a minute
 at most); after a graceful stop, nothing.
 """
@@ -25,12 +21,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from redis import Redis
-from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import ResponseError
 
 from shared import db, keys
-from shared.counting.stream import ensure_group, script
+from shared.counting.stream import script
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +48,8 @@ SCRIPT_KEYS = (
     keys.VIEWS_DIRTY,
     keys.HITS_WAITING,
 )
-# The article key's prefix, and the day keys' one prefix and two suffixes around the date.
-_DAY, _VISITORS = keys.day_views("|").split("|"), keys.day_visitors("|").split("|")
-assert _DAY[0] == _VISITORS[0], "the script expects one prefix for both day keys"
-KEY_PARTS = (keys.article_views(0)[:-1], *_DAY, _VISITORS[1])
+# The article key's prefix, and the day keys as formats of the date.
+KEY_PARTS = (keys.article_views(0)[:-1], keys.day_views("%s"), keys.day_visitors("%s"))
 
 TOTAL_KEY = "total"  # the total's row in PostgreSQL
 UPSERT_COUNTERS = (
@@ -80,46 +72,35 @@ UPSERT_ARTICLE_VIEWS = (
 def drain(
     r: Redis, zone: ZoneInfo, database_url: str, budget: float = DRAIN_BUDGET
 ) -> dict[str, int]:
-    """Count new entries until the stream holds no more or the budget is spent. Returns the
-    tallies that are not zero: counted, bots, dropped (malformed lines), batches, refused
-    (writes Redis refused)."""
+    """Count new entries, one script (drain.lua) for each BATCH views or so, until the stream
+    holds no more or the budget is spent (after one script at least). Returns the tallies that
+    are not zero: counted, bots, dropped (malformed lines), batches, refused (writes refused)."""
     deadline = time.monotonic() + budget
-    ensure_group(r)
     tally: Counter[str] = Counter()
-    try:
-        while step(r, zone, database_url, tally) and time.monotonic() < deadline:
-            pass
-    except ResponseError as err:
-        if "NOGROUP" not in str(err):
-            raise
-        ensure_group(r)  # the stream was deleted under us: nothing was read
+    more = True
+    while more:
+        now = int(time.time())
+        args: list[Any] = [keys.HITS_GROUP, CONSUMER, BATCH, now - ONLINE_WINDOW]
+        args += [DAY_TTL, *KEY_PARTS, *zone_offsets(zone, now // 3600)]
+        reply = script(r, "drain")(keys=SCRIPT_KEYS, args=args)
+        if int(reply[0]) == -1:  # Redis lost its counters (nothing was read): refill, then count
+            restore(r, database_url, zone)
+        else:
+            humans, bots, dropped, read, refused, left = (int(x) for x in reply)
+            tally.update(counted=humans, bots=bots, dropped=dropped, refused=refused)
+            tally.update(batches=int(read > 0))
+            more = left > 0
+        more = more and time.monotonic() < deadline
     if tally["dropped"]:
         log.warning("drain: dropped %d malformed lines", tally["dropped"])
-    return {name: n for name, n in tally.items() if n}
-
-
-def step(r: Redis, zone: ZoneInfo, database_url: str, tally: Counter[str]) -> bool:
-    """One script: read new entries until they hold BATCH views, count them, delete them.
-    Adds to `tally`; returns whether the stream may hold more."""
-    now = int(time.time())
-    args: list[Any] = [keys.HITS_GROUP, CONSUMER, BATCH, now - ONLINE_WINDOW]
-    args += [DAY_TTL, *KEY_PARTS, *zone_offsets(zone, now // 3600)]
-    reply = script(r, "drain")(keys=SCRIPT_KEYS, args=args)
-    if int(reply[0]) == -1:  # Redis lost its counters (nothing was read): refill them first
-        restore(r, database_url, zone)
-        reply = script(r, "drain")(keys=SCRIPT_KEYS, args=args)
-        if int(reply[0]) == -1:
-            raise RuntimeError("the total is still missing after a restore")
-    humans, bots, dropped, read, refused, more = (int(x) for x in reply)
-    if refused:
+    if tally["refused"]:
         log.error(
             "Redis refused %d of the writes counting %d page views (a counter key of the"
             " wrong type?); the rest were counted",
-            refused,
-            humans + bots,
+            tally["refused"],
+            tally["counted"] + tally["bots"],
         )
-    tally.update(counted=humans, bots=bots, dropped=dropped, batches=int(read > 0), refused=refused)
-    return bool(more)
+    return {name: n for name, n in tally.items() if n}
 
 
 @lru_cache(maxsize=16)
@@ -127,7 +108,7 @@ def zone_offsets(zone: ZoneInfo, hour: int) -> tuple[int, ...]:
     """The zone's UTC offsets (seconds) from OFFSETS_BEFORE before the unix hour `hour` to
     OFFSETS_AFTER after it: the first, then (unix second from which, offset) for each change.
     Looked at every six hours (no zone changes twice in six), and a change found to the
-    quarter hour (offsets change at whole quarter hours, as the script assumes too)."""
+    quarter hour (offsets change at whole quarter hours)."""
 
     def offset(at: int) -> int:
         delta = datetime.fromtimestamp(at, zone).utcoffset()
@@ -146,22 +127,6 @@ def ask_shown(pipe: Pipeline) -> None:
     """Queue on `pipe` what every page shows: the visitors online, then the total."""
     pipe.zcount(keys.ONLINE, time.time() - ONLINE_WINDOW, "+inf")
     pipe.get(keys.TOTAL)
-
-
-async def figures(redis: AsyncRedis, zone: ZoneInfo) -> dict[str, int]:
-    """What the site shows: visitors online, the total, and today's views and visitors."""
-    day = datetime.now(zone).date().isoformat()
-    pipe = redis.pipeline(transaction=False)
-    ask_shown(pipe)
-    pipe.get(keys.day_views(day))
-    pipe.pfcount(keys.day_visitors(day))
-    online, total, views, visitors = await pipe.execute()
-    return {
-        "online": int(online or 0),
-        "total": int(total or 0),
-        "today_views": int(views or 0),
-        "today_visitors": int(visitors or 0),
-    }
 
 
 def persist(r: Redis, database_url: str, zone: ZoneInfo) -> dict[str, int]:

@@ -4,13 +4,16 @@
 -- lines are only tallied, no number is trusted before its pattern matched, and each counting
 -- write goes through redis.pcall (a key Redis refuses costs its own increment, not the others').
 -- KEYS: stream, total, bots, online, views-dirty, views waiting.
--- ARGV: group, consumer, views to read at least, online cutoff (unix s), day
--- TTL, article key prefix, day key prefix, day views suffix, day visitors suffix, then the
--- zone's UTC offsets: the first, then (unix s from which, offset) pairs in order.
+-- ARGV: group, consumer, views to read at least, online cutoff (unix s), day TTL, article key
+-- prefix, day views and day visitors key formats (of the date), then the zone's UTC offsets:
+-- the first, then (unix s from which, offset) pairs in order.
 -- Returns {humans, bots, dropped, entries read, writes refused, 1 if the stream may hold more},
 -- or {-1} reading nothing while the total is missing (Redis emptied: restore first).
 if redis.call('EXISTS', KEYS[2]) == 0 then return {-1} end
 local stream, budget = KEYS[1], tonumber(ARGV[3])
+-- The group, made here if missing (an error if not), from id 0, not $: a group made after the
+-- stream (Redis emptied, then refilled by the publishers) must read what is already there.
+redis.pcall('XGROUP', 'CREATE', stream, ARGV[1], '0', 'MKSTREAM')
 local entries, views, more = {}, 0, 0
 repeat -- an entry at a time until the batch holds enough views or the stream is dry
   local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1, 'NOACK',
@@ -25,7 +28,7 @@ until more == 0 or views >= budget
 
 local cutoff, dropped = tonumber(ARGV[4]), 0
 local offsets = {}
-for i = 10, #ARGV do offsets[#offsets + 1] = tonumber(ARGV[i]) end
+for i = 9, #ARGV do offsets[#offsets + 1] = tonumber(ARGV[i]) end
 local function day_of(seen)
   local offset = offsets[1]
   for j = 2, #offsets, 2 do
@@ -44,22 +47,13 @@ local function day_of(seen)
   local y = yoe + era * 400 + (m <= 2 and 1 or 0)
   return string.format('%04d-%02d-%02d', y, m, d)
 end
-local days = {} -- day name -> {views, visitors (a list, each once), visitors seen (a set)}
-local quarters = {} -- unix quarter hour -> its day (every offset is whole quarter hours)
+local days = {} -- day name -> {views, visitors seen (a set)}
 local times = {} -- a view's time as it came (a string) -> {unix seconds, its day, the string}
 local function moment(seen)
   local at = tonumber(seen)
-  local quarter = math.floor(at / 900)
-  local day = quarters[quarter]
-  if day == nil then
-    local name = day_of(at)
-    day = days[name]
-    if day == nil then
-      day = {0, {}, {}}
-      days[name] = day
-    end
-    quarters[quarter] = day
-  end
+  local name = day_of(at)
+  local day = days[name] or {0, {}}
+  days[name] = day
   local t = {at, day, seen}
   times[seen] = t
   return t
@@ -95,11 +89,7 @@ for _, e in ipairs(entries) do
         humans = humans + k
         if article ~= '' then articles[article] = (articles[article] or 0) + k end
         day[1] = day[1] + k
-        local known = day[3]
-        if not known[visitor] then
-          known[visitor] = true
-          day[2][#day[2] + 1] = visitor
-        end
+        day[2][visitor] = true
         local last = online[visitor]
         if t[1] >= cutoff and (last == nil or last[1] < t[1]) then online[visitor] = t end
       end
@@ -134,10 +124,12 @@ for article, n in pairs(articles) do
 end
 chunked('SADD', KEYS[5], dirty)
 for name, day in pairs(days) do
-  local views, visitors = ARGV[7] .. name .. ARGV[8], ARGV[7] .. name .. ARGV[9]
+  local views, visitors = string.format(ARGV[7], name), string.format(ARGV[8], name)
   write('INCRBY', views, day[1])
   write('EXPIRE', views, ARGV[5])
-  chunked('PFADD', visitors, day[2])
+  local seen = {}
+  for visitor in pairs(day[2]) do seen[#seen + 1] = visitor end
+  chunked('PFADD', visitors, seen)
   write('EXPIRE', visitors, ARGV[5])
 end
 local seen_at = {}

@@ -1,20 +1,18 @@
-"""What the publisher records: one view per HTML page a reader got (200 or 304), and who the
-reader is. Not feeds, media, static files, health checks nor the API (they never call the
-recorder), nor error pages, redirects, HEAD requests or prefetches (nobody read a page). Bots
-are recorded but flagged: the drain counts them apart.
+"""The publisher's step: one view per HTML page a reader got (200 or 304), and who the reader
+is; its wiring into the app, and the statistics the site shows. No feed, media, static file,
+health check, API call, error page, redirect, HEAD request or prefetch is a view. Bots are
+recorded but flagged: the drain counts them apart.
 
-A reader is its first-party cookie `bantin_vid`. A request without it is a keyed hash of
-(client IP, User-Agent), and the cookie it receives carries that hash and the day: the rest of
-that day it counts under the hash (a new reader's first view and the next are one visitor),
-from the next day on under the cookie's random part (readers behind one NAT with the same phone
-are not merged for ever). Clients that keep no cookies stay one visitor per (IP, User-Agent).
+A reader is its first-party cookie `bantin_vid`. Without it, a keyed hash of (client IP,
+User-Agent), and the cookie it receives carries that hash and the day: the rest of that day it
+counts under the hash (a new reader's first view and the next are one visitor), from the next
+day on under the cookie's random part (readers behind one NAT with the same phone are not
+merged for ever). Clients that keep no cookies stay one visitor per (IP, User-Agent).
 
-A view then costs a dictionary update: the recorder maps the stream's lines to their number of
-views. Its flusher sends them every FLUSH_INTERVAL, or once FLUSH_AT different views wait, in
-batches of at most FLUSH_AT lines, each appended once whatever becomes of the answer
-(stream.append). One entry a batch, not one a view: a XADD, a delivery and a deletion a view
-were most of what counting cost Redis. While Redis is away the batches wait (at most MAX_HELD
-lines); the app's shutdown flushes what is left.
+A view costs a dictionary update (its line -> its views); the flusher sends the lines in
+batches, each appended once whatever becomes of the answer (stream.append): a XADD, a delivery
+and a deletion a view were most of what counting cost Redis. While Redis is away the batches
+wait (at most MAX_HELD lines); the app's shutdown flushes what is left.
 """
 
 from __future__ import annotations
@@ -29,16 +27,22 @@ import re
 import secrets
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import Any
 
 from aiohttp import hdrs, web
 from multidict import istr
+from psycopg.types.json import Jsonb
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.counting.stream import Batch, View, append
+from shared import keys
+from shared.counting.count import ask_shown
+from shared.counting.stream import Batch, append
+from shared.problems import Problem
 from shared.settings import Settings
-from shared.web import client_address
+from shared.web import client_address, pool_key, redis_key, settings_key
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +53,10 @@ MEMO_HEADER = 512  # longer Cookie headers or User-Agents are not remembered (th
 _SEC_PURPOSE, _PURPOSE = istr("Sec-Purpose"), istr("Purpose")
 _now = time.time  # the views' clock (tests set it)
 FLUSH_INTERVAL = 0.1  # seconds: the longest a view waits in the process
-FLUSH_AT = 2000  # different views that wake the flusher, and the largest batch
+FLUSH_AT = 2000  # different views (lines) that wake the flusher, and the largest batch
 MAX_HELD = 200_000  # lines held while Redis is unreachable; beyond, the oldest are dropped
 CLOSE_WAIT = 10.0  # seconds the flusher has to stop on shutdown
+FIGURES_WAIT = 1.0  # seconds the statistics wait for Redis before the last known ones answer
 
 # Crawlers, previewers, monitors, and HTTP tools no browser is (curl, wget, python-requests:
 # uptime checks and scripts). aiohttp is not one: the test suite reads pages as a reader would.
@@ -69,9 +74,8 @@ _COOKIE_IN_HEADER = re.compile(
 
 
 class Reader:
-    """A reader remembered for its Cookie header, with its last view (second, page, article)
-    and that view's line, updated in place: the same page in the same second (a reload, a
-    script, a load test) reuses the line, a string whose hash Python keeps."""
+    """A reader remembered for its Cookie header, with its last view and that view's line: the
+    same page in the same second (a reload, a script) reuses the string, whose hash is kept."""
 
     __slots__ = ("agent", "article", "bot", "line", "path", "second", "visitor")
     article: int | None
@@ -116,7 +120,6 @@ class Recorder:
         # The cookie's random part only tells browsers apart: no need of os.urandom per view.
         self._random = random.Random(secrets.randbits(128))  # noqa: S311 (guards nothing)
         self._today = ""
-        self._day_ends = 0.0  # the day is looked at once a minute
         self._cookie_tail = f"; Max-Age={COOKIE_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax"
         self._readers: dict[str, Reader] = {}  # Cookie header -> its reader, for today
         self._second_text = "0"  # the current second as the stream writes it, and its bounds
@@ -150,7 +153,7 @@ class Recorder:
         second = self._second_text
         if reader.second is second and reader.article == article_id and reader.path == path:
             line = reader.line
-        else:  # View.line(), spelled out: no call on the request path
+        else:  # the stream's format (stream.py)
             line = f"{second} {reader.bot} {article_id or ''} {reader.visitor} {path}"
             reader.second, reader.path, reader.article, reader.line = second, path, article_id, line
         lines = self.lines
@@ -161,12 +164,9 @@ class Recorder:
     def _tick(self, now: float) -> None:
         """Another second (or the clock stepped back). A new day forgets the readers: a cookie
         given yesterday names its browser differently today."""
-        if now >= self._day_ends:
-            moment = datetime.fromtimestamp(now, self.zone)
-            if (today := moment.strftime("%Y%m%d")) != self._today:
-                self._today = today
-                self._readers.clear()
-            self._day_ends = now + 60 - moment.second - moment.microsecond / 1e6
+        if (today := datetime.fromtimestamp(now, self.zone).strftime("%Y%m%d")) != self._today:
+            self._today = today
+            self._readers.clear()
         second = int(now)
         self._second_text = str(second)
         self._second_starts, self._second_ends = float(second), second + 1.0
@@ -205,15 +205,11 @@ class Recorder:
             )
         return Reader(agent, "h" + digest, bot)
 
-    def add(self, view: View) -> None:
-        line = view.line()
+    def add(self, line: str) -> None:
+        """One view, as its line in the stream's format."""
         self.lines[line] = self.lines.get(line, 0) + 1
         if len(self.lines) >= self.flush_at:
             self._wake.set()
-
-    def buffered(self) -> list[tuple[int, str]]:
-        """The views not sent yet, as (how many, their line), oldest first."""
-        return [(n, line) for line, n in self.lines.items()]
 
     @property
     def waiting(self) -> int:
@@ -243,7 +239,11 @@ class Recorder:
                 sent += batch.views
             return sent
 
-    async def run(self) -> None:
+    def start(self) -> None:
+        self._closing = False
+        self._task = asyncio.create_task(self._run(), name="bantin-hits-flusher")
+
+    async def _run(self) -> None:
         failing = False
         while not self._closing:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
@@ -264,25 +264,15 @@ class Recorder:
                     log.info("page views reach Redis again")
                 failing = False
 
-    def start(self) -> None:
-        self._closing = False
-        self._task = asyncio.create_task(self.run(), name="bantin-hits-flusher")
-
     async def close(self) -> None:
-        """Stop the flusher, then send everything left (a few attempts: Redis may blink). The
-        flusher is asked to stop, not cancelled: the Redis client's error handling, or
-        asyncio.timeout on 3.11, can swallow a cancellation, and it would be awaited for ever.
-        It is cancelled only if it has not stopped after CLOSE_WAIT seconds."""
+        """Stop the flusher, then send everything left (three attempts: Redis may blink). The
+        flusher is asked to stop: the Redis client, or asyncio.timeout on 3.11, can swallow a
+        cancellation, so it is cancelled (never awaited) only after CLOSE_WAIT seconds."""
         if self._task is not None:
             self._closing = True
             self._wake.set()
-            done, _ = await asyncio.wait({self._task}, timeout=CLOSE_WAIT)
-            if not done:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-            elif not self._task.cancelled() and self._task.exception() is not None:
-                log.error("the page-view flusher had stopped", exc_info=self._task.exception())
+            await asyncio.wait({self._task}, timeout=CLOSE_WAIT)
+            self._task.cancel()  # nothing if it has stopped
             self._task = None
         for attempt in range(3):
             try:
@@ -292,3 +282,78 @@ class Recorder:
                 log.warning("final flush of page views failed (%s), attempt %d", err, attempt + 1)
                 await asyncio.sleep(0.5)
         log.error("shutting down with %d page views not sent", self.waiting)
+
+
+hits_key = web.AppKey("hits", Recorder)
+
+
+async def recorder_ctx(app: web.Application) -> AsyncIterator[None]:
+    """aiohttp cleanup context: start the flusher with the app, flush the rest on shutdown.
+    Append it after the clients' context, so that Redis is still open when it exits."""
+    recorder = Recorder(app[redis_key], app[settings_key], await visitor_key(app[pool_key]))
+    app[hits_key] = recorder
+    recorder.start()
+    try:
+        yield
+    finally:
+        await recorder.close()
+
+
+async def visitor_key(pool: Any) -> bytes:
+    """The site's secret for hashing visitors without a cookie: made once, kept in PostgreSQL
+    (so every replica, and every restart, hashes a visitor the same way)."""
+    async with pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO site_meta (key, value) VALUES ('visitor_key', %s) ON CONFLICT DO NOTHING",
+            (Jsonb(secrets.token_hex(32)),),
+        )
+        cur = await conn.execute("SELECT value FROM site_meta WHERE key = 'visitor_key'")
+        row = await cur.fetchone()
+    assert row is not None
+    return bytes.fromhex(row["value"])
+
+
+def record(
+    request: web.Request, response: web.StreamResponse, article_id: int | None = None
+) -> None:
+    """For page handlers: count this view (an app built without the recorder counts nothing)."""
+    recorder = request.app.get(hits_key)
+    if recorder is not None:
+        recorder.page_view(request, response, article_id)
+
+
+class Statistics:
+    """What the site shows (GET /api/v1/stats): visitors online, the total, today's views and
+    visitors; the last ones known while Redis is away."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, int] | None = None
+        self.failing = False
+
+    async def read(self, request: web.Request) -> dict[str, int]:
+        day = datetime.now(request.app[settings_key].zone).date().isoformat()
+        pipe = request.app[redis_key].pipeline(transaction=False)
+        ask_shown(pipe)
+        pipe.get(keys.day_views(day))
+        pipe.pfcount(keys.day_visitors(day))
+        try:
+            async with asyncio.timeout(FIGURES_WAIT):
+                online, total, views, visitors = (int(x or 0) for x in await pipe.execute())
+            self.last = {"online": online, "total": total}
+            self.last |= {"today_views": views, "today_visitors": visitors}
+            self.failing = False
+        except (RedisError, OSError, TimeoutError) as err:
+            if self.last is None:
+                raise Problem(
+                    503,
+                    "Statistics unavailable",
+                    "The counters cannot be reached; try again shortly.",
+                    headers={"Retry-After": "5"},
+                ) from err
+            if not self.failing:
+                log.warning("statistics: Redis unreachable (%r); answering the last known", err)
+            self.failing = True
+        return self.last
+
+
+statistics_key = web.AppKey("statistics", Statistics)

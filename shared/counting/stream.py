@@ -1,9 +1,9 @@
 """The Redis stream between the publishers and the counters worker, and its one format.
 
 An entry is one publisher's batch, two fields: `n`, its number of views, and `b`, its lines
-joined by newlines, one a different view (View.line()): "<unix seconds> <bot 0|1> <article id
-or nothing> <visitor> <path>"; identical views of one second are one line with their number
-first, "*<views> <seconds> ...". The visitor holds no space, the path no newline (sent as %0A).
+joined by newlines, one a different view: "<unix seconds> <bot 0|1> <article id or nothing>
+<visitor> <path>"; identical views of one second are one line with their number first,
+"*<views> <seconds> ...". The visitor holds no space, the path no newline (sent as %0A).
 The views waiting (the lag) are counted beside the stream, `keys.HITS_WAITING`: raised by the
 append, lowered by the drain, and the stream's bound (STREAM_MAXLEN views).
 """
@@ -16,25 +16,12 @@ from typing import Any, NamedTuple
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
-from redis.exceptions import ResponseError
 
 from shared import keys
 
-FIELDS = ("n", "b")
 STREAM_MAXLEN = 1_000_000  # views the stream holds at most: beyond, the oldest batches go
 TRIM_STEP = 100  # entries one append deletes at most to stay within STREAM_MAXLEN
 BATCH_TOKEN_TTL = 600  # seconds a batch's token guards against a repeated append
-
-
-class View(NamedTuple):
-    visitor: str
-    path: str
-    article: str  # "" when the page is no article's
-    seconds: str  # unix seconds
-    bot: str  # "1" or "0"
-
-    def line(self) -> str:
-        return f"{self.seconds} {self.bot} {self.article} {self.visitor} {self.path}"
 
 
 class Batch(NamedTuple):
@@ -57,18 +44,3 @@ async def append(redis: AsyncRedis, batch: Batch) -> None:
     args = [STREAM_MAXLEN, TRIM_STEP, BATCH_TOKEN_TTL, batch.views, body]
     batch_keys = [keys.HITS_STREAM, keys.hits_batch(batch.token), keys.HITS_WAITING]
     await script(redis, "append")(keys=batch_keys, args=args)
-
-
-def ensure_group(r: Redis) -> None:
-    """From id 0, not $: a group created after the stream (Redis emptied, then refilled by the
-    publishers before the first drain) must still read what is already there."""
-    try:
-        r.xgroup_create(keys.HITS_STREAM, keys.HITS_GROUP, id="0", mkstream=True)
-    except ResponseError as err:
-        if "BUSYGROUP" not in str(err):
-            raise
-
-
-async def lag(redis: AsyncRedis) -> int:
-    """Views in the stream not counted yet (Redis 6.2 has no XINFO lag)."""
-    return max(0, int(await redis.get(keys.HITS_WAITING) or 0))
