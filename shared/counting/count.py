@@ -77,14 +77,17 @@ def drain(
     are not zero: counted, bots, dropped (malformed lines), batches, refused (writes refused)."""
     deadline = time.monotonic() + budget
     tally: Counter[str] = Counter()
-    more = True
+    more, restored = True, False
     while more:
         now = int(time.time())
         args: list[Any] = [keys.HITS_GROUP, CONSUMER, BATCH, now - ONLINE_WINDOW]
         args += [DAY_TTL, *KEY_PARTS, *zone_offsets(zone, now // 3600)]
         reply = script(r, "drain")(keys=SCRIPT_KEYS, args=args)
         if int(reply[0]) == -1:  # Redis lost its counters (nothing was read): refill, then count
+            if restored:  # never spin on a restore that did not take
+                raise RuntimeError("the total is still missing after a restore")
             restore(r, database_url, zone)
+            restored = True
         else:
             humans, bots, dropped, read, refused, left = (int(x) for x in reply)
             tally.update(counted=humans, bots=bots, dropped=dropped, refused=refused)
