@@ -3,6 +3,7 @@ the importers that write them and the publisher that answers them."""
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -19,8 +20,16 @@ def keys(address: str) -> list[str]:
     if not path.startswith("/") or len(path) > MAX_LENGTH:
         return []
     path = path.rstrip("/") or "/"
-    query = urlencode(sorted(parse_qsl(parts.query, keep_blank_values=True)))
+    query = parts.query
+    if query and not _PLAIN_QUERY.fullmatch(query):
+        query = urlencode(sorted(parse_qsl(query, keep_blank_values=True)))
     return [f"{path}?{query}", path] if query else [path]
+
+
+# A query of one name and value that quoting leaves as they are ("p=123", WordPress's own):
+# what urlencode(sorted(parse_qsl(...))) gives back unchanged, at a tenth of its cost (an
+# import asks for two keys per post).
+_PLAIN_QUERY = re.compile(r"[A-Za-z0-9_.~-]+=[A-Za-z0-9_.~-]*")
 
 
 def key(address: str) -> str | None:

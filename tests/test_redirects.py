@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
+from shared.redirects import keys
 from shared.settings import Settings
 from tests.conftest import publisher
 from tests.fixtures.moving import bantin, query, write
@@ -48,3 +50,16 @@ async def test_a_bad_csv_loads_nothing(clean: Settings, tmp_path: Path) -> None:
     assert "line 7: '/self' would redirect to itself" in ran.out
     assert "nothing was loaded" in ran.err
     assert query(clean, "SELECT count(*) AS n FROM redirects")[0]["n"] == 0
+
+
+def test_a_plain_query_keys_as_the_full_sorting_and_quoting_would() -> None:
+    """keys() leaves a query of one plain name and value as it is, without parsing it: the
+    same key as parsing, sorting and quoting it again gives, for these and for the others."""
+    for asked in ("p=123", "p=", "a.b_c~d-e=x.Y_z~w-1", "p", "p=1=2", "q=a+b", "q=%20",
+                  "b=2&a=1", "=1", "p=1&", "tên=cũ", "p=1;q=2"):  # fmt: skip
+        expected = urlencode(sorted(parse_qsl(asked, keep_blank_values=True)))
+        assert keys(f"http://cu.example.vn/a/?{asked}") == (
+            [f"/a?{expected}", "/a"] if expected else ["/a"]
+        ), asked
+    assert keys("/?p=123") == ["/?p=123", "/"]
+    assert keys("/a/b/") == ["/a/b"]

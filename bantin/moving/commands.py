@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import gc
 import os
 import sys
 from collections.abc import Callable, Coroutine, Iterator
@@ -111,6 +112,12 @@ def _refused(source: object, err: Exception) -> int:
 
 
 def _finish(report: Report, run: Callable[[], Coroutine[Any, Any, None]]) -> int:
+    # The objects of startup (every imported module's) stay to the end: the garbage
+    # collector's full rounds went through them all again and again, and its young rounds
+    # came every 700 new objects, when an article brings dozens. Measured on an import of
+    # 10,000 articles: 0.3 s of the main process's 2.1 s of CPU, 0.1 s this way.
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
     try:
         with report:
             asyncio.run(run())
