@@ -190,3 +190,30 @@ async def test_export_is_one_snapshot_while_articles_are_written(
     redirects = [json.loads(x) for x in (folder / "redirects.jsonl").read_text().splitlines()]
     exported = {a["uuid"] for a in lines}
     assert all(r["article"] in exported for r in redirects if r["article"])
+
+
+async def test_a_hand_edited_export_time_is_read_as_utc_or_refused_by_name(
+    clean: Settings, tmp_path: Path
+) -> None:
+    """An export edited by hand: a time written without its UTC offset is read as UTC (the
+    binary COPY takes no time without a zone); one that is no time fails that article alone,
+    named, and the import ends non-zero."""
+    posts = [Post(1, "Tin một", "Văn bản một."), Post(2, "Tin hai", "Văn bản hai.")]
+    ran = await bantin(clean, "import", "wordpress", str(write(tmp_path / "wp.xml", wxr(posts))))
+    assert ran.code == 0, ran.out + ran.err
+    folder = tmp_path / "backup"
+    assert (await bantin(clean, "export", str(folder))).code == 0
+    path = folder / "articles.jsonl"
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    lines[0]["created_at"] = "2021-03-04T05:06:07"
+    lines[1]["updated_at"] = "hôm qua"
+    path.write_text("".join(json.dumps(a, ensure_ascii=False) + "\n" for a in lines))
+
+    reset(clean)
+    ran = await bantin(clean, "import", "bantin", str(folder))
+    assert ran.code != 0, ran.out + ran.err
+    assert "imported 1" in ran.out, ran.out
+    assert "updated_at 'hôm qua' is not an ISO 8601 time" in ran.out + ran.err
+    rows = query(clean, "SELECT title, created_at FROM articles")
+    assert [r["title"] for r in rows] == ["Tin một"]
+    assert rows[0]["created_at"].isoformat() == "2021-03-04T05:06:07+00:00"

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -249,7 +249,10 @@ class _Restorer:
             if submission.category not in self.categories:
                 self.report.fail(a["uuid"], f"invalid: no category {submission.category!r}")
                 continue
-            rows.append(self._row(a, submission, data))
+            try:
+                rows.append(self._row(a, submission, data))
+            except ValueError as err:  # a hand-edited export's time that is not one
+                self.report.fail(a["uuid"], f"invalid: {err}")
         written = await bulk.write_batch(self.conn, rows)
         for row in rows:
             self.report.done(photos=len(row.draft.images))
@@ -338,14 +341,14 @@ class _Restorer:
             old_paths=(a["path"],),  # when its id was taken here, the old address follows it
             error=a.get("error"),
             submitted_by=self.tokens.get(a["submitted_by"]) if a.get("submitted_by") else None,
-            created_at=datetime.fromisoformat(a["created_at"]),
-            updated_at=datetime.fromisoformat(a["updated_at"]),
+            created_at=_moment(a, "created_at"),
+            updated_at=_moment(a, "updated_at"),
             version=a["version"],
             views=int(a.get("views") or 0),
             history=tuple(
                 Past(
                     e["action"],
-                    datetime.fromisoformat(e["at"]),
+                    _moment(e, "at"),
                     self.tokens.get(e["token"]) if e.get("token") is not None else None,
                     e.get("note") or "",
                 )
@@ -367,3 +370,13 @@ class _Restorer:
                     " ON CONFLICT DO NOTHING",
                     (row["old_path"], row["new_path"]),
                 )
+
+
+def _moment(row: dict[str, Any], name: str) -> datetime:
+    """A time of the export: bantin writes each with its UTC offset; one without (a hand-edited
+    file) is read as UTC, not in whatever zone the database server has."""
+    try:
+        when = datetime.fromisoformat(row[name])
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} {row[name]!r} is not an ISO 8601 time") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
