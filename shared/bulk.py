@@ -274,15 +274,20 @@ async def _assign_ids(conn: Conn, batch: Sequence[BulkArticle]) -> None:
 async def after_batch(sender: TaskSender, written: Written) -> None:
     """What follows a committed batch: photos to render, articles to publish once they are,
     and pages and feeds gone stale, once for the whole batch. A send that fails means the
-    broker is away: what is left is not tried (each would wait as long) but left to beat's
-    sweep, which sends what the database shows waiting and refreshes what went stale."""
+    broker is away: what is left is not tried (each would wait as long). Beat's sweep sends
+    again the articles the database shows processing or due; the sends it cannot recover go
+    first (a restore's photos of articles that keep their status; the stale check misses the
+    restored rows, which keep their old change times)."""
     # Dated a little ahead: the worker gives it a task for its exact time at once, rather than
     # when beat's sweep next comes by (every 30 s).
     soon = datetime.now(UTC) + ETA_WINDOW
     scopes = sorted({a.category_slug for a in written.articles if a.status == "published"})
     work = (
-        (PROCESS_ARTICLE, [[a.id] for a in written.articles if a.status == "processing"]),
         (RENDER_IMAGE, [[i] for i in written.images_to_render]),
+        # The worker bumps the site's version (every cached page stale at once) and marks the
+        # feeds of these scopes dirty; the articles that publish later do that themselves.
+        (SITE_CHANGED, [[scopes]] if scopes else []),
+        (PROCESS_ARTICLE, [[a.id] for a in written.articles if a.status == "processing"]),
         (
             PUBLISH_ARTICLE,
             [
@@ -291,9 +296,6 @@ async def after_batch(sender: TaskSender, written: Written) -> None:
                 if a.status == "scheduled" and a.draft.published_at and a.draft.published_at <= soon
             ],
         ),
-        # The worker bumps the site's version (every cached page stale at once) and marks the
-        # feeds of these scopes dirty; the articles that publish later do that themselves.
-        (SITE_CHANGED, [[scopes]] if scopes else []),
     )
     for name, calls in work:
         if calls and await sender.send_many(name, calls) < len(calls):

@@ -165,7 +165,7 @@ class TaskSender:
                     "could not send %d %s (from %s; the sweep will retry): %s",
                     len(todo) - sent,
                     name,
-                    todo[sent],
+                    todo[min(sent, len(todo) - 1)],
                     error,
                 )
             return sent

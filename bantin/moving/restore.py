@@ -373,8 +373,10 @@ class _Restorer:
 
 
 def _moment(row: dict[str, Any], name: str) -> datetime:
-    """A time of the export: bantin writes each with its UTC offset; one without (a hand-edited
-    file) is read as UTC, not in whatever zone the database server has."""
+    """A time of the export's own record (created, updated, an event of the history): bantin
+    writes each with its UTC offset; one without (a hand-edited file) is read as UTC, not in
+    whatever zone the database server has. (`published_at` is the article's, checked as any
+    submission's: without an offset it is refused, naming the field.)"""
     try:
         when = datetime.fromisoformat(row[name])
     except (TypeError, ValueError):

@@ -272,6 +272,8 @@ class Recorder:
             self._closing = True
             self._wake.set()
             await asyncio.wait({self._task}, timeout=CLOSE_WAIT)
+            if self._task.done() and not self._task.cancelled() and self._task.exception():
+                log.error("the page-view flusher had stopped", exc_info=self._task.exception())
             self._task.cancel()  # nothing if it has stopped
             self._task = None
         for attempt in range(3):
